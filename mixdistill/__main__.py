@@ -1,0 +1,3 @@
+from mixdistill.cli import main
+
+main()

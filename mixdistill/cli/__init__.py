@@ -1,0 +1,36 @@
+"""`mixdistill` command line. Errors a user caused print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+
+from mixdistill.cli import core  # noqa: F401  (registers commands)
+from mixdistill.cli.app import app, err_console
+from mixdistill.errors import MixdistillError
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)  # returns click's exit code for typer.Exit
+    except MixdistillError as e:
+        for line in str(e).splitlines() or [type(e).__name__]:
+            err_console.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; everything stored so far is kept")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+__all__ = ["app", "main"]

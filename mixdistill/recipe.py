@@ -1,0 +1,257 @@
+"""Recipes: the YAML files a user copies and edits, validated by pydantic before any work starts.
+
+Three kinds: `BuildRecipe` (tasks x teachers x modes -> a corpus), `TrainRecipe` (student + LoRA on a corpus) and
+`EvalRecipe` (model x task split x modes/paths). Unknown keys are errors, so a typo never silently falls back to a
+default. The MD paper publishes no prompts, sample counts or hyper-parameters: every such choice is a field here with
+a documented default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mixdistill.errors import RecipeError
+from mixdistill.tasks import TASKS, CustomTask
+
+Mode = Literal["cot", "pot"]
+Provider = Literal["openai", "anthropic", "openai-compatible", "transformers", "replay"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskRef(_Model):
+    """A built-in task split (`task: svamp, split: train`) or a custom one (`custom: {...}`)."""
+
+    task: str | None = None
+    split: str | None = Field(None, description="defaults to the task's first split")
+    custom: CustomTask | None = None
+    limit: int | None = Field(None, ge=1, description="use only the first N problems (smoke runs)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskRef":
+        if (self.task is None) == (self.custom is None):
+            raise ValueError("give exactly one of 'task' or 'custom'")
+        if self.task is not None:
+            if self.task not in TASKS:
+                raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
+            if self.split is not None and self.split not in TASKS[self.task].splits:
+                raise ValueError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(TASKS[self.task].splits)}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.task or self.custom.name
+
+    @property
+    def split_name(self) -> str:
+        if self.custom is not None:
+            return self.custom.split
+        return self.split or TASKS[self.task].splits[0]
+
+
+class Sampling(_Model):
+    """Decoding settings sent to the teacher. Greedy for sample 0 is not forced: set temperature 0 for that."""
+
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = None
+
+
+class Prices(_Model):
+    """USD per million tokens; overrides the built-in price table for this teacher."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class TeacherSpec(_Model):
+    """One teacher: a provider, a model and how to reach it. Keys come from the environment, never from the recipe."""
+
+    name: str | None = Field(None, description="label in the registry; defaults to provider/model")
+    provider: Provider
+    model: str
+    base_url: str | None = Field(None, description="for openai-compatible servers (vLLM, llama.cpp, Ollama, ...)")
+    api_key_env: str | None = Field(None, description="environment variable holding the key; provider default if unset")
+    path: Path | None = Field(None, description="local model dir (transformers) or recorded-output file (replay)")
+    batch: bool = Field(False, description="use the provider's Batch API (half price, hours of latency)")
+    max_concurrency: int = Field(16, ge=1)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(120, gt=0)
+    prices: Prices | None = None
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").isalnum():
+            raise ValueError("must be the NAME of an environment variable, not a key")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "TeacherSpec":
+        if self.provider == "openai-compatible" and not self.base_url:
+            raise ValueError("provider 'openai-compatible' needs base_url")
+        if self.provider in ("transformers", "replay") and self.path is None:
+            raise ValueError(f"provider {self.provider!r} needs path")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.provider}/{self.model}"
+
+
+class Budget(_Model):
+    """Stop a build cleanly when either limit is reached (None: no limit)."""
+
+    max_cost_usd: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+
+
+class MixPolicy(_Model):
+    """How verified rationales become a corpus (the paper's "well-balanced mixed thought data")."""
+
+    k_per_mode: int = Field(1, ge=1, description="keep at most k verified rationales per problem and mode")
+    balance_modes: bool = Field(True, description="keep equal CoT and PoT counts per problem")
+    require_agreement: bool = Field(False, description="keep a problem only if both modes have a correct rationale")
+    teacher_quotas: dict[str, float] | None = Field(None, description="teacher label -> max share of rows")
+    validation_fraction: float = Field(0.05, ge=0, lt=1, description="share of problems held out, split by problem")
+    seed: int = 0
+    exclude: list[TaskRef] = Field(
+        default_factory=list, description="evaluation splits whose problems must never enter the corpus"
+    )
+
+
+class BuildRecipe(_Model):
+    kind: Literal["build"] = "build"
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    version: str = Field("0.1.0", pattern=r"^\d+\.\d+\.\d+$", description="semver of the corpus")
+    description: str = ""
+    tasks: list[TaskRef] = Field(min_length=1)
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    modes: list[Mode] = Field(default_factory=lambda: ["cot", "pot"], min_length=1)
+    samples: dict[Mode, int] = Field(
+        default_factory=lambda: {"cot": 1, "pot": 1}, description="samples per problem and mode"
+    )
+    shots: int = Field(4, ge=0, description="few-shot exemplars in each prompt")
+    sampling: Sampling = Field(default_factory=Sampling)
+    rule: str = Field("strict", description="answer-equivalence rule used for verdicts")
+    mix: MixPolicy = Field(default_factory=MixPolicy)
+    budget: Budget = Field(default_factory=Budget)
+
+    @model_validator(mode="after")
+    def _check(self) -> "BuildRecipe":
+        labels = [t.label for t in self.teachers]
+        dupes = {label for label in labels if labels.count(label) > 1}
+        if dupes:
+            raise ValueError(f"teacher names must be unique; repeated: {', '.join(sorted(dupes))}")
+        for mode in self.modes:
+            if self.samples.get(mode, 0) < 1:
+                raise ValueError(f"samples.{mode} must be >= 1 for a listed mode")
+        return self
+
+
+class LoraSettings(_Model):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    qlora: bool = Field(False, description="load the base model in 4-bit (bitsandbytes)")
+
+
+class CorpusRef(_Model):
+    """Where training data comes from: a registry corpus, a Parquet export, or a Hub dataset at a revision."""
+
+    name: str | None = None
+    version: str | None = None
+    parquet: Path | None = None
+    hub: str | None = None
+    revision: str | None = None
+    config: Literal["cot", "pot", "mixed"] = "mixed"
+
+    @model_validator(mode="after")
+    def _one(self) -> "CorpusRef":
+        if sum(x is not None for x in (self.name, self.parquet, self.hub)) != 1:
+            raise ValueError("give exactly one of 'name' (registry corpus), 'parquet' or 'hub'")
+        return self
+
+
+class TrainRecipe(_Model):
+    kind: Literal["train"] = "train"
+    name: str
+    student: str = Field(description="base model id or local path")
+    revision: str | None = None
+    corpus: CorpusRef
+    output_dir: Path
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    mode_weights: dict[Mode, float] = Field(default_factory=lambda: {"cot": 1.0, "pot": 1.0})
+    max_length: int = Field(1024, ge=16)
+    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    gradient_accumulation: int = Field(4, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    gradient_checkpointing: bool = True
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    seed: int = 0
+
+
+class EvalRecipe(_Model):
+    kind: Literal["eval"] = "eval"
+    name: str
+    model: str = Field(description="base model id/path, or the model name on an OpenAI-compatible server")
+    adapter: Path | None = None
+    backend: Literal["transformers", "vllm", "openai-compatible"] = "transformers"
+    base_url: str | None = None
+    tasks: list[TaskRef] = Field(min_length=1)
+    modes: list[Mode] = Field(default_factory=lambda: ["cot", "pot"], min_length=1)
+    k: int = Field(1, ge=1, description="sampled paths per mode (1 = single-path greedy)")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
+    mode_weights: dict[Mode, float] = Field(default_factory=lambda: {"cot": 1.0, "pot": 1.0})
+    rule: str = "strict"
+
+
+Recipe = BuildRecipe | TrainRecipe | EvalRecipe
+R = TypeVar("R", BuildRecipe, TrainRecipe, EvalRecipe)
+_KINDS: dict[str, type[BaseModel]] = {"build": BuildRecipe, "train": TrainRecipe, "eval": EvalRecipe}
+
+
+def load_recipe(path: str | Path, expect: type[R] | None = None) -> R:
+    """Read and validate a recipe; every problem is reported, one line each, naming the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping")
+    kind = data.get("kind", expect.model_fields["kind"].default if expect else "build")
+    model = _KINDS.get(kind)
+    if model is None:
+        raise RecipeError(f"{path}: kind: unknown recipe kind {kind!r}; use one of {', '.join(_KINDS)}")
+    if expect is not None and model is not expect:
+        raise RecipeError(f"{path}: kind: this command needs a {expect.model_fields['kind'].default!r} recipe, not {kind!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError("\n".join(_lines(path, e))) from None
+
+
+def _lines(path: Path, err: ValidationError) -> list[str]:
+    out = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        out.append(f"{path}: {loc}: {msg}")
+    return out

@@ -1,0 +1,254 @@
+"""Numbered schema migrations of the registry.
+
+Each migration is a small function, applied once in order and recorded in `schema_migrations`; its version is its
+position in `MIGRATIONS` (1-based). Never edit a released migration: append a new one. A file whose recorded version
+is above `len(MIGRATIONS)` was written by a newer mixdistill and is refused (see `Registry.open`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import duckdb
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_core_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Problems, prompts, teachers, generations (the request cache), executions, verdicts and the rest of DESIGN.md."""
+    con.execute(
+        """
+        CREATE TABLE problems (
+            problem_id   VARCHAR PRIMARY KEY,
+            task         VARCHAR NOT NULL,
+            question     VARCHAR NOT NULL,
+            answer_type  VARCHAR NOT NULL,   -- 'number' | 'bool'
+            gold_text    VARCHAR NOT NULL,
+            gold_number  DOUBLE,
+            gold_bool    BOOLEAN,
+            source       VARCHAR NOT NULL,
+            source_id    VARCHAR NOT NULL,
+            license      VARCHAR,
+            created_at   TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE problem_splits (
+            task       VARCHAR NOT NULL,
+            split      VARCHAR NOT NULL,
+            problem_id VARCHAR NOT NULL,
+            position   INTEGER NOT NULL,     -- order in the source file
+            PRIMARY KEY (task, split, problem_id)
+        );
+        CREATE TABLE prompts (
+            prompt_id  VARCHAR PRIMARY KEY,  -- hash(template + exemplars)
+            task       VARCHAR,
+            mode       VARCHAR NOT NULL,     -- 'cot' | 'pot'
+            name       VARCHAR,
+            template   VARCHAR NOT NULL,
+            exemplars  VARCHAR,              -- JSON
+            created_at TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE teachers (
+            teacher_id VARCHAR PRIMARY KEY,  -- hash(provider, model, base_url)
+            name       VARCHAR,
+            provider   VARCHAR NOT NULL,
+            model      VARCHAR NOT NULL,
+            base_url   VARCHAR,
+            settings   VARCHAR,              -- JSON, never holds secrets
+            created_at TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE generations (
+            request_key       VARCHAR PRIMARY KEY,
+            teacher_id        VARCHAR NOT NULL,
+            prompt_id         VARCHAR NOT NULL,
+            problem_id        VARCHAR NOT NULL,
+            mode              VARCHAR NOT NULL,
+            sample_index      INTEGER NOT NULL,
+            params            VARCHAR,       -- JSON sampling params
+            status            VARCHAR NOT NULL, -- 'ok' | 'error' | ...
+            response_text     VARCHAR,
+            finish_reason     VARCHAR,
+            error             VARCHAR,
+            prompt_tokens     INTEGER,
+            completion_tokens INTEGER,
+            cost_usd          DOUBLE,
+            latency_s         DOUBLE,
+            batch_id          VARCHAR,
+            run_id            VARCHAR,
+            created_at        TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE batches (
+            batch_id     VARCHAR PRIMARY KEY,
+            teacher_id   VARCHAR NOT NULL,
+            provider     VARCHAR NOT NULL,
+            status       VARCHAR NOT NULL,
+            request_keys VARCHAR NOT NULL,   -- JSON list
+            run_id       VARCHAR,
+            created_at   TIMESTAMP DEFAULT current_timestamp,
+            updated_at   TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE executions (
+            request_key     VARCHAR NOT NULL,
+            sandbox_version VARCHAR NOT NULL,
+            status          VARCHAR NOT NULL, -- ok | error | timeout | memory | forbidden | no-answer
+            answer          VARCHAR,
+            answer_number   DOUBLE,
+            stdout_head     VARCHAR,
+            error_class     VARCHAR,
+            error_message   VARCHAR,
+            runtime_s       DOUBLE,
+            created_at      TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (request_key, sandbox_version)
+        );
+        CREATE TABLE verdicts (
+            request_key  VARCHAR NOT NULL,
+            rule         VARCHAR NOT NULL,
+            rule_version VARCHAR NOT NULL,
+            extracted    VARCHAR,
+            correct      BOOLEAN NOT NULL,
+            reason       VARCHAR,
+            created_at   TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (request_key, rule, rule_version)
+        );
+        CREATE TABLE runs (
+            run_id      VARCHAR PRIMARY KEY,
+            kind        VARCHAR NOT NULL,    -- build | generate | verify | train | eval
+            name        VARCHAR,
+            recipe      VARCHAR,             -- JSON
+            status      VARCHAR NOT NULL,    -- running | done | failed
+            error       VARCHAR,
+            started_at  TIMESTAMP DEFAULT current_timestamp,
+            finished_at TIMESTAMP
+        );
+        CREATE TABLE corpora (
+            corpus_id    VARCHAR PRIMARY KEY,
+            name         VARCHAR NOT NULL,
+            version      VARCHAR NOT NULL,   -- semver
+            fingerprint  VARCHAR NOT NULL,   -- hash(selected request keys, mixing policy, verifier version)
+            recipe       VARCHAR,
+            lineage      VARCHAR,
+            stats        VARCHAR,
+            parent       VARCHAR,
+            hub_repo     VARCHAR,
+            hub_revision VARCHAR,
+            created_at   TIMESTAMP DEFAULT current_timestamp,
+            UNIQUE (name, version)
+        );
+        CREATE TABLE corpus_rows (
+            corpus_id   VARCHAR NOT NULL,
+            config      VARCHAR NOT NULL,    -- cot | pot | mixed
+            split       VARCHAR NOT NULL,
+            row_id      VARCHAR NOT NULL,
+            request_key VARCHAR NOT NULL,
+            problem_id  VARCHAR NOT NULL,
+            PRIMARY KEY (corpus_id, config, row_id)
+        );
+        CREATE TABLE models (
+            model_id      VARCHAR PRIMARY KEY,
+            run_id        VARCHAR,
+            base_model    VARCHAR NOT NULL,
+            base_revision VARCHAR,
+            adapter_path  VARCHAR,
+            corpus_id     VARCHAR,
+            recipe        VARCHAR,
+            metrics       VARCHAR,
+            hub_repo      VARCHAR,
+            hub_revision  VARCHAR,
+            created_at    TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE evals (
+            eval_id    VARCHAR PRIMARY KEY,
+            run_id     VARCHAR,
+            model      VARCHAR NOT NULL,
+            task       VARCHAR NOT NULL,
+            split      VARCHAR NOT NULL,
+            mode       VARCHAR NOT NULL,     -- cot | pot | md
+            k          INTEGER NOT NULL,
+            rule       VARCHAR,
+            n          INTEGER,
+            correct    INTEGER,
+            accuracy   DOUBLE,
+            summary    VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        );
+        CREATE TABLE eval_samples (
+            eval_id      VARCHAR NOT NULL,
+            problem_id   VARCHAR NOT NULL,
+            mode         VARCHAR NOT NULL,
+            sample_index INTEGER NOT NULL,
+            input        VARCHAR,
+            output       VARCHAR,
+            extracted    VARCHAR,
+            correct      BOOLEAN,
+            status       VARCHAR,
+            PRIMARY KEY (eval_id, problem_id, mode, sample_index)
+        );
+        """
+    )
+
+
+@migration
+def m002_audit_views(con: duckdb.DuckDBPyConnection) -> None:
+    """The audit questions users ask, as views (README, "Auditing with SQL")."""
+    con.execute(
+        """
+        -- the most recent verdict per generation (a newer rule version supersedes an older one)
+        CREATE VIEW latest_verdicts AS
+        SELECT * FROM verdicts
+        QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1;
+
+        CREATE VIEW audit_pass_rate AS
+        SELECT t.name AS teacher, t.provider, t.model, g.mode, p.task,
+               count(*) AS generated,
+               count(v.request_key) AS verified,
+               count_if(v.correct) AS correct,
+               round(count_if(v.correct) / nullif(count(v.request_key), 0), 4) AS pass_rate
+        FROM generations g
+        JOIN teachers t USING (teacher_id)
+        JOIN problems p USING (problem_id)
+        LEFT JOIN latest_verdicts v USING (request_key)
+        GROUP BY ALL ORDER BY ALL;
+
+        CREATE VIEW audit_failures AS
+        SELECT t.name AS teacher, g.mode, p.task,
+               coalesce(e.status, CASE WHEN g.status <> 'ok' THEN 'generation-' || g.status END,
+                        CASE WHEN v.correct THEN 'correct' WHEN v.correct = false THEN 'wrong-answer' END,
+                        'unverified') AS outcome,
+               e.error_class,
+               count(*) AS n
+        FROM generations g
+        JOIN teachers t USING (teacher_id)
+        JOIN problems p USING (problem_id)
+        LEFT JOIN latest_verdicts v USING (request_key)
+        LEFT JOIN executions e ON e.request_key = g.request_key AND e.status <> 'ok'
+        GROUP BY ALL ORDER BY n DESC;
+
+        CREATE VIEW audit_mode_disagreement AS
+        SELECT g.problem_id, p.task, any_value(p.question) AS question,
+               count_if(g.mode = 'cot' AND v.correct) AS cot_correct, count_if(g.mode = 'cot') AS cot_total,
+               count_if(g.mode = 'pot' AND v.correct) AS pot_correct, count_if(g.mode = 'pot') AS pot_total
+        FROM generations g
+        JOIN problems p USING (problem_id)
+        JOIN latest_verdicts v USING (request_key)
+        GROUP BY ALL
+        HAVING (count_if(g.mode = 'cot' AND v.correct) > 0) <> (count_if(g.mode = 'pot' AND v.correct) > 0)
+           AND count_if(g.mode = 'cot') > 0 AND count_if(g.mode = 'pot') > 0;
+
+        CREATE VIEW audit_cost AS
+        SELECT t.name AS teacher, t.model, g.mode,
+               sum(g.cost_usd) AS cost_usd,
+               sum(g.prompt_tokens) AS prompt_tokens, sum(g.completion_tokens) AS completion_tokens,
+               count_if(v.correct) AS verified_correct,
+               sum(g.cost_usd) / nullif(count_if(v.correct), 0) AS cost_per_verified
+        FROM generations g
+        JOIN teachers t USING (teacher_id)
+        LEFT JOIN latest_verdicts v USING (request_key)
+        GROUP BY ALL ORDER BY ALL;
+        """
+    )

@@ -1,0 +1,34 @@
+"""Reading and writing problems and split membership."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mixdistill.registry import Registry
+from mixdistill.tasks import Problem
+
+
+def save_problems(reg: Registry, task: str, split: str, problems: list[Problem]) -> tuple[int, int]:
+    """Store a split's problems in one transaction; returns (new problems, new split memberships)."""
+    rows = pl.DataFrame([p.to_row() for p in problems], infer_schema_length=None)
+    members = pl.DataFrame(
+        {
+            "task": [task] * len(problems),
+            "split": [split] * len(problems),
+            "problem_id": [p.problem_id for p in problems],
+            "position": list(range(len(problems))),
+        }
+    )
+    with reg.transaction():
+        new = reg.insert("problems", rows)
+        linked = reg.insert("problem_splits", members)
+    return new, linked
+
+
+def split_problems(reg: Registry, task: str, split: str) -> pl.DataFrame:
+    """The stored problems of one split, in source order."""
+    return reg.query(
+        "SELECT p.* FROM problem_splits s JOIN problems p USING (problem_id)"
+        " WHERE s.task = ? AND s.split = ? ORDER BY s.position",
+        [task, split],
+    )

@@ -1,0 +1,46 @@
+"""Task loaders: each benchmark normalised to one `Problem` schema.
+
+Built-in tasks read the upstream files from the data dir (`settings.data_dir`); custom tasks map columns of any
+file or Hub dataset (`CustomTask`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mixdistill.errors import TaskError
+from mixdistill.tasks import asdiv, gsm8k, strategyqa, svamp
+from mixdistill.tasks.base import AnswerType, Problem, TaskDef, parse_gold_bool, parse_gold_number
+from mixdistill.tasks.custom import CustomTask
+
+TASKS: dict[str, TaskDef] = {t.name: t for t in (svamp.TASK, gsm8k.TASK, asdiv.TASK, strategyqa.TASK)}
+
+__all__ = [
+    "TASKS",
+    "AnswerType",
+    "CustomTask",
+    "Problem",
+    "TaskDef",
+    "get_task",
+    "load_problems",
+    "parse_gold_bool",
+    "parse_gold_number",
+]
+
+
+def get_task(name: str) -> TaskDef:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (or define a custom task)") from None
+
+
+def load_problems(task: str | CustomTask, split: str | None, data_dir: Path) -> tuple[str, list[Problem]]:
+    """Load one split of a built-in or custom task; returns (split name, problems in source order)."""
+    if isinstance(task, CustomTask):
+        from mixdistill.tasks.custom import load
+
+        return task.split, load(task)
+    t = get_task(task)
+    split = split or t.splits[0]
+    return split, t.load_split(data_dir, split)
