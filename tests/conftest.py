@@ -1,0 +1,35 @@
+"""Shared fixtures. Tests are offline; those that need the benchmark files in ../shared/data skip without them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MIXDISTILL_TEST_DATA", REPO.parent / "shared" / "data"))
+
+# Point every loader (and every CLI call made in-process) at the shared data, and never at a user's registry.
+os.environ["MIXDISTILL_DATA"] = str(SHARED_DATA)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The benchmark data folder (`../shared/data`); skips the test when it is absent."""
+    if not (SHARED_DATA / "MANIFEST.md").is_file():
+        pytest.skip(f"benchmark data not found at {SHARED_DATA} (set MIXDISTILL_TEST_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own registry file, so no test can touch a user's registry."""
+    path = tmp_path / "registry.duckdb"
+    monkeypatch.setenv("MIXDISTILL_REGISTRY", str(path))
+    return path
+
+
+@pytest.fixture
+def registry_path(_isolated_registry) -> Path:
+    return _isolated_registry
