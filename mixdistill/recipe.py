@@ -236,7 +236,7 @@ def load_recipe(path: str | Path, expect: type[R] | None = None) -> R:
         raise RecipeError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping")
-    kind = data.get("kind", expect.model_fields["kind"].default if expect else "build")
+    kind = data.get("kind", "build")  # train and eval recipes say so explicitly
     model = _KINDS.get(kind)
     if model is None:
         raise RecipeError(f"{path}: kind: unknown recipe kind {kind!r}; use one of {', '.join(_KINDS)}")
