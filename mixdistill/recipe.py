@@ -85,8 +85,12 @@ class TeacherSpec(_Model):
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     max_retries: int = Field(6, ge=0)
+    retry_backoff_s: float = Field(1.0, gt=0, description="base of the exponential backoff (full jitter)")
     timeout_s: float = Field(120, gt=0)
     prices: Prices | None = None
+    n_per_call: int = Field(8, ge=1, description="samples of one prompt per API call (OpenAI n>1); 1 turns it off")
+    batch_size: int = Field(8, ge=1, description="local transformers: prompts per generate() call")
+    batch_poll_s: float = Field(30, gt=0, description="Batch API: seconds between status polls")
 
     @field_validator("api_key_env")
     @classmethod
@@ -124,8 +128,10 @@ class MixPolicy(_Model):
     teacher_quotas: dict[str, float] | None = Field(None, description="teacher label -> max share of rows")
     validation_fraction: float = Field(0.05, ge=0, lt=1, description="share of problems held out, split by problem")
     seed: int = 0
-    exclude: list[TaskRef] = Field(
-        default_factory=list, description="evaluation splits whose problems must never enter the corpus"
+    exclude: Literal["auto"] | list[TaskRef] = Field(
+        "auto",
+        description="evaluation splits whose problems must never enter the corpus; 'auto': the standard evaluation "
+        "split of every built-in task the recipe uses (svamp/test, gsm8k/test, strategyqa/dev)",
     )
 
 
@@ -178,9 +184,25 @@ class CorpusRef(_Model):
 
     @model_validator(mode="after")
     def _one(self) -> "CorpusRef":
-        if sum(x is not None for x in (self.name, self.parquet, self.hub)) != 1:
+        # `name` + `parquet` is allowed: a registry corpus whose export lives at that path (rows checked against it)
+        if self.name is None and sum(x is not None for x in (self.parquet, self.hub)) != 1:
             raise ValueError("give exactly one of 'name' (registry corpus), 'parquet' or 'hub'")
+        if self.name is not None and self.hub is not None:
+            raise ValueError("give either 'name' (registry corpus) or 'hub', not both")
+        if self.name is not None and self.version is None:
+            raise ValueError("a registry corpus needs 'version' (e.g. version: 0.1.0)")
+        if self.revision is not None and self.hub is None:
+            raise ValueError("'revision' applies to a Hub dataset ('hub')")
         return self
+
+    @property
+    def label(self) -> str:
+        """Human-readable lineage: `name@version`, `hub-id@revision` or the Parquet path."""
+        if self.name is not None:
+            return f"{self.name}@{self.version}"
+        if self.hub is not None:
+            return f"{self.hub}@{self.revision or 'main'}"
+        return str(self.parquet)
 
 
 class TrainRecipe(_Model):
@@ -201,6 +223,40 @@ class TrainRecipe(_Model):
     gradient_checkpointing: bool = True
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     seed: int = 0
+    # --- data: how rows become examples
+    prompt_template: str = Field("{input}\n", description="model input around the corpus `input` (mode prefix included)")
+    train_split: str = "train"
+    eval_split: str | None = Field("validation", description="held-out split for per-mode eval loss; None: no eval")
+    mode_mix: dict[Mode, float] | None = Field(
+        None, description="target share of each mode (e.g. {cot: 1, pot: 1}); larger modes are down-sampled"
+    )
+    overlength: Literal["drop", "error"] = Field(
+        "drop", description="rows longer than max_length are dropped and counted, or stop the run; never truncated"
+    )
+    limit: int | None = Field(None, ge=1, description="use only the first N training rows (smoke runs)")
+    pad_token: str | None = Field(None, description="pad token when the tokenizer has none; default: unk, else eos")
+    # --- optimisation and bookkeeping
+    max_steps: int | None = Field(None, ge=1, description="stop after N optimiser steps (overrides epochs)")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    group_by_length: bool = Field(True, description="batch rows of similar length (less padding)")
+    attn_implementation: str | None = Field("sdpa", description="transformers attention backend")
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(200, ge=1)
+    save_total_limit: int | None = Field(3, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="default: save_steps")
+
+    @model_validator(mode="after")
+    def _check_train(self) -> "TrainRecipe":
+        if "{input}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain {input}")
+        for field in ("mode_weights", "mode_mix"):
+            values = getattr(self, field) or {}
+            if any(v < 0 for v in values.values()):
+                raise ValueError(f"{field}: weights must be >= 0")
+        if self.mode_mix is not None and sum(self.mode_mix.values()) <= 0:
+            raise ValueError("mode_mix: at least one mode needs a share > 0")
+        return self
 
 
 class EvalRecipe(_Model):

@@ -1,0 +1,70 @@
+"""Registry records of training: one `runs` row per invocation, one `models` row per saved adapter."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mixdistill.ids import canonical_json, content_hash
+from mixdistill.recipe import TrainRecipe
+from mixdistill.registry import Registry
+
+
+def recipe_json(recipe: TrainRecipe) -> str:
+    return canonical_json(recipe.model_dump(mode="json"))
+
+
+def start_run(registry_path: Path, recipe: TrainRecipe) -> str:
+    run_id = f"train-{uuid.uuid4().hex[:12]}"
+    with Registry.open(registry_path) as reg:
+        reg.insert("runs", [{"run_id": run_id, "kind": "train", "name": recipe.name, "recipe": recipe_json(recipe),
+                             "status": "running"}])
+    return run_id
+
+
+def finish_run(registry_path: Path, run_id: str, error: str | None = None) -> None:
+    with Registry.open(registry_path) as reg:
+        reg.con.execute(
+            "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
+            ["failed" if error else "done", error, datetime.now(timezone.utc).replace(tzinfo=None), run_id],
+        )
+
+
+def register_model(
+    registry_path: Path,
+    *,
+    run_id: str,
+    recipe: TrainRecipe,
+    base_revision: str | None,
+    adapter_path: Path,
+    corpus_id: str | None,
+    metrics: dict[str, Any],
+) -> str:
+    model_id = content_hash({"run_id": run_id, "adapter_path": str(adapter_path.resolve())})
+    with Registry.open(registry_path) as reg:
+        reg.insert("models", [{
+            "model_id": model_id, "run_id": run_id, "base_model": recipe.student, "base_revision": base_revision,
+            "adapter_path": str(adapter_path.resolve()), "corpus_id": corpus_id, "recipe": recipe_json(recipe),
+            "metrics": json.dumps(metrics, sort_keys=True),
+        }], on_conflict="replace")
+    return model_id
+
+
+def find_model(registry_path: Path, key: str) -> dict[str, Any] | None:
+    """A `models` row by model_id or by adapter path."""
+    if not Path(registry_path).exists():
+        return None
+    with Registry.open(registry_path, read_only=True) as reg:
+        found = reg.query(
+            "SELECT * FROM models WHERE model_id = ? OR adapter_path = ? ORDER BY created_at DESC LIMIT 1",
+            [key, str(Path(key).resolve())],
+        )
+    return found.row(0, named=True) if found.height else None
+
+
+def set_model_hub(registry_path: Path, model_id: str, repo: str, revision: str) -> None:
+    with Registry.open(registry_path) as reg:
+        reg.con.execute("UPDATE models SET hub_repo = ?, hub_revision = ? WHERE model_id = ?", [repo, revision, model_id])

@@ -1,0 +1,153 @@
+"""The multi-task trainer: transformers' `Trainer` with a per-mode weighted loss and per-mode loss logging.
+
+The paper's multi-task loss is L = sum_m w_m * L_m over the modes (CoT, PoT). Here every rationale token's
+cross-entropy is weighted by its row's mode weight and the sum is divided by the number of rationale tokens in the
+whole (gradient-accumulated) batch, so w = {cot: 1, pot: 1} is plain token-level SFT. Checkpoints, exact resume
+(optimizer, scheduler, RNG and data position), cosine schedule, mixed precision and multi-GPU (`accelerate launch`)
+come from the Trainer itself; trl's SFTTrainer would add nothing that the weighted loss does not have to replace.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from mixdistill.recipe import TrainRecipe
+from mixdistill.train.data import IGNORE, MODES
+from mixdistill.train.model import Precision
+
+
+class MixTrainer(Trainer):
+    """Trainer whose batches carry a `mode` index per row (0 = cot, 1 = pot)."""
+
+    def __init__(self, *args: Any, mode_weights: dict[str, float], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.mode_weights = torch.tensor([mode_weights.get(m, 0.0) for m in MODES], dtype=torch.float32)
+        # our loss is normalised by the token count of the whole accumulated batch, so the Trainer must count tokens
+        # (num_items_in_batch) and must not divide by the accumulation steps again
+        self.model_accepts_loss_kwargs = True
+        self.loss_is_scaled_for_ga = True
+        self._mode_stats = {split: torch.zeros(2, len(MODES), dtype=torch.float64) for split in ("train", "eval")}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = inputs.pop("mode")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits[:, :-1, :].float()
+        targets = labels[:, 1:]
+        token_loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
+        ).view(targets.shape)
+        valid = targets.ne(IGNORE)
+        row_mode = mode.unsqueeze(1).expand_as(targets)
+        weights = self.mode_weights.to(token_loss.device)[row_mode] * valid
+        denom = num_items_in_batch if num_items_in_batch is not None else valid.sum().clamp(min=1)
+        loss = (token_loss * weights).sum() / denom
+        self._record(token_loss.detach(), valid, row_mode, "train" if model.training else "eval")
+        return (loss, outputs) if return_outputs else loss
+
+    def _record(self, token_loss: torch.Tensor, valid: torch.Tensor, row_mode: torch.Tensor, split: str) -> None:
+        stats = self._mode_stats[split]
+        for i in range(len(MODES)):
+            sel = valid & row_mode.eq(i)
+            stats[0, i] += token_loss[sel].sum().item()
+            stats[1, i] += sel.sum().item()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add `loss_cot` / `loss_pot` (mean token loss since the last log; `eval_` for evaluation) to each log."""
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train" if "loss" in logs else None
+        if split is not None:
+            stats = self.accelerator.reduce(self._mode_stats[split].to(self.args.device), reduction="sum").cpu()
+            prefix = "eval_loss_" if split == "eval" else "loss_"
+            for i, m in enumerate(MODES):
+                if stats[1, i] > 0:
+                    logs[prefix + m] = round(float(stats[0, i] / stats[1, i]), 4)
+            self._mode_stats[split].zero_()
+        super().log(logs, start_time)
+
+
+def training_arguments(recipe: TrainRecipe, precision: Precision, has_eval: bool) -> TrainingArguments:
+    eval_steps = recipe.eval_steps or recipe.save_steps
+    return TrainingArguments(
+        output_dir=str(recipe.output_dir),
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps or -1,
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation,
+        learning_rate=recipe.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=recipe.warmup_ratio,  # a float in [0, 1) is a share of the total steps
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=recipe.max_grad_norm,
+        bf16=precision.name == "bf16",
+        fp16=precision.name == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        **_checkpointing(recipe.gradient_checkpointing),
+        train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,  # `mode` and `length` are ours, not model inputs
+        logging_steps=recipe.logging_steps,
+        save_strategy="steps",
+        save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        report_to="none",
+        disable_tqdm=True,  # RichProgress shows progress instead
+    )
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing under the argument name this transformers version uses (renamed in 5.x)."""
+    name = "activation" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient"
+    return {f"{name}_checkpointing": enabled,
+            f"{name}_checkpointing_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+class RichProgress(TrainerCallback):
+    """A rich progress bar with the latest loss per mode; printed by the main process only."""
+
+    def __init__(self, console):
+        self.console = console
+        self.progress = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if state.is_world_process_zero:
+            self.progress = Progress(
+                TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                console=self.console, transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is not None and logs:
+            shown = {k: v for k, v in logs.items() if k.startswith(("loss", "eval_loss")) and isinstance(v, float)}
+            line = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+            self.progress.update(self.task, info=line)
+            if line:
+                self.progress.console.print(f"step {state.global_step}: {line}", highlight=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None

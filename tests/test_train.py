@@ -1,0 +1,234 @@
+"""Student training on a CPU: a tiny random Llama, a BPE tokenizer trained on a hand-made mixed CoT/PoT corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from mixdistill.recipe import CorpusRef, TrainRecipe, load_recipe  # noqa: E402
+from mixdistill.registry import Registry  # noqa: E402
+from mixdistill.train.data import (  # noqa: E402
+    IGNORE,
+    TrainError,
+    encode_example,
+    format_prompt,
+    load_corpus,
+    select_rows,
+    tokenize,
+)
+from mixdistill.train.tiny import build_tiny_student  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RECIPE = REPO / "recipes" / "train-tiny-cpu.yaml"
+
+
+def corpus_rows(svamp: list[dict], split: str) -> list[dict]:
+    """One CoT and one PoT row per SVAMP problem, in the corpus schema, with simple rationales written here."""
+    rows = []
+    for p in svamp:
+        question = f"{p['Body'].strip()} {p['Question'].strip()}"
+        answer = f"{float(p['Answer']):g}"
+        eq = p["Equation"].strip()
+        rationales = {
+            "cot": f"We compute {eq} = {answer}. The answer is {answer}.",
+            "pot": f"ans = {eq}\nprint(ans)",
+        }
+        for mode, rationale in rationales.items():
+            rows.append({
+                "id": f"{p['ID']}-{mode}", "problem_id": p["ID"], "task": "svamp", "question": question, "mode": mode,
+                "input": f"[{'CoT' if mode == 'cot' else 'PoT'}] {question}", "rationale": rationale, "answer": answer,
+                "gold": answer, "teacher": "hand", "prompt_id": "p0", "rule": "strict", "request_key": f"rk-{p['ID']}-{mode}",
+            })
+    return rows
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A Parquet export laid out `<config>/<split>-00000-of-00001.parquet` (train: 24 problems, validation: 4)."""
+    import os
+
+    data = Path(os.environ["MIXDISTILL_DATA"]) / "svamp" / "SVAMP.json"
+    if not data.is_file():
+        pytest.skip(f"SVAMP not found at {data}")
+    svamp = json.loads(data.read_text())
+    out = tmp_path_factory.mktemp("corpus")
+    for split, problems in (("train", svamp[:24]), ("validation", svamp[24:28])):
+        rows = corpus_rows(problems, split)
+        for config in ("mixed", "cot", "pot"):
+            keep = [r for r in rows if config == "mixed" or r["mode"] == config]
+            (out / config).mkdir(exist_ok=True)
+            pl.DataFrame(keep).write_parquet(out / config / f"{split}-00000-of-00001.parquet")
+    return out
+
+
+@pytest.fixture(scope="module")
+def student(corpus_dir, tmp_path_factory) -> Path:
+    rows = pl.read_parquet(corpus_dir / "mixed" / "train-00000-of-00001.parquet")
+    texts = [f"{a}\n{b}" for a, b in zip(rows["input"], rows["rationale"])]
+    return build_tiny_student(texts, tmp_path_factory.mktemp("student"))
+
+
+def tiny_recipe(student: Path, corpus_dir: Path, out: Path, **update) -> TrainRecipe:
+    """The repository's tiny CPU recipe, pointed at this test's student, corpus and output folder."""
+    recipe = load_recipe(TINY_RECIPE, TrainRecipe)
+    fields = {"student": str(student), "corpus": CorpusRef(parquet=corpus_dir), "output_dir": out, **update}
+    return recipe.model_copy(update=fields)
+
+
+def test_label_mask_is_exactly_the_rationale(student, corpus_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(student)
+    prompt = format_prompt("{input}\n", "[PoT] Tom has 3 apples and buys 4. How many?")
+    ids, labels = encode_example(tok, prompt, "ans = 3 + 4")
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"]) + 1  # + BOS
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert labels[:n_prompt] == [IGNORE] * n_prompt
+    assert labels[n_prompt:] == ids[n_prompt:]
+    assert tok.decode(ids[n_prompt:], skip_special_tokens=True) == "ans = 3 + 4"
+    assert tok.decode(ids[:n_prompt], skip_special_tokens=True) == prompt
+
+    recipe = tiny_recipe(student, corpus_dir, tmp_path)
+    corpus = load_corpus(recipe.corpus, recipe, None)
+    encoded, report = tokenize(corpus.train, tok, recipe, "train")
+    assert report.total_dropped == 0 and encoded.num_rows == corpus.train.num_rows == 48
+    for row, ex in zip(corpus.train.select(range(4)), encoded.select(range(4))):
+        target = [t for t, l in zip(ex["input_ids"], ex["labels"]) if l != IGNORE]
+        assert tok.decode(target, skip_special_tokens=True) == row["rationale"]
+        assert target[-1] == tok.eos_token_id
+
+
+def test_overlength_rows_are_counted_never_truncated(student, corpus_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(student)
+    recipe = tiny_recipe(student, corpus_dir, tmp_path)
+    train = load_corpus(recipe.corpus, recipe, None).train
+    lengths = sorted(len(encode_example(tok, format_prompt("{input}\n", r["input"]), r["rationale"])[0]) for r in train)
+    cut = lengths[len(lengths) // 2]
+    short = recipe.model_copy(update={"max_length": cut})
+    encoded, report = tokenize(train, tok, short, "train")
+    assert report.total_dropped == sum(n > cut for n in lengths) > 0
+    assert encoded.num_rows == report.kept and max(encoded["length"]) <= cut
+    assert all(ex["input_ids"][-1] == tok.eos_token_id for ex in encoded)  # every kept answer is whole
+    assert f"max_length {cut}" in report.message("train")
+    with pytest.raises(TrainError, match="overlength: drop"):
+        tokenize(train, tok, short.model_copy(update={"overlength": "error"}), "train")
+
+
+def test_mode_mix_and_single_path_configs(student, corpus_dir, tmp_path):
+    recipe = tiny_recipe(student, corpus_dir, tmp_path, mode_mix={"cot": 3, "pot": 1})
+    train = load_corpus(recipe.corpus, recipe, None).train
+    mixed = select_rows(train, recipe)
+    assert mixed["mode"].count("cot") == 24 and mixed["mode"].count("pot") == 8
+    assert select_rows(train, recipe)["id"] == mixed["id"]  # seeded
+    pot_only = tiny_recipe(student, corpus_dir, tmp_path, corpus=CorpusRef(parquet=corpus_dir, config="pot"))
+    assert set(load_corpus(pot_only.corpus, pot_only, None).train["mode"]) == {"pot"}
+
+
+def test_registry_corpus_version(student, corpus_dir, tmp_path, registry_path):
+    recipe = tiny_recipe(student, corpus_dir, tmp_path, corpus=CorpusRef(name="svamp-md", version="0.1.0", parquet=corpus_dir))
+    with pytest.raises(TrainError, match="no registry"):
+        load_corpus(recipe.corpus, recipe, registry_path)
+    train = pl.read_parquet(corpus_dir / "mixed" / "train-00000-of-00001.parquet")
+    with Registry.open(registry_path) as reg:
+        reg.insert("corpora", [{"corpus_id": "c1", "name": "svamp-md", "version": "0.1.0", "fingerprint": "f"}])
+        reg.insert("corpus_rows", [{"corpus_id": "c1", "config": "mixed", "split": "train", "row_id": r["id"],
+                                    "request_key": r["request_key"], "problem_id": r["problem_id"]} for r in train.to_dicts()])
+    loaded = load_corpus(recipe.corpus, recipe, registry_path)
+    assert loaded.corpus_id == "c1" and loaded.train.num_rows == 48 and loaded.label == "svamp-md@0.1.0"
+    missing = recipe.model_copy(update={"corpus": CorpusRef(name="svamp-md", version="9.9.9", parquet=corpus_dir)})
+    with pytest.raises(TrainError, match=r"svamp-md@9.9.9 is not in registry .*known versions: 0.1.0"):
+        load_corpus(missing.corpus, missing, registry_path)
+    with Registry.open(registry_path) as reg:  # the export no longer matches what the registry recorded
+        reg.con.execute("DELETE FROM corpus_rows WHERE row_id = ?", [train["id"][0]])
+    with pytest.raises(TrainError, match="re-export"):
+        load_corpus(recipe.corpus, recipe, registry_path)
+
+
+def test_pad_token_fallback_and_bad_pad_token(student, corpus_dir, tmp_path):
+    from mixdistill.train.model import load_tokenizer
+
+    recipe = tiny_recipe(student, corpus_dir, tmp_path)
+    tok = load_tokenizer(recipe)
+    assert tok.pad_token == "<unk>"  # like Llama-2: no pad token, unk stands in (padding is masked anyway)
+    with pytest.raises(TrainError, match="pad_token"):
+        load_tokenizer(recipe.model_copy(update={"pad_token": "<not-a-token>"}))
+
+
+def _loss_history(output_dir: Path) -> list[dict]:
+    state = json.loads(max(output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1])).read_text())
+    return [h for h in state["log_history"] if "loss" in h]
+
+
+def test_training_lowers_loss_registers_and_reloads(student, corpus_dir, tmp_path, registry_path):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from mixdistill.train.run import INFO_FILE, train
+
+    recipe = tiny_recipe(student, corpus_dir, tmp_path / "run", max_steps=12, save_steps=12)
+    result = train(recipe, registry_path)
+    history = _loss_history(tmp_path / "run")
+    losses = [h["loss"] for h in history]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < losses[0] - 0.2  # batch noise is ~0.05 here
+    assert {"loss_cot", "loss_pot"} <= set(history[0])
+    assert "eval_loss_cot" in result.metrics and "eval_loss_pot" in result.metrics
+
+    with Registry.open(registry_path, read_only=True) as reg:
+        run = reg.query("SELECT * FROM runs").row(0, named=True)
+        model = reg.query("SELECT * FROM models").row(0, named=True)
+    assert run["kind"] == "train" and run["status"] == "done" and run["finished_at"] is not None
+    assert model["run_id"] == run["run_id"] and model["base_model"] == str(student)
+    assert model["adapter_path"] == str(result.adapter_path.resolve())
+    assert json.loads(model["metrics"])["global_step"] == 12
+    assert json.loads((result.adapter_path / INFO_FILE).read_text())["corpus"]["config"] == "mixed"
+
+    tok = AutoTokenizer.from_pretrained(result.adapter_path)
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(result.adapter_path)
+    prompt = tok("[CoT] Tom has 3 apples.\n", return_tensors="pt")
+    out = reloaded.generate(**prompt, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+    # the adapter changed the model: its output differs from the base model's on the same input
+    base = reloaded.get_base_model()
+    with torch.no_grad():
+        with reloaded.disable_adapter():
+            plain = base(**prompt).logits
+        adapted = reloaded(**prompt).logits
+    assert not torch.allclose(plain, adapted)
+
+
+def test_resume_continues_from_same_step_and_data_position(student, corpus_dir, tmp_path, registry_path, monkeypatch):
+    import mixdistill.train.run as run_module
+    from mixdistill.train.run import train
+
+    steps = dict(max_steps=8, save_steps=4, logging_steps=1, eval_split=None, save_total_limit=None)
+    full = tiny_recipe(student, corpus_dir, tmp_path / "full", **steps)
+    train(full, None)
+    reference = _loss_history(tmp_path / "full")
+
+    class KillAtStep5(run_module.RichProgress):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt  # a kill after checkpoint-4 was written
+            return super().on_step_end(args, state, control, **kwargs)
+
+    killed = tiny_recipe(student, corpus_dir, tmp_path / "killed", **steps)
+    monkeypatch.setattr(run_module, "RichProgress", KillAtStep5)
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, registry_path)
+    with Registry.open(registry_path, read_only=True) as reg:
+        assert reg.query("SELECT status FROM runs")["status"].to_list() == ["failed"]
+    monkeypatch.undo()
+    result = train(killed, registry_path)  # the same command again picks up checkpoint-4
+    assert result.resumed_from.endswith("checkpoint-4")
+    resumed = _loss_history(tmp_path / "killed")
+    assert [h["step"] for h in resumed] == list(range(1, 9))
+    # same batches in the same order with the same optimiser state: the same losses step for step
+    assert [h["loss"] for h in resumed[4:]] == pytest.approx([h["loss"] for h in reference[4:]], rel=1e-4)
