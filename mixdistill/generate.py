@@ -1,0 +1,425 @@
+"""The generation engine: recipe -> problems -> requests -> teachers -> `generations`, cached and resumable.
+
+Every request has a content-addressed `request_key` (DESIGN.md); a key already stored with status `ok` is never sent
+again, so a re-run costs nothing and a killed build resumes where it stopped. Answers are written in small Arrow
+batches a fraction of a second after they arrive, each batch one committed INSERT, so a SIGKILL loses at most the
+requests in flight. Everything is validated (recipe, prompts, keys, replay files) before the registry is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mixdistill import settings
+from mixdistill.ids import canonical_json
+from mixdistill.prompts import Prompt, load_prompt, prompt_task
+from mixdistill.recipe import BuildRecipe, TaskRef
+from mixdistill.registry import Registry
+from mixdistill.registry.problems import save_problems
+from mixdistill.tasks import TASKS, Problem, load_problems
+from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher, request_key
+from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
+
+FLUSH_ROWS = 256
+FLUSH_EVERY_S = 0.25
+GENERATION_SCHEMA = pa.schema(
+    [
+        ("request_key", pa.string()),
+        ("teacher_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("problem_id", pa.string()),
+        ("mode", pa.string()),
+        ("sample_index", pa.int32()),
+        ("params", pa.string()),
+        ("status", pa.string()),
+        ("response_text", pa.string()),
+        ("finish_reason", pa.string()),
+        ("error", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("cost_usd", pa.float64()),
+        ("latency_s", pa.float64()),
+        ("batch_id", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+
+
+@dataclass
+class TeacherTally:
+    name: str = ""
+    requests: int = 0
+    cached: int = 0
+    ok: int = 0
+    errors: int = 0
+    missing: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+
+
+@dataclass
+class GenerationReport:
+    """What one `run_generation` did. `sent` counts requests answered this run (ok + errors)."""
+
+    run_id: str
+    total: int = 0
+    cached: int = 0
+    ok: int = 0
+    errors: int = 0
+    missing: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    stopped: str | None = None
+    by_teacher: dict[str, TeacherTally] = field(default_factory=dict)
+
+    @property
+    def sent(self) -> int:
+        return self.ok + self.errors
+
+
+@dataclass
+class Plan:
+    """Everything a build will do, worked out (and validated) before the registry is written."""
+
+    problems: list[tuple[str, str, list[Problem]]]  # (task, split, problems)
+    prompts: dict[tuple[str, str], Prompt]  # (task, mode) -> prompt
+    teachers: list[Teacher]
+    requests: dict[str, list[TeacherRequest]]  # teacher_id -> requests
+    params: dict
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.requests.values())
+
+
+# ---------------------------------------------------------------------- planning (no writes)
+def _answer_type(ref: TaskRef) -> str:
+    return ref.custom.answer_type if ref.custom is not None else TASKS[ref.task].answer_type
+
+
+def _check_unique_identities(recipe: BuildRecipe) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for spec in recipe.teachers:
+        ident = (spec.provider, spec.model)
+        if ident in seen:
+            raise TeacherError(
+                f"teachers {seen[ident]!r} and {spec.label!r} share provider and model, so their requests would share "
+                "cache keys; list the model once"
+            )
+        seen[ident] = spec.label
+
+
+def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
+    data_dir = data_dir or settings.data_dir()
+    _check_unique_identities(recipe)
+    loaded = []
+    for ref in recipe.tasks:
+        split, problems = load_problems(ref.custom or ref.task, ref.split, data_dir)
+        loaded.append((ref.name, split, problems[: ref.limit] if ref.limit else problems, _answer_type(ref)))
+    prompts = {
+        (task, mode): load_prompt(prompt_task(task, answer_type), mode, recipe.shots)
+        for task, _, _, answer_type in loaded
+        for mode in recipe.modes
+    }
+    teachers = [make_teacher(spec) for spec in recipe.teachers]
+    for teacher in teachers:
+        teacher.check()
+    params = recipe.sampling.model_dump()
+    requests: dict[str, list[TeacherRequest]] = {}
+    for teacher in teachers:
+        reqs = requests.setdefault(teacher.teacher_id, [])
+        seen: set[str] = set()
+        for task, _, problems, _ in loaded:
+            for mode in recipe.modes:
+                prompt = prompts[(task, mode)]
+                for p in problems:
+                    if p.problem_id in seen:
+                        continue  # a problem listed through two splits is asked once
+                    for i in range(recipe.samples[mode]):
+                        key = request_key(
+                            provider=teacher.spec.provider, model=teacher.spec.model, prompt_id=prompt.prompt_id,
+                            problem_id=p.problem_id, mode=mode, sampling=params, sample_index=i,
+                        )
+                        reqs.append(TeacherRequest(key, p.problem_id, p.question, mode, i, prompt, recipe.sampling))
+            seen.update(p.problem_id for p in problems)
+        teacher.check_coverage(reqs)
+    return Plan([(t, s, ps) for t, s, ps, _ in loaded], prompts, teachers, requests, params)
+
+
+# ---------------------------------------------------------------------- storing
+def _store_plan(reg: Registry, plan: Plan, recipe: BuildRecipe, run_id: str) -> None:
+    for task, split, problems in plan.problems:
+        save_problems(reg, task, split, problems)
+    with reg.transaction():
+        reg.insert("prompts", [p.to_row() for p in plan.prompts.values()])
+        reg.insert(
+            "teachers",
+            [
+                {"teacher_id": t.teacher_id, "name": t.spec.label, "provider": t.spec.provider, "model": t.spec.model,
+                 "base_url": t.spec.base_url, "settings": canonical_json(t.settings())}
+                for t in plan.teachers
+            ],
+        )
+        reg.insert(
+            "runs",
+            [{"run_id": run_id, "kind": "generate", "name": recipe.name,
+              "recipe": canonical_json(recipe.model_dump(mode="json")), "status": "running"}],
+        )
+
+
+def _finish_run(reg: Registry, run_id: str, status: str, error: str | None = None) -> None:
+    reg.con.execute(
+        "UPDATE runs SET status = ?, error = ?, finished_at = current_timestamp WHERE run_id = ?", [status, error, run_id]
+    ).fetchall()
+
+
+def _cached(reg: Registry, teacher_ids: list[str]) -> dict[str, tuple[float, int]]:
+    """request_key -> (cost, tokens) of every answer already stored `ok` for these teachers."""
+    if not teacher_ids:
+        return {}
+    rows = reg.con.execute(
+        "SELECT request_key, coalesce(cost_usd, 0), coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)"
+        f" FROM generations WHERE status = 'ok' AND teacher_id IN ({', '.join('?' * len(teacher_ids))})",
+        teacher_ids,
+    ).fetchall()
+    return {k: (c, t) for k, c, t in rows}
+
+
+class Sink:
+    """Collects results and writes them to `generations` every `FLUSH_EVERY_S` or `FLUSH_ROWS` rows."""
+
+    def __init__(self, reg: Registry, run_id: str, meta: dict[str, tuple[str, TeacherRequest]], params_json: str,
+                 report: GenerationReport, on_result=None):
+        self.reg, self.run_id, self.meta, self.params_json = reg, run_id, meta, params_json
+        self.report, self.on_result = report, on_result
+        self.buffer: list[TeacherResult] = []
+        self._lock = asyncio.Lock()
+        self._due = asyncio.Event()
+
+    def add(self, results: list[TeacherResult]) -> None:
+        for r in results:
+            teacher_id = self.meta[r.request_key][0]
+            tally = self.report.by_teacher[teacher_id]
+            tokens = (r.prompt_tokens or 0) + (r.completion_tokens or 0)
+            if r.status == "ok":
+                tally.ok += 1
+                self.report.ok += 1
+            else:
+                tally.errors += 1
+                self.report.errors += 1
+            tally.cost_usd += r.cost_usd or 0.0
+            tally.tokens += tokens
+            self.report.cost_usd += r.cost_usd or 0.0
+            self.report.tokens += tokens
+        self.buffer.extend(results)
+        if len(self.buffer) >= FLUSH_ROWS:
+            self._due.set()
+        if self.on_result is not None:
+            self.on_result(len(results))
+
+    def _table(self, results: list[TeacherResult]) -> pa.Table:
+        cols: dict[str, list] = {name: [] for name in GENERATION_SCHEMA.names}
+        for r in results:
+            teacher_id, req = self.meta[r.request_key]
+            for name, value in (
+                ("request_key", r.request_key), ("teacher_id", teacher_id), ("prompt_id", req.prompt.prompt_id),
+                ("problem_id", req.problem_id), ("mode", req.mode), ("sample_index", req.sample_index),
+                ("params", self.params_json), ("status", r.status), ("response_text", r.text),
+                ("finish_reason", r.finish_reason), ("error", r.error), ("prompt_tokens", r.prompt_tokens),
+                ("completion_tokens", r.completion_tokens), ("cost_usd", r.cost_usd), ("latency_s", r.latency_s),
+                ("batch_id", r.batch_id), ("run_id", self.run_id),
+            ):
+                cols[name].append(value)
+        return pa.table(cols, schema=GENERATION_SCHEMA)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            rows, self.buffer = self.buffer, []
+            if rows:
+                # `replace`: only keys not stored `ok` are ever sent, so this overwrites earlier error rows only
+                await asyncio.to_thread(self.reg.insert, "generations", self._table(rows), on_conflict="replace")
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._due.wait(), FLUSH_EVERY_S)
+            except asyncio.TimeoutError:
+                pass
+            self._due.clear()
+            await self.flush()
+
+
+class Budget:
+    """The build's spend so far (stored answers of this recipe included) against its limits."""
+
+    def __init__(self, recipe: BuildRecipe, report: GenerationReport, cost_before: float, tokens_before: int):
+        self.limits, self.report = recipe.budget, report
+        self.cost_before, self.tokens_before = cost_before, tokens_before
+
+    def reached(self) -> str | None:
+        cost = self.cost_before + self.report.cost_usd
+        tokens = self.tokens_before + self.report.tokens
+        if self.limits.max_cost_usd is not None and cost >= self.limits.max_cost_usd:
+            return f"budget reached: ${cost:.4f} spent of max_cost_usd {self.limits.max_cost_usd}"
+        if self.limits.max_tokens is not None and tokens >= self.limits.max_tokens:
+            return f"budget reached: {tokens} tokens of max_tokens {self.limits.max_tokens}"
+        return None
+
+
+# ---------------------------------------------------------------------- running
+async def _worker(teacher: Teacher, queue: deque, sink: Sink, budget: Budget, report: GenerationReport) -> None:
+    while queue:
+        if (why := budget.reached()) is not None:
+            report.stopped = why
+            return
+        chunk = queue.popleft()
+        sink.add(await teacher.complete(chunk))
+
+
+async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, sink: Sink, budget: Budget,
+                   report: GenerationReport, run_id: str) -> None:
+    """Batch API: resume batches a stopped build left pending, submit the rest, poll, ingest."""
+    by_key = {r.request_key: r for r in reqs}
+    pending = reg.query(
+        "SELECT batch_id, request_keys FROM batches WHERE teacher_id = ? AND status = 'submitted' ORDER BY created_at",
+        [teacher.teacher_id],
+    )
+    in_flight = list(pending["batch_id"]) if pending.height else []
+    covered = {k for keys in (pending["request_keys"] if pending.height else []) for k in json.loads(keys)}
+    todo = [r for r in reqs if r.request_key not in covered]
+    for i in range(0, len(todo), BATCH_MAX_REQUESTS):
+        if (why := budget.reached()) is not None:
+            report.stopped = why
+            break
+        part = todo[i : i + BATCH_MAX_REQUESTS]
+        batch_id = await teacher.with_retries(teacher.submit_batch, part)
+        row = {"batch_id": batch_id, "teacher_id": teacher.teacher_id, "provider": teacher.provider,
+               "status": "submitted", "request_keys": json.dumps([r.request_key for r in part]), "run_id": run_id}
+        await asyncio.to_thread(reg.insert, "batches", [row])  # persisted at once: a restart picks it up
+        in_flight.append(batch_id)
+    while in_flight:
+        for batch_id in list(in_flight):
+            status = await teacher.with_retries(teacher.poll_batch, batch_id)
+            if status.state != "ended":
+                continue
+            sink.add(await teacher.with_retries(teacher.fetch_batch, batch_id, by_key))
+            await sink.flush()
+            await asyncio.to_thread(
+                lambda: reg.con.execute(
+                    "UPDATE batches SET status = ?, updated_at = current_timestamp WHERE batch_id = ?",
+                    ["ingested" if status.detail in ("completed", "ended") else f"ingested-{status.detail}", batch_id],
+                ).fetchall()
+            )
+            in_flight.remove(batch_id)
+        if in_flight:
+            await asyncio.sleep(teacher.spec.batch_poll_s)
+
+
+async def _execute(reg: Registry, plan: Plan, pending: dict[str, list[TeacherRequest]], sink: Sink, budget: Budget,
+                   report: GenerationReport, run_id: str) -> None:
+    jobs = []
+    for teacher in plan.teachers:
+        reqs = pending[teacher.teacher_id]
+        if not reqs:
+            continue
+        if teacher.spec.batch and teacher.supports_batch:
+            jobs.append(asyncio.create_task(_batches(teacher, reqs, reg, sink, budget, report, run_id)))
+            continue
+        queue = deque(teacher.chunks(reqs))
+        jobs += [
+            asyncio.create_task(_worker(teacher, queue, sink, budget, report))
+            for _ in range(min(teacher.workers, len(queue)))
+        ]
+    writer = asyncio.create_task(sink.run())
+    try:
+        if jobs:
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
+            for job in done:
+                if job.exception() is not None:
+                    raise job.exception()
+    finally:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await sink.flush()
+        for teacher in plan.teachers:
+            await teacher.aclose()
+
+
+def _progress_bar(total: int, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]generate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>7.1f} req/s"),
+        TextColumn("[red]{task.fields[errors]} errors"),
+        TextColumn("${task.fields[spend]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *, data_dir: Path | None = None,
+                   plan: Plan | None = None) -> GenerationReport:
+    """Generate every request of `recipe` not already stored `ok`; returns counts of cached, sent, ok, errors, cost."""
+    started = time.perf_counter()
+    plan = plan or plan_generation(recipe, data_dir)
+    run_id = uuid.uuid4().hex[:16]
+    report = GenerationReport(run_id=run_id, total=plan.total)
+    _store_plan(reg, plan, recipe, run_id)
+    cached = _cached(reg, [t.teacher_id for t in plan.teachers])
+    pending: dict[str, list[TeacherRequest]] = {}
+    meta: dict[str, tuple[str, TeacherRequest]] = {}
+    cost_before = tokens_before = 0
+    for teacher in plan.teachers:
+        tally = report.by_teacher.setdefault(teacher.teacher_id, TeacherTally(name=teacher.spec.label))
+        todo = []
+        for r in plan.requests[teacher.teacher_id]:
+            tally.requests += 1
+            if r.request_key in cached:
+                tally.cached += 1
+                cost, tokens = cached[r.request_key]
+                cost_before += cost
+                tokens_before += tokens
+            elif not teacher.answerable(r):
+                tally.missing += 1
+            else:
+                todo.append(r)
+                meta[r.request_key] = (teacher.teacher_id, r)
+        pending[teacher.teacher_id] = todo
+    report.cached = sum(t.cached for t in report.by_teacher.values())
+    report.missing = sum(t.missing for t in report.by_teacher.values())
+    to_send = sum(len(v) for v in pending.values())
+    budget = Budget(recipe, report, cost_before, tokens_before)
+
+    with _progress_bar(to_send, progress) as bar:
+        task = bar.add_task("generate", total=to_send, rate=0.0, errors=0, spend=0.0)
+        t0 = time.perf_counter()
+
+        def on_result(n: int) -> None:
+            bar.update(task, advance=n, rate=report.sent / max(time.perf_counter() - t0, 1e-9),
+                       errors=report.errors, spend=report.cost_usd)
+
+        sink = Sink(reg, run_id, meta, canonical_json(plan.params), report, on_result if progress else None)
+        try:
+            asyncio.run(_execute(reg, plan, pending, sink, budget, report, run_id))
+        except BaseException as e:
+            _finish_run(reg, run_id, "failed", str(e)[:2000] if not isinstance(e, KeyboardInterrupt) else "interrupted")
+            raise
+    _finish_run(reg, run_id, "stopped" if report.stopped else "done", report.stopped)
+    report.elapsed_s = time.perf_counter() - started
+    return report

@@ -1,0 +1,110 @@
+"""Anthropic Messages (one sample per call: the API has no `n`) and Message Batches."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anthropic
+
+from mixdistill.teachers.base import BatchStatus, Teacher, TeacherRequest, TeacherResult, Verdict
+
+
+class AnthropicTeacher(Teacher):
+    provider = "anthropic"
+    default_key_env = "ANTHROPIC_API_KEY"
+    needs_key = True
+    supports_batch = True
+
+    def __init__(self, spec, prices=None):
+        super().__init__(spec, prices)
+        self._client: anthropic.AsyncAnthropic | None = None
+
+    def check(self) -> None:
+        super().check()
+        self._client = anthropic.AsyncAnthropic(
+            api_key=self._key, base_url=self.spec.base_url, max_retries=0, timeout=self.spec.timeout_s
+        )
+
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        if self._client is None:
+            raise RuntimeError("call check() before the first request")
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    def classify(self, exc: BaseException) -> Verdict:
+        if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError, anthropic.NotFoundError)):
+            return "fatal"
+        if isinstance(exc, (anthropic.RateLimitError, anthropic.InternalServerError, anthropic.APIConnectionError)):
+            return "retry"
+        if isinstance(exc, anthropic.APIStatusError) and exc.status_code in (408, 409, 529):
+            return "retry"
+        return "fail"
+
+    def params(self, r: TeacherRequest) -> dict:
+        messages = r.messages
+        s = r.sampling
+        params = {
+            "model": self.spec.model,
+            "system": messages[0]["content"],
+            "messages": messages[1:],
+            "max_tokens": s.max_tokens,
+            "temperature": min(s.temperature, 1.0),  # Anthropic's range is [0, 1]
+        }
+        if s.top_p < 1.0:  # recent models refuse temperature and top_p together; send top_p only when it matters
+            params["top_p"] = s.top_p
+        return params
+
+    async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
+        (r,) = chunk
+        started = time.perf_counter()
+        raw = await self.client.messages.with_raw_response.create(**self.params(r))
+        text = (await raw.http_response.aread()).decode("utf-8", errors="replace")
+        return [self.parse(r, text, time.perf_counter() - started)]
+
+    def parse(self, r: TeacherRequest, text: str, latency: float, batch_id: str | None = None) -> TeacherResult:
+        try:
+            data = json.loads(text) if isinstance(text, str) else text
+            content = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
+            usage = data.get("usage") or {}
+            stop = data.get("stop_reason")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return TeacherResult(
+                r.request_key, "error", text=self.scrub(str(text)), latency_s=latency, batch_id=batch_id,
+                error=self.scrub(f"unparseable response: {type(e).__name__}: {e}"),
+            )
+        pt, ct = usage.get("input_tokens"), usage.get("output_tokens")
+        return TeacherResult(
+            r.request_key, "ok", text=content, finish_reason=stop, prompt_tokens=pt, completion_tokens=ct,
+            cost_usd=self.cost(pt, ct, batch=batch_id is not None), latency_s=latency, batch_id=batch_id,
+        )
+
+    # ------------------------------------------------------------------ Message Batches
+    async def submit_batch(self, requests: list[TeacherRequest]) -> str:
+        batch = await self.client.messages.batches.create(
+            requests=[{"custom_id": r.request_key, "params": self.params(r)} for r in requests]
+        )
+        return batch.id
+
+    async def poll_batch(self, batch_id: str) -> BatchStatus:
+        b = await self.client.messages.batches.retrieve(batch_id)
+        counts = b.request_counts.model_dump() if b.request_counts else {}
+        return BatchStatus("ended" if b.processing_status == "ended" else "pending", b.processing_status, counts)
+
+    async def fetch_batch(self, batch_id: str, by_key: dict[str, TeacherRequest]) -> list[TeacherResult]:
+        """Succeeded and errored items are stored; canceled/expired ones are left for the next run."""
+        out = []
+        async for item in await self.client.messages.batches.results(batch_id):
+            r = by_key.get(item.custom_id)
+            if r is None:
+                continue
+            if item.result.type == "succeeded":
+                out.append(self.parse(r, item.result.message.model_dump(mode="json"), 0.0, batch_id))
+            elif item.result.type == "errored":
+                error = self.scrub(f"batch item failed: {item.result.error.model_dump_json()}")
+                out.append(TeacherResult(r.request_key, "error", error=error, batch_id=batch_id))
+        return out

@@ -1,0 +1,270 @@
+"""The one async protocol every teacher backend implements, and the flow control they share.
+
+A backend implements `_call` (one provider call for a chunk of requests) and says how to classify its exceptions.
+`Teacher.complete` wraps `_call` with the rate limiter (RPM/TPM) and tenacity retries (exponential backoff with full
+jitter, `retry-after` honoured), turns per-request failures into stored error rows, and raises `TeacherFatalError` on
+errors no retry can fix (401/403/unknown model), so a build stops at once with one clear line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from mixdistill.errors import MixdistillError
+from mixdistill.ids import content_hash
+from mixdistill.prompts import Prompt
+from mixdistill.recipe import Sampling, TeacherSpec
+from mixdistill.teachers.prices import PriceTable
+
+Verdict = Literal["retry", "fatal", "fail"]
+MAX_RETRY_AFTER_S = 600.0
+MAX_ERROR_TEXT = 20_000
+
+
+class TeacherError(MixdistillError):
+    """A teacher cannot be used as configured (missing key, unknown model, bad replay file...)."""
+
+
+class TeacherFatalError(TeacherError):
+    """An error no retry can fix (bad key, no permission, unknown model): the build stops."""
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """One sample to generate. `request_key` is its identity and its cache key (DESIGN.md)."""
+
+    request_key: str
+    problem_id: str
+    question: str
+    mode: str
+    sample_index: int
+    prompt: Prompt
+    sampling: Sampling
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return self.prompt.chat(self.question)
+
+    def est_tokens(self) -> int:
+        """Rough upper estimate for the TPM limiter: ~4 characters per token, plus the full completion budget."""
+        chars = len(self.prompt.system) + len(self.question) + sum(
+            len(e.question) + len(e.rationale) for e in self.prompt.exemplars
+        )
+        return chars // 4 + self.sampling.max_tokens
+
+
+@dataclass
+class TeacherResult:
+    request_key: str
+    status: str  # 'ok' | 'error'
+    text: str | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_s: float | None = None
+    batch_id: str | None = None
+
+
+def request_key(
+    *, provider: str, model: str, prompt_id: str, problem_id: str, mode: str, sampling: dict, sample_index: int
+) -> str:
+    return content_hash(
+        {
+            "provider": provider,
+            "model": model,
+            "prompt_id": prompt_id,
+            "problem_id": problem_id,
+            "mode": mode,
+            "sampling": sampling,
+            "sample_index": sample_index,
+        }
+    )
+
+
+def teacher_id(spec: TeacherSpec) -> str:
+    return content_hash({"provider": spec.provider, "model": spec.model, "base_url": spec.base_url})
+
+
+def split_evenly(total: int | None, parts: int) -> list[int | None]:
+    """Share one call's token count among its `parts` rows so that the stored rows sum to the true total."""
+    if total is None:
+        return [None] * parts
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def parse_retry_after(headers) -> float | None:
+    """Seconds from `retry-after-ms`, or `retry-after` (seconds or an HTTP date); None when absent or unreadable."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return min(float(ms) / 1000, MAX_RETRY_AFTER_S)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
+
+
+class Teacher:
+    """Base class of all backends. Subclasses set `provider`, `default_key_env` and implement `_call`."""
+
+    provider: ClassVar[str]
+    default_key_env: ClassVar[str | None] = None
+    needs_key: ClassVar[bool] = False
+    supports_batch: ClassVar[bool] = False
+
+    def __init__(self, spec: TeacherSpec, prices: PriceTable | None = None):
+        self.spec = spec
+        self.teacher_id = teacher_id(spec)
+        self.prices = (prices or PriceTable()).for_teacher(spec)
+        self._key: str | None = None
+        self._rpm = AsyncLimiter(spec.requests_per_minute, 60) if spec.requests_per_minute else None
+        self._tpm = AsyncLimiter(spec.tokens_per_minute, 60) if spec.tokens_per_minute else None
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def key_env(self) -> str | None:
+        return self.spec.api_key_env or self.default_key_env
+
+    def check(self) -> None:
+        """Run before any request: the key must be present (read from the environment, kept only in memory)."""
+        env = self.key_env
+        key = os.environ.get(env, "").strip() if env else ""
+        if self.needs_key and not key:
+            raise TeacherError(f"teacher {self.spec.label!r}: no API key; set the environment variable {env}")
+        self._key = key or None
+
+    @property
+    def workers(self) -> int:
+        """How many calls may be in flight at once."""
+        return self.spec.max_concurrency
+
+    def chunks(self, requests: list[TeacherRequest]) -> list[list[TeacherRequest]]:
+        """How requests are grouped into calls; one request per call unless the backend can do better."""
+        return [[r] for r in requests]
+
+    def answerable(self, r: TeacherRequest) -> bool:
+        """False for requests this teacher cannot answer at all (replay without a recording): never sent."""
+        return True
+
+    def check_coverage(self, requests: list[TeacherRequest]) -> None:
+        """Refuse before any write when the requests cannot be served (replay of another task's outputs)."""
+
+    def settings(self) -> dict:
+        """What the registry's `teachers.settings` keeps: the spec without anything secret (keys never are in it)."""
+        return self.spec.model_dump(mode="json", exclude={"name"})
+
+    async def aclose(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------ errors
+    def scrub(self, text: str) -> str:
+        """Remove the key from any text that may leave this object (messages echoed by a server included)."""
+        text = str(text)
+        if self._key:
+            text = text.replace(self._key, "***")
+        return text[:MAX_ERROR_TEXT]
+
+    def classify(self, exc: BaseException) -> Verdict:
+        return "fail"
+
+    def retry_after(self, exc: BaseException) -> float | None:
+        response = getattr(exc, "response", None)
+        return parse_retry_after(getattr(response, "headers", None))
+
+    def describe(self, exc: BaseException) -> str:
+        status = getattr(exc, "status_code", None)
+        prefix = f"HTTP {status}: " if status else ""
+        return self.scrub(f"{type(exc).__name__}: {prefix}{getattr(exc, 'message', None) or exc}")
+
+    def fatal_message(self, exc: BaseException) -> str:
+        hint = f"; check ${self.key_env}" if getattr(exc, "status_code", None) in (401, 403) and self.key_env else ""
+        return f"teacher {self.spec.label!r} (model {self.spec.model!r}): {self.describe(exc)}{hint}"
+
+    # ------------------------------------------------------------------ calling
+    async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
+        raise NotImplementedError
+
+    def cost(self, prompt_tokens: int | None, completion_tokens: int | None, batch: bool = False) -> float | None:
+        return self.prices.cost(prompt_tokens, completion_tokens, batch=batch)
+
+    def retrying(self) -> AsyncRetrying:
+        """tenacity policy: retry transient errors with full-jitter exponential backoff, or as `retry-after` says."""
+
+        def wait(state) -> float:
+            exc = state.outcome.exception()
+            after = self.retry_after(exc) if exc is not None else None
+            return after if after is not None else self._jitter(state)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.spec.max_retries + 1),
+            wait=wait,
+            retry=retry_if_exception(lambda e: self.classify(e) == "retry"),
+            reraise=True,
+        )
+
+    async def with_retries(self, fn, *args):
+        """Await `fn(*args)` under the retry policy; fatal errors become `TeacherFatalError` (key scrubbed)."""
+        try:
+            async for attempt in self.retrying():
+                with attempt:
+                    return await fn(*args)
+        except Exception as exc:
+            if self.classify(exc) == "fatal":
+                raise TeacherFatalError(self.fatal_message(exc)) from None
+            raise
+
+    async def complete(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
+        """One call with flow control; a request that still fails after retries becomes an error row."""
+
+        async def attempt() -> list[TeacherResult]:
+            await self._throttle(chunk)
+            return await self._call(chunk)
+
+        started = time.perf_counter()
+        try:
+            return await self.with_retries(attempt)
+        except TeacherFatalError:
+            raise
+        except Exception as exc:
+            error, latency = self.describe(exc), time.perf_counter() - started
+            return [TeacherResult(r.request_key, "error", error=error, latency_s=latency) for r in chunk]
+
+    @property
+    def _jitter(self) -> wait_random_exponential:
+        return wait_random_exponential(multiplier=self.spec.retry_backoff_s, max=60)
+
+    async def _throttle(self, chunk: list[TeacherRequest]) -> None:
+        if self._rpm is not None:
+            await self._rpm.acquire()
+        if self._tpm is not None:
+            need = sum(r.est_tokens() for r in chunk[:1]) + sum(r.sampling.max_tokens for r in chunk[1:])
+            await self._tpm.acquire(min(need, self.spec.tokens_per_minute))
+
+
+@dataclass
+class BatchStatus:
+    """What a provider says about a submitted batch."""
+
+    state: Literal["pending", "ended"]
+    detail: str = ""
+    counts: dict = field(default_factory=dict)

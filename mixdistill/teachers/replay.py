@@ -1,0 +1,149 @@
+"""Replay: answers taken from recorded outputs instead of a live model, matched to problems by question text.
+
+Sources (`path` of the teacher):
+- a PoT outputs JSONL (Program-of-Thoughts `outputs/*.jsonl`: `question` [+ `passage`], `generated` = [program]),
+- a folder or file of distilling-step-by-step PaLM completions (`datasets/<task>/llm/{split}_CoT_{i}.json`, lists of
+  raw completions aligned with `../<task>_{split}.json` in blocks of 500; the text after the first "Q:" is the model
+  running on into a hallucinated next question and is cut, as the upstream loader does),
+- a JSONL of `{"question", "mode", "response"}` records,
+- another registry (`*.duckdb`): its `ok` generations of the teacher whose name or model is this teacher's `model`.
+Recorded answer i of a (question, mode) serves sample index i. Requests without a recording are not answered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from mixdistill.teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResult
+
+DSS_BLOCK = 500
+_DSS_FILE = re.compile(r"^(?P<split>[a-z]+)_CoT_(?P<idx>\d+)\.json$")
+
+
+def normalize_question(text: str) -> str:
+    """Whitespace and case do not identify a problem: "Body\\nQuestion" and "Body Question" are the same question."""
+    return " ".join(str(text).split()).lower()
+
+
+Recordings = dict[tuple[str, str], list[str]]  # (normalized question, mode) -> responses in sample order
+
+
+def _dss_files(path: Path) -> list[Path]:
+    files = [path] if path.is_file() else sorted(path.glob("*_CoT_*.json"))
+    return [f for f in files if _DSS_FILE.match(f.name)]
+
+
+def _load_dss(path: Path) -> Recordings:
+    out: Recordings = defaultdict(list)
+    for f in _dss_files(path):
+        m = _DSS_FILE.match(f.name)
+        inputs_file = next(iter(sorted(f.parent.parent.glob(f"*_{m['split']}.json"))), None)
+        if inputs_file is None:
+            raise TeacherError(f"replay file {f}: no matching ../<task>_{m['split']}.json with the questions")
+        inputs = [json.loads(line)["input"] for line in inputs_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        completions = json.loads(f.read_text(encoding="utf-8"))
+        offset = int(m["idx"]) * DSS_BLOCK
+        for i, completion in enumerate(completions):
+            if offset + i < len(inputs):
+                out[(normalize_question(inputs[offset + i]), "cot")].append(completion.split("Q:", 1)[0].strip())
+    return out
+
+
+def _load_jsonl(path: Path) -> Recordings:
+    out: Recordings = defaultdict(list)
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise TeacherError(f"replay file {path}: line {n} is not JSON") from None
+        if not isinstance(rec, dict) or "question" not in rec:
+            continue  # header lines (a PoT file's "demonstration"/"prompt" lines) carry no problem
+        if "generated" in rec:  # Program-of-Thoughts outputs
+            question = f"{rec.get('passage', '')} {rec['question']}"
+            programs = rec["generated"] if isinstance(rec["generated"], list) else [rec["generated"]]
+            out[(normalize_question(question), "pot")].extend(str(p) for p in programs)
+        elif "response" in rec and rec.get("mode") in ("cot", "pot"):
+            out[(normalize_question(rec["question"]), rec["mode"])].append(str(rec["response"]))
+        else:
+            raise TeacherError(f"replay file {path}: line {n}: need 'generated' or 'mode' + 'response' fields")
+    return out
+
+
+def _load_registry(path: Path, teacher: str) -> Recordings:
+    from mixdistill.registry import Registry
+
+    out: Recordings = defaultdict(list)
+    with Registry.open(path, read_only=True) as reg:
+        df = reg.query(
+            "SELECT p.question, g.mode, g.response_text FROM generations g"
+            " JOIN problems p USING (problem_id) JOIN teachers t USING (teacher_id)"
+            " WHERE g.status = 'ok' AND (t.name = ? OR t.model = ?) ORDER BY g.problem_id, g.mode, g.sample_index",
+            [teacher, teacher],
+        )
+    for question, mode, text in df.iter_rows():
+        out[(normalize_question(question), mode)].append(text)
+    return out
+
+
+def load_recordings(path: Path, teacher: str) -> Recordings:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise TeacherError(f"replay file not found: {path}")
+    if path.suffix == ".duckdb":
+        return _load_registry(path, teacher)
+    if _dss_files(path):
+        return _load_dss(path)
+    if path.is_file() and path.suffix in (".jsonl", ".json"):
+        return _load_jsonl(path)
+    raise TeacherError(f"replay file {path}: not a PoT outputs JSONL, a PaLM CoT folder, a records JSONL or a .duckdb")
+
+
+class ReplayTeacher(Teacher):
+    provider = "replay"
+
+    def __init__(self, spec, prices=None):
+        super().__init__(spec, prices)
+        self.recordings: Recordings = {}
+
+    def check(self) -> None:
+        super().check()
+        self.recordings = load_recordings(self.spec.path, self.spec.model)
+        if not self.recordings:
+            raise TeacherError(f"replay file {self.spec.path}: no recorded outputs found")
+
+    def lookup(self, r: TeacherRequest) -> str | None:
+        answers = self.recordings.get((normalize_question(r.question), r.mode), [])
+        return answers[r.sample_index] if r.sample_index < len(answers) else None
+
+    def answerable(self, r: TeacherRequest) -> bool:
+        return self.lookup(r) is not None
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    def chunks(self, requests: list[TeacherRequest]) -> list[list[TeacherRequest]]:
+        return [requests[i : i + 512] for i in range(0, len(requests), 512)]
+
+    def check_coverage(self, requests: list[TeacherRequest]) -> None:
+        """Refuse a recording made for another task: at least one requested question must be in it."""
+        modes = {r.mode for r in requests}
+        if requests and not any(self.answerable(r) for r in requests):
+            recorded = sorted({m for _, m in self.recordings})
+            raise TeacherError(
+                f"replay file {self.spec.path}: none of its {len(self.recordings)} recorded questions "
+                f"({'/'.join(recorded)}) match the requested problems ({'/'.join(sorted(modes))})"
+            )
+
+    async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
+        out = []
+        for r in chunk:
+            text = self.lookup(r)
+            if text is not None:
+                out.append(TeacherResult(r.request_key, "ok", text=text, finish_reason="replay", cost_usd=0.0, latency_s=0.0))
+        return out
