@@ -18,9 +18,9 @@ import numpy as np
 
 from mixdistill.errors import MixdistillError
 from mixdistill.recipe import CorpusRef, TrainRecipe
+from mixdistill.train.loss import IGNORE
 
 MODES = ("cot", "pot")
-IGNORE = -100  # label id that the loss skips (prompt tokens and padding)
 REQUIRED_COLUMNS = ("id", "mode", "input", "rationale")
 
 

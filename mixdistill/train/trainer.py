@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mixdistill.recipe import TrainRecipe
-from mixdistill.train.data import IGNORE, MODES
+from mixdistill.train.data import MODES
+from mixdistill.train.loss import token_losses, weighted_loss
 from mixdistill.train.model import Precision
 
 
@@ -37,36 +37,28 @@ class MixTrainer(Trainer):
         mode = inputs.pop("mode")
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        logits = outputs.logits[:, :-1, :].float()
-        targets = labels[:, 1:]
-        token_loss = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="none"
-        ).view(targets.shape)
-        valid = targets.ne(IGNORE)
-        row_mode = mode.unsqueeze(1).expand_as(targets)
-        weights = self.mode_weights.to(token_loss.device)[row_mode] * valid
-        denom = num_items_in_batch if num_items_in_batch is not None else valid.sum().clamp(min=1)
-        loss = (token_loss * weights).sum() / denom
-        self._record(token_loss.detach(), valid, row_mode, "train" if model.training else "eval")
+        token_loss, valid = token_losses(outputs.logits, labels)
+        loss = weighted_loss(token_loss, valid, mode, self.mode_weights, num_items_in_batch)
+        self._record(token_loss.detach(), valid, mode.unsqueeze(1).expand_as(valid), "train" if model.training else "eval")
         return (loss, outputs) if return_outputs else loss
 
     def _record(self, token_loss: torch.Tensor, valid: torch.Tensor, row_mode: torch.Tensor, split: str) -> None:
-        stats = self._mode_stats[split]
-        for i in range(len(MODES)):
-            sel = valid & row_mode.eq(i)
-            stats[0, i] += token_loss[sel].sum().item()
-            stats[1, i] += sel.sum().item()
+        """Accumulate per-mode loss sums and token counts on the device (no host sync per step)."""
+        stats = self._mode_stats[split] = self._mode_stats[split].to(token_loss.device)
+        index = row_mode.reshape(-1)
+        stats[0].scatter_add_(0, index, (token_loss * valid).reshape(-1).double())
+        stats[1].scatter_add_(0, index, valid.reshape(-1).double())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add `loss_cot` / `loss_pot` (mean token loss since the last log; `eval_` for evaluation) to each log."""
         split = "eval" if any(k.startswith("eval_") for k in logs) else "train" if "loss" in logs else None
         if split is not None:
-            stats = self.accelerator.reduce(self._mode_stats[split].to(self.args.device), reduction="sum").cpu()
+            stats = self.accelerator.reduce(self._mode_stats[split].to(self.args.device), reduction="sum").cpu().clone()
+            self._mode_stats[split].zero_()
             prefix = "eval_loss_" if split == "eval" else "loss_"
             for i, m in enumerate(MODES):
                 if stats[1, i] > 0:
                     logs[prefix + m] = round(float(stats[0, i] / stats[1, i]), 4)
-            self._mode_stats[split].zero_()
         super().log(logs, start_time)
 
 
