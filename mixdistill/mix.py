@@ -123,9 +123,14 @@ def assign_splits(df: pl.DataFrame, policy: MixPolicy) -> pl.DataFrame:
     )
 
 
+def sort_rows(df: pl.DataFrame) -> pl.DataFrame:
+    """The one row order of every export, so that the same selection always gives the same bytes."""
+    return df.sort("task", "source_id", "mode", "_i")
+
+
 def to_rows(df: pl.DataFrame) -> pl.DataFrame:
-    """Final corpus rows, sorted so that the same selection always gives the same bytes."""
-    df = df.sort("task", "source_id", "mode", "_i").with_columns(
+    """Final corpus rows: id, model input with its mode prefix, and the lineage columns."""
+    df = sort_rows(df).with_columns(
         pl.concat_str(["task", "source_id", "mode", pl.col("_i").cast(pl.String)], separator="-").alias("id"),
         pl.struct("mode", "question").map_elements(
             lambda r: model_input(r["mode"], r["question"]), return_dtype=pl.String

@@ -99,6 +99,7 @@ class TaskDef:
     splits: tuple[str, ...]
     files: tuple[str, ...]  # paths relative to the data dir that the loader reads
     load: Callable[[Path, str], list[Problem]]
+    eval_splits: tuple[str, ...] = ()  # kept out of training corpora by the contamination guard
 
     def require_files(self, data: Path) -> None:
         missing = [f for f in self.files if not (data / f).is_file()]

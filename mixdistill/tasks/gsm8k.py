@@ -55,4 +55,5 @@ TASK = TaskDef(
     splits=("train", "test"),
     files=tuple(FILES.values()),
     load=load,
+    eval_splits=("test",),
 )

@@ -39,4 +39,5 @@ TASK = TaskDef(
     splits=("train", "dev"),
     files=tuple(FILES.values()),
     load=load,
+    eval_splits=("dev",),
 )

@@ -60,4 +60,5 @@ TASK = TaskDef(
     splits=("full", "train", "test"),
     files=(FILE,),
     load=load,
+    eval_splits=("test",),
 )

@@ -1,0 +1,350 @@
+"""Corpus versions: verified generations in the registry -> mixed rows -> a registered, exported version.
+
+A version is identified by the recipe's semver and fingerprinted by (selected request keys per config and split,
+mixing policy, answer rule): rebuilding from the same registry gives the same fingerprint and byte-identical Parquet.
+Registering a different selection under an existing name@version is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from mixdistill.errors import MixdistillError
+from mixdistill.ids import canonical_json, content_hash
+from mixdistill.mix import mix, model_input
+from mixdistill.recipe import BuildRecipe
+from mixdistill.registry import Registry
+from mixdistill.tasks import TASKS
+
+CONFIGS = ("cot", "pot", "mixed")
+SPLITS = ("train", "validation")
+
+
+class CorpusError(MixdistillError):
+    pass
+
+
+@dataclass(frozen=True)
+class CorpusVersion:
+    corpus_id: str
+    name: str
+    version: str
+    fingerprint: str
+    stats: dict
+    lineage: dict
+    created: bool  # False when an identical version was already registered
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """`name@1.2.0` -> (name, version)."""
+    name, sep, version = ref.partition("@")
+    if not sep or not name or not version:
+        raise CorpusError(f"corpus reference {ref!r} must look like name@version (e.g. svamp-md@0.1.0)")
+    return name, version
+
+
+def excluded_problems(reg: Registry, recipe: BuildRecipe) -> set[str]:
+    """Problem ids of the evaluation splits (`mix.exclude`, or each built-in task's standard eval split)."""
+    if recipe.mix.exclude == "auto":
+        refs = [(t.task, s) for t in recipe.tasks if t.task for s in TASKS[t.task].eval_splits]
+        for t in recipe.tasks:
+            if (t.name, t.split_name) in refs:
+                raise CorpusError(
+                    f"recipe builds from {t.name}/{t.split_name}, the task's evaluation split; build from a training "
+                    "split or set mix.exclude explicitly"
+                )
+    else:
+        refs = [(t.name, t.split_name) for t in recipe.mix.exclude]
+    if not refs:
+        return set()
+    found = reg.query(
+        "SELECT problem_id FROM problem_splits WHERE (task, split) IN (SELECT * FROM (VALUES "
+        + ", ".join("(?, ?)" for _ in refs) + "))",
+        [x for ref in refs for x in ref],
+    )
+    return set(found["problem_id"])
+
+
+def _recipe_scope(recipe: BuildRecipe) -> tuple[str, list]:
+    """SQL predicate (on g = generations, t = teachers, s = problem_splits) for what a recipe covers."""
+    tasks = " OR ".join("(s.task = ? AND s.split = ?)" for _ in recipe.tasks)
+    labels = ", ".join("?" for _ in recipe.teachers)
+    modes = ", ".join("?" for _ in recipe.modes)
+    params = [x for t in recipe.tasks for x in (t.name, t.split_name)]
+    params += [t.label for t in recipe.teachers] + list(recipe.modes)
+    return f"({tasks}) AND t.name IN ({labels}) AND g.mode IN ({modes})", params
+
+
+_RATIONALE_SELECT = """
+    g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher, g.prompt_id,
+    g.response_text, v.extracted AS answer, p.gold_text AS gold, v.rule || '@' || v.rule_version AS rule
+"""
+_RATIONALE_FROM = """
+    generations g
+    JOIN teachers t USING (teacher_id)
+    JOIN problems p ON p.problem_id = g.problem_id
+"""
+
+
+def _with_rationale(df: pl.DataFrame) -> pl.DataFrame:
+    """The training target: the prose for CoT, the extracted program for PoT."""
+    from mixdistill.verify.programs import extract_program
+
+    rationale = [
+        (extract_program(text) or "") if mode == "pot" else (text or "").strip()
+        for mode, text in zip(df["mode"], df["response_text"])
+    ]
+    return df.drop("response_text").with_columns(pl.Series("rationale", rationale, dtype=pl.String))
+
+
+def candidates(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
+    """Generations of this recipe judged correct under its rule (latest rule version), one row per rationale."""
+    scope, params = _recipe_scope(recipe)
+    df = reg.query(
+        f"""
+        SELECT DISTINCT {_RATIONALE_SELECT}
+        FROM {_RATIONALE_FROM}
+        JOIN problem_splits s ON s.problem_id = g.problem_id
+        JOIN verdicts v ON v.request_key = g.request_key AND v.rule = ?
+        WHERE {scope} AND g.status = 'ok' AND v.correct
+        QUALIFY row_number() OVER (PARTITION BY g.request_key ORDER BY v.created_at DESC, v.rule_version DESC) = 1
+        """,
+        [recipe.rule, *params],
+    )
+    return _with_rationale(df)
+
+
+def teacher_mode_stats(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
+    """Per teacher x mode: generated, verified, correct, pass rate, cost (the card's main table)."""
+    scope, params = _recipe_scope(recipe)
+    return reg.query(
+        f"""
+        WITH scoped AS (
+            SELECT DISTINCT g.request_key, g.mode, g.status, g.cost_usd, t.name AS teacher
+            FROM generations g JOIN teachers t USING (teacher_id) JOIN problem_splits s USING (problem_id)
+            WHERE {scope}
+        ), judged AS (
+            SELECT * FROM verdicts WHERE rule = ?
+            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
+        )
+        SELECT teacher, mode, count(*) AS generated, count(j.request_key) AS verified,
+               count_if(j.correct) AS correct,
+               round(count_if(j.correct) / nullif(count(j.request_key), 0), 4) AS pass_rate,
+               round(coalesce(sum(cost_usd), 0), 6) AS cost_usd
+        FROM scoped LEFT JOIN judged j USING (request_key)
+        GROUP BY ALL ORDER BY teacher, mode
+        """,
+        [*params, recipe.rule],
+    )
+
+
+def fingerprint(configs: dict[str, pl.DataFrame], recipe: BuildRecipe, rule_versions: list[str]) -> str:
+    keys = {
+        name: {split: sorted(df.filter(pl.col("split") == split)["request_key"]) for split in SPLITS}
+        for name, df in configs.items()
+    }
+    return content_hash({"rows": keys, "mix": recipe.mix.model_dump(mode="json"), "rules": sorted(rule_versions)}, 32)
+
+
+def lineage(reg: Registry, recipe: BuildRecipe, rows: pl.DataFrame) -> dict:
+    """Where every row came from: teachers, prompts, rule versions, source datasets and their licenses."""
+    sources = reg.query(
+        "SELECT DISTINCT task, source, license FROM problems WHERE problem_id IN (SELECT unnest(?)) ORDER BY ALL",
+        [sorted(set(rows["problem_id"]))],
+    )
+    teachers = reg.query(
+        "SELECT name, provider, model, base_url FROM teachers WHERE name IN (SELECT unnest(?)) ORDER BY name",
+        [sorted({t.label for t in recipe.teachers})],
+    )
+    return {
+        "tasks": [{"task": t.name, "split": t.split_name} for t in recipe.tasks],
+        "sources": sources.to_dicts(),
+        "teachers": teachers.to_dicts(),
+        "prompt_ids": sorted(set(rows["prompt_id"])),
+        "rules": sorted(set(rows["rule"])),
+    }
+
+
+def build_version(reg: Registry, recipe: BuildRecipe) -> tuple[CorpusVersion, dict[str, pl.DataFrame]]:
+    """Mix the recipe's verified generations and register the result as `name@version` (idempotent)."""
+    excluded = excluded_problems(reg, recipe)
+    cands = candidates(reg, recipe)
+    configs, mix_stats = mix(cands, recipe.mix, excluded)
+    if configs["mixed"].is_empty():
+        raise CorpusError(
+            f"{recipe.name}@{recipe.version}: no verified rationales to publish "
+            f"({cands.height} correct candidates, {mix_stats['dropped_contamination']} excluded as evaluation problems)"
+        )
+    for mode in recipe.modes:
+        if configs[mode].is_empty():
+            raise CorpusError(f"{recipe.name}@{recipe.version}: config {mode!r} has no verified rows")
+    fp = fingerprint(configs, recipe, sorted(set(cands["rule"])))
+    stats = {
+        "mix": mix_stats,
+        "rows": {n: {s: configs[n].filter(pl.col("split") == s).height for s in SPLITS} for n in CONFIGS},
+        "problems": configs["mixed"]["problem_id"].n_unique(),
+        "teacher_mode": teacher_mode_stats(reg, recipe).to_dicts(),
+    }
+    info = lineage(reg, recipe, configs["mixed"])
+    corpus_id = content_hash({"name": recipe.name, "version": recipe.version})
+    existing = reg.query("SELECT fingerprint FROM corpora WHERE corpus_id = ?", [corpus_id])
+    if existing.height:
+        if existing["fingerprint"][0] != fp:
+            raise CorpusError(
+                f"corpus {recipe.name}@{recipe.version} already exists with different content "
+                f"(fingerprint {existing['fingerprint'][0][:12]} vs {fp[:12]}); bump `version` in the recipe"
+            )
+        version = CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=False)
+        return version, configs
+    parent = reg.scalar(
+        "SELECT version FROM corpora WHERE name = ? ORDER BY created_at DESC LIMIT 1", [recipe.name]
+    )
+    corpus_rows = pl.concat(
+        [df.select(pl.lit(name).alias("config"), "split", pl.col("id").alias("row_id"), "request_key", "problem_id")
+         for name, df in configs.items()]
+    ).with_columns(pl.lit(corpus_id).alias("corpus_id"))
+    with reg.transaction():
+        reg.insert("corpora", [{
+            "corpus_id": corpus_id, "name": recipe.name, "version": recipe.version, "fingerprint": fp,
+            "recipe": canonical_json(recipe.model_dump(mode="json")), "lineage": canonical_json(info),
+            "stats": json.dumps(stats, sort_keys=True, default=str), "parent": parent,
+        }])
+        reg.insert("corpus_rows", corpus_rows)
+    return CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=True), configs
+
+
+def load_version(reg: Registry, ref: str) -> dict:
+    """The registry record of name@version, with its JSON columns decoded."""
+    name, version = parse_ref(ref)
+    found = reg.query("SELECT * FROM corpora WHERE name = ? AND version = ?", [name, version])
+    if found.is_empty():
+        known = reg.query("SELECT version FROM corpora WHERE name = ? ORDER BY created_at", [name])["version"].to_list()
+        hint = f"; versions of {name}: {', '.join(known)}" if known else "; `mixdistill corpora` lists them"
+        raise CorpusError(f"corpus {ref} does not exist{hint}")
+    row = found.to_dicts()[0]
+    for key in ("recipe", "lineage", "stats"):
+        row[key] = json.loads(row[key]) if row[key] else {}
+    return row
+
+
+def export_path(root: Path, name: str, version: str) -> Path:
+    return root / name / version
+
+
+def write_parquet(configs: dict[str, pl.DataFrame], out: Path) -> dict[str, dict[str, str]]:
+    """One Parquet file per config and split (`<config>/<split>.parquet`); returns the Hub `data_files` mapping.
+
+    Written with fixed settings and sorted rows, so the same selection always gives the same bytes.
+    """
+    files: dict[str, dict[str, str]] = {}
+    for name, df in configs.items():
+        for split in SPLITS:
+            part = df.filter(pl.col("split") == split).drop("split")
+            if part.is_empty():
+                continue
+            rel = f"{name}/{split}.parquet"
+            (out / name).mkdir(parents=True, exist_ok=True)
+            part.write_parquet(out / rel, compression="zstd", compression_level=9, statistics=True, row_group_size=50_000)
+            files.setdefault(name, {})[split] = rel
+    return files
+
+
+def version_tag(version: str) -> str:
+    return f"v{version}"
+
+
+def card_context(record: dict, data_files: dict, plots: list, repo_id: str) -> dict:
+    """Everything the card and report templates use, from a `load_version` record."""
+    from mixdistill.cards import derive_license, size_category
+
+    stats = record["stats"]
+    return {
+        "name": record["name"], "version": record["version"], "fingerprint": record["fingerprint"],
+        "description": record["recipe"].get("description", ""), "recipe": record["recipe"],
+        "stats": stats, "lineage": record["lineage"], "data_files": data_files, "plots": plots,
+        "license": derive_license([s["license"] for s in record["lineage"]["sources"]]),
+        "size_category": size_category(stats["rows"]["mixed"]["train"] + stats["rows"]["mixed"]["validation"]),
+        "repo_id": repo_id, "tag": version_tag(record["version"]),
+    }
+
+
+def export_version(reg: Registry, ref: str, configs: dict[str, pl.DataFrame], out: Path,
+                   repo_id: str | None = None) -> Path:
+    """Write a version's Parquet files, card (README.md), plots and HTML audit report into `out`."""
+    from mixdistill.cards import make_plots, render
+
+    record = load_version(reg, ref)
+    out.mkdir(parents=True, exist_ok=True)
+    data_files = write_parquet(configs, out)
+    plots = make_plots(pl.DataFrame(record["stats"]["teacher_mode"]), configs["mixed"])
+    (out / "assets").mkdir(exist_ok=True)
+    for plot in plots:
+        (out / plot.path).write_bytes(plot.png)
+    context = card_context(record, data_files, plots, repo_id or f"YOUR_ORG/{record['name']}")
+    (out / "README.md").write_text(render("dataset_card.md.j2", **context), encoding="utf-8")
+    labels = [t["name"] for t in record["lineage"]["teachers"]]
+    failures = reg.query(
+        "SELECT * FROM audit_failures WHERE teacher IN (SELECT unnest(?)) AND outcome <> 'correct'", [labels]
+    )
+    (out / "report.html").write_text(render("report.html.j2", failures=failures.to_dicts(), **context), encoding="utf-8")
+    return out
+
+
+def version_frames(reg: Registry, ref: str) -> dict[str, pl.DataFrame]:
+    """Rebuild a registered version's rows from the registry alone (same rows, same order as at build time)."""
+    from mixdistill.mix import ROW_COLUMNS, sort_rows
+
+    record = load_version(reg, ref)
+    df = reg.query(
+        f"""
+        SELECT cr.config, cr.split, cr.row_id AS id, {_RATIONALE_SELECT}
+        FROM corpus_rows cr
+        JOIN {_RATIONALE_FROM} ON g.request_key = cr.request_key
+        JOIN verdicts v ON v.request_key = g.request_key AND v.rule || '@' || v.rule_version IN (SELECT unnest(?))
+        WHERE cr.corpus_id = ?
+        """,
+        [record["lineage"]["rules"], record["corpus_id"]],
+    )
+    df = _with_rationale(df).with_columns(
+        pl.col("id").str.split("-").list.last().cast(pl.Int64).alias("_i"),
+        pl.struct("mode", "question").map_elements(lambda r: model_input(r["mode"], r["question"]),
+                                                   return_dtype=pl.String).alias("input"),
+    )
+    return {
+        name: sort_rows(df.filter(pl.col("config") == name)).select(*ROW_COLUMNS, "split") for name in CONFIGS
+    }
+
+
+def version_rows(reg: Registry, ref: str) -> pl.DataFrame:
+    """(config, split, row_id, request_key) of a registered version, for `diff`."""
+    record = load_version(reg, ref)
+    return reg.query(
+        "SELECT config, split, row_id, request_key FROM corpus_rows WHERE corpus_id = ? ORDER BY ALL",
+        [record["corpus_id"]],
+    )
+
+
+def diff_versions(reg: Registry, a: str, b: str) -> dict:
+    """What changed between two versions: rows added/removed per config and split, and recipe settings changed."""
+    ra, rb = load_version(reg, a), load_version(reg, b)
+    rows_a, rows_b = version_rows(reg, a), version_rows(reg, b)
+    counts = []
+    for config in CONFIGS:
+        for split in SPLITS:
+            ka = set(rows_a.filter((pl.col("config") == config) & (pl.col("split") == split))["request_key"])
+            kb = set(rows_b.filter((pl.col("config") == config) & (pl.col("split") == split))["request_key"])
+            counts.append({"config": config, "split": split, a: len(ka), b: len(kb),
+                           "added": len(kb - ka), "removed": len(ka - kb), "kept": len(ka & kb)})
+    changed = {k: (ra["recipe"].get(k), rb["recipe"].get(k))
+               for k in sorted(set(ra["recipe"]) | set(rb["recipe"]))
+               if k != "version" and ra["recipe"].get(k) != rb["recipe"].get(k)}
+    return {"rows": counts, "recipe_changes": changed,
+            "fingerprints": (ra["fingerprint"], rb["fingerprint"])}
