@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from mixdistill.cli import core  # noqa: F401  (registers commands)
+from mixdistill.cli import verify  # noqa: F401  (verify, bench sandbox)
 from mixdistill.cli.app import app, err_console
 from mixdistill.errors import MixdistillError
 

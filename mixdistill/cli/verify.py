@@ -1,0 +1,104 @@
+"""`mixdistill verify` and `mixdistill bench sandbox`."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mixdistill.cli.app import app, bench_app, console, state
+from mixdistill.errors import MixdistillError
+from mixdistill.registry import Registry
+from mixdistill.verify.rules import RULES, get_rule
+from mixdistill.verify.sandbox import SANDBOX_VERSION, SandboxLimits
+
+_DEFAULTS = SandboxLimits()
+
+
+def _limits(timeout: float, cpu: float, memory_mb: int) -> SandboxLimits:
+    if timeout <= 0 or cpu <= 0 or memory_mb <= 0:
+        raise MixdistillError("--timeout, --cpu and --memory-mb must be positive")
+    return SandboxLimits(timeout_s=timeout, cpu_s=cpu, memory_mb=memory_mb)
+
+
+@app.command()
+def verify(
+    rule: list[str] = typer.Option(["strict"], "--rule", "-r", help=f"equivalence rule(s): {', '.join(RULES)}"),
+    timeout: float = typer.Option(_DEFAULTS.timeout_s, "--timeout", help="wall-clock seconds per program"),
+    cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="CPU seconds per program (RLIMIT_CPU)"),
+    memory_mb: int = typer.Option(_DEFAULTS.memory_mb, "--memory-mb", help="memory a program may allocate"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="sandbox workers (default: 2 per CPU)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Verify every generation that has no verdict from the rule's current version (never calls a teacher).
+
+    PoT programs run in the sandbox (stored in `executions`, reused by later rule versions); CoT answers are
+    extracted from the text; each verdict records the rule name and version.
+    """
+    from mixdistill.verify.pipeline import verify_pending
+    from mixdistill.verify.sandbox import Sandbox
+
+    rules = [get_rule(name) for name in rule]  # unknown names fail before anything runs
+    limits = _limits(timeout, cpu, memory_mb)
+    with Registry.open(state.registry) as reg, Sandbox(workers=workers, limits=limits) as sb:
+        for r in rules:
+            s = verify_pending(reg, r.name, progress=progress, sandbox=sb)
+            acc = "n/a" if s.accuracy is None else f"{s.accuracy:.2%}"
+            console.print(
+                f"rule {s.rule} v{s.rule_version}: {s.verified} verified ({s.pending} pending), {s.correct} correct "
+                f"({acc}); programs run {s.executed}, stored executions reused {s.reused_executions}; "
+                f"{s.seconds:.1f}s",
+                highlight=False,
+            )
+            if s.reasons:
+                table = Table(title=f"verdict reasons ({s.rule})")
+                table.add_column("reason")
+                table.add_column("n", justify="right")
+                for reason, n in s.reasons.most_common():
+                    table.add_row(reason, str(n))
+                console.print(table)
+    console.print(f"sandbox v{SANDBOX_VERSION}; audit: mixdistill sql \"SELECT * FROM audit_failures\"", highlight=False)
+
+
+@bench_app.command("sandbox")
+def bench_sandbox(
+    workers: Optional[int] = typer.Option(None, "--workers", help="parallelism for all three ways (default: 2 per CPU)"),
+    timeout: float = typer.Option(_DEFAULTS.timeout_s, "--timeout", help="wall-clock limit per program, all three ways"),
+    cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="sandbox CPU seconds per program"),
+    naive_limit: int = typer.Option(0, "--naive-limit", help="time the naive way on the first N programs only (0: all)"),
+) -> None:
+    """Time the 2,317 published Codex PoT programs: in-process exec (ceiling), a fresh python per program (naive),
+    and the sandbox; print programs/s and ratios. Target: sandbox >= 500/s and >= 10x the naive way."""
+    from mixdistill.verify import bench
+
+    programs = bench.load_published_programs(state.data_dir)
+    n_workers = workers or 2 * (os.cpu_count() or 1)
+    limits = _limits(timeout, cpu, _DEFAULTS.memory_mb)
+    console.print(
+        f"{len(programs)} programs, {n_workers} at a time, {os.cpu_count()} CPUs; limit {timeout}s wall"
+        f" ({cpu}s CPU in the sandbox)", highlight=False,
+    )
+    ceiling = bench.time_in_process(programs, n_workers, timeout)
+    naive_programs = programs[:naive_limit] if naive_limit > 0 else programs
+    naive = bench.time_naive(naive_programs, n_workers, timeout)
+    sandbox, startup, isolation = bench.time_sandbox(programs, n_workers, limits)
+
+    table = Table(title="bench sandbox")
+    for col in ("method", "programs", "seconds", "programs/s", "timeouts", "sandbox speed vs this"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    for t in (ceiling, naive, sandbox):
+        table.add_row(t.method, str(t.programs), f"{t.seconds:.2f}", f"{t.rate:.0f}", str(t.timeouts),
+                      f"{sandbox.rate / t.rate:.2f}x")
+    console.print(table)
+    console.print(f"sandbox pool start-up (once per run): {startup:.2f}s; isolation: "
+                  + ", ".join(f"{k}: {v}" for k, v in isolation.items()), highlight=False)
+    ok_rate = sandbox.rate >= 500
+    ok_ratio = sandbox.rate >= 10 * naive.rate
+    console.print(
+        f"targets: >= 500 programs/s: {'met' if ok_rate else 'NOT met'} ({sandbox.rate:.0f}/s); "
+        f">= 10x naive: {'met' if ok_ratio else 'NOT met'} ({sandbox.rate / naive.rate:.1f}x); "
+        f"ceiling / sandbox: {ceiling.rate / sandbox.rate:.2f}x",
+        highlight=False,
+    )

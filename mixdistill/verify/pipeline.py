@@ -1,0 +1,173 @@
+"""Verify stored generations: PoT through the sandbox (`executions`), CoT through answer extraction, then a verdict
+per generation under a named rule (`verdicts`). Never calls a teacher.
+
+A generation is pending when it has no verdict from the rule's current version. Executions are keyed by sandbox
+version, so a new rule version re-judges stored executions without re-running them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from mixdistill.ids import content_hash
+from mixdistill.registry import Registry
+from mixdistill.verify.answers import extract_cot_answer, format_number
+from mixdistill.verify.programs import extract_program
+from mixdistill.verify.rules import Rule, get_rule
+from mixdistill.verify.sandbox import SANDBOX_VERSION, ExecResult, Sandbox, SandboxLimits
+
+CHUNK = 2000  # generations per transaction: a killed run keeps every finished chunk
+
+_PENDING_SQL = """
+SELECT g.request_key, g.mode, g.response_text, p.answer_type, p.gold_number, p.gold_bool,
+       e.status AS exec_status, e.answer AS exec_answer, e.answer_number AS exec_number
+FROM generations g
+LEFT JOIN problems p USING (problem_id)
+LEFT JOIN verdicts v ON v.request_key = g.request_key AND v.rule = $rule AND v.rule_version = $version
+LEFT JOIN executions e ON e.request_key = g.request_key AND e.sandbox_version = $sandbox
+WHERE g.status = 'ok' AND v.request_key IS NULL
+ORDER BY g.request_key
+"""
+
+
+@dataclass
+class VerifySummary:
+    rule: str
+    rule_version: str
+    pending: int = 0
+    verified: int = 0
+    correct: int = 0
+    executed: int = 0  # programs run now
+    reused_executions: int = 0  # stored executions judged again (a new rule version)
+    reasons: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.verified if self.verified else None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    extracted: str | None
+    correct: bool
+    reason: str
+
+
+def judge(rule: Rule, answer_type: str | None, gold_number, gold_bool, pred) -> Judgement:
+    """Compare one prediction with gold. `pred` is a float, text, or None (nothing extracted)."""
+    extracted = format_number(pred) if isinstance(pred, float) and math.isfinite(pred) else (
+        None if pred is None else str(pred)
+    )
+    gold = gold_bool if answer_type == "bool" else gold_number
+    if gold is None:
+        return Judgement(extracted, False, "gold-missing")
+    if pred is None:
+        return Judgement(extracted, False, "no-answer")
+    if isinstance(pred, float) and not math.isfinite(pred):
+        return Judgement(extracted, False, "non-finite")
+    ok = rule.equal(pred, gold)
+    return Judgement(extracted, ok, "correct" if ok else "wrong-answer")
+
+
+def judge_execution(rule: Rule, answer_type, gold_number, gold_bool, status, answer, answer_number) -> Judgement:
+    """A verdict from a program's execution: failures keep their status as the reason; a numeric task needs a
+    numeric answer (a list or a string is wrong even if it contains the number)."""
+    if status != "ok":
+        return Judgement(answer, False, status)
+    if answer_type == "bool":
+        return judge(rule, answer_type, gold_number, gold_bool, answer)
+    if answer_number is None:
+        j = judge(rule, answer_type, gold_number, gold_bool, None)
+        return Judgement(answer, False, j.reason if j.reason == "gold-missing" else "non-numeric")
+    return judge(rule, answer_type, gold_number, gold_bool, float(answer_number))
+
+
+def verify_pending(
+    reg: Registry,
+    rule: str = "strict",
+    progress: bool = True,
+    *,
+    sandbox: Sandbox | None = None,
+    limits: SandboxLimits | None = None,
+) -> VerifySummary:
+    """Verify every generation without a verdict from `rule`'s current version; returns counts by reason."""
+    the_rule = get_rule(rule)
+    started = time.perf_counter()
+    pending = reg.query(
+        _PENDING_SQL, {"rule": the_rule.name, "version": the_rule.version, "sandbox": SANDBOX_VERSION}
+    )
+    summary = VerifySummary(the_rule.name, the_rule.version, pending=pending.height)
+    if pending.height == 0:
+        return summary
+    needs_run = pending.filter((pl.col("mode") == "pot") & pl.col("exec_status").is_null()).height
+    own = sandbox is None and needs_run > 0
+    sb = Sandbox(limits=limits).__enter__() if own else sandbox
+    run_id = content_hash({"kind": "verify", "rule": the_rule.name, "t": time.time_ns()})
+    reg.insert("runs", [{"run_id": run_id, "kind": "verify", "name": f"verify {the_rule.name}", "status": "running"}])
+    try:
+        for offset in range(0, pending.height, CHUNK):
+            _verify_chunk(reg, the_rule, pending.slice(offset, CHUNK), sb, summary, progress)
+    except BaseException as e:
+        reg.con.execute(
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = current_timestamp WHERE run_id = ?",
+            [type(e).__name__, run_id],
+        )
+        raise
+    finally:
+        if own:
+            sb.close()
+    reg.con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp WHERE run_id = ?", [run_id])
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | None, summary, progress) -> None:
+    records = rows.to_dicts()
+    to_run = [r for r in records if r["mode"] == "pot" and r["exec_status"] is None]
+    programs = [extract_program(r["response_text"]) for r in to_run]
+    runnable = [p for p in programs if p is not None]
+    results = iter(sb.run_many(runnable, progress=progress) if runnable else [])
+    executions = []
+    for r, program in zip(to_run, programs):
+        res = next(results) if program is not None else ExecResult(
+            "no-answer", error_class="NoProgram", error_message="no Python program found in the response"
+        )
+        executions.append({"request_key": r["request_key"], "sandbox_version": SANDBOX_VERSION, **res.to_row()})
+        r.update(exec_status=res.status, exec_answer=res.answer, exec_number=res.answer_number)
+    summary.executed += len(runnable)
+    summary.reused_executions += sum(1 for r in records if r["mode"] == "pot") - len(to_run)
+
+    verdicts = []
+    for r in records:
+        if r["mode"] == "pot":
+            j = judge_execution(rule, r["answer_type"], r["gold_number"], r["gold_bool"],
+                                r["exec_status"], r["exec_answer"], r["exec_number"])
+        else:
+            text = extract_cot_answer(r["response_text"], r["answer_type"] or "number")
+            j = judge(rule, r["answer_type"], r["gold_number"], r["gold_bool"], text)
+        verdicts.append({"request_key": r["request_key"], "rule": rule.name, "rule_version": rule.version,
+                         "extracted": j.extracted, "correct": j.correct, "reason": j.reason})
+        summary.reasons[j.reason] += 1
+        summary.correct += j.correct
+    with reg.transaction():
+        if executions:
+            reg.insert("executions", pl.DataFrame(executions, schema=_EXEC_SCHEMA), on_conflict="replace")
+        reg.insert("verdicts", pl.DataFrame(verdicts, schema=_VERDICT_SCHEMA), on_conflict="replace")
+    summary.verified += len(verdicts)
+
+
+_EXEC_SCHEMA = {
+    "request_key": pl.String, "sandbox_version": pl.String, "status": pl.String, "answer": pl.String,
+    "answer_number": pl.Float64, "stdout_head": pl.String, "error_class": pl.String, "error_message": pl.String,
+    "runtime_s": pl.Float64,
+}
+_VERDICT_SCHEMA = {
+    "request_key": pl.String, "rule": pl.String, "rule_version": pl.String, "extracted": pl.String,
+    "correct": pl.Boolean, "reason": pl.String,
+}

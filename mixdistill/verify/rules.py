@@ -1,0 +1,157 @@
+"""Named, versioned answer-equivalence rules. Every verdict stores the rule's name and version, so changing a rule
+(bump its version) re-verifies without re-generating.
+
+- `strict`: |a - b| <= 1e-4, or relative difference <= 1e-6 (large numbers); booleans must match.
+- `pot-rounding`: the Program-of-Thoughts repo's `finqa_equal`: both numbers rounded to the smaller number of decimal
+  places in their `str()`, a value without "." counting as 5 places; lets its published accuracies be reproduced.
+- `math-verify`: Hugging Face math-verify, for answers that are expressions (fractions, LaTeX, symbolic forms).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from mixdistill.errors import MixdistillError
+from mixdistill.verify.answers import parse_bool, parse_number
+
+Value = str | float | int | bool | None
+
+
+class UnknownRule(MixdistillError):
+    """A rule name that is not registered."""
+
+
+class Rule(Protocol):
+    name: str
+    version: str
+
+    def equal(self, pred: Value, gold: Value) -> bool: ...
+
+
+def as_number(value: Value) -> float | None:
+    """A float from a stored answer: numbers pass through, text is parsed ("1,234", "3/4", "25%"); booleans and
+    unparseable text give None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return parse_number(str(value))
+
+
+def as_bool(value: Value) -> bool | None:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return None
+    return parse_bool(str(value))
+
+
+def _booleans(pred: Value, gold: Value) -> tuple[bool | None, bool] | None:
+    """When gold is a boolean: (pred as bool, gold). Else None."""
+    if isinstance(gold, bool) or (isinstance(gold, str) and gold.strip().lower() in {"yes", "no", "true", "false"}):
+        return as_bool(pred), bool(as_bool(gold))
+    return None
+
+
+@dataclass(frozen=True)
+class StrictRule:
+    name: str = "strict"
+    version: str = "1"
+    abs_tol: float = 1e-4
+    rel_tol: float = 1e-6
+
+    def equal(self, pred: Value, gold: Value) -> bool:
+        if (pair := _booleans(pred, gold)) is not None:
+            return pair[0] is not None and pair[0] == pair[1]
+        a, b = as_number(pred), as_number(gold)
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+            return False
+        diff = abs(a - b)
+        return diff <= self.abs_tol or diff <= self.rel_tol * max(abs(a), abs(b))
+
+
+def _decimal_places(text: str) -> int:
+    return len(text.rsplit(".", 1)[1]) if "." in text else 5
+
+
+def _pot_text(value: Value) -> str | None:
+    """The `str()` the PoT rule counts decimals in: a number's own str(), or the number as written in text
+    ("17" counts 5 places, like the int 17 would)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        number = as_number(value)
+        if number is None:
+            return None
+        literal = value.strip().replace(",", "")
+        try:
+            float(literal)
+            return literal
+        except ValueError:
+            return str(number)
+    return None
+
+
+@dataclass(frozen=True)
+class PotRoundingRule:
+    name: str = "pot-rounding"
+    version: str = "1"
+
+    def equal(self, pred: Value, gold: Value) -> bool:
+        if (pair := _booleans(pred, gold)) is not None:
+            return pair[0] is not None and pair[0] == pair[1]
+        tp, tg = _pot_text(pred), _pot_text(gold)
+        if tp is None or tg is None:
+            return False
+        a, b = float(tp), float(tg)
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return False
+        places = min(_decimal_places(tp), _decimal_places(tg))
+        return round(a, places) == round(b, places)
+
+
+def _math_verify_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("math-verify")
+    except PackageNotFoundError:
+        return "absent"
+
+
+@dataclass(frozen=True)
+class MathVerifyRule:
+    """Its version includes the library's: a math-verify upgrade can change verdicts, so it re-verifies."""
+
+    name: str = "math-verify"
+    version: str = f"1+mv{_math_verify_version()}"
+
+    def equal(self, pred: Value, gold: Value) -> bool:
+        if (pair := _booleans(pred, gold)) is not None:
+            return pair[0] is not None and pair[0] == pair[1]
+        if pred is None or gold is None:
+            return False
+        from math_verify import parse, verify
+
+        parsed_gold, parsed_pred = parse(_latexish(gold)), parse(_latexish(pred))
+        if not parsed_gold or not parsed_pred:
+            return False
+        return bool(verify(parsed_gold, parsed_pred))
+
+
+def _latexish(value: Value) -> str:
+    """math-verify looks for math in text; a bare number or expression is wrapped so it is read as one."""
+    text = repr(float(value)) if isinstance(value, (int, float)) else str(value)
+    return text if "$" in text or "\\" in text else f"${text}$"
+
+
+RULES: dict[str, Rule] = {r.name: r for r in (StrictRule(), PotRoundingRule(), MathVerifyRule())}
+
+
+def get_rule(name: str) -> Rule:
+    try:
+        return RULES[name]
+    except KeyError:
+        raise UnknownRule(f"unknown rule {name!r}; rules: {', '.join(RULES)}") from None
