@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -42,7 +43,7 @@ class Prompt:
     user: str
     exemplars: tuple[Exemplar, ...]
 
-    @property
+    @cached_property  # asked once per stored row: hash once
     def prompt_id(self) -> str:
         return content_hash({"template": self.template_json, "exemplars": self.exemplars_json})
 

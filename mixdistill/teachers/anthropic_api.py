@@ -6,6 +6,7 @@ import json
 import time
 
 import anthropic
+import httpx2
 
 from mixdistill.teachers.base import BatchStatus, Teacher, TeacherRequest, TeacherResult, Verdict
 
@@ -20,21 +21,20 @@ class AnthropicTeacher(Teacher):
         super().__init__(spec, prices)
         self._client: anthropic.AsyncAnthropic | None = None
 
-    def check(self) -> None:
-        super().check()
-        self._client = anthropic.AsyncAnthropic(
-            api_key=self._key, base_url=self.spec.base_url, max_retries=0, timeout=self.spec.timeout_s
-        )
-
     @property
     def client(self) -> anthropic.AsyncAnthropic:
+        """Made on first use, inside the event loop that uses it; aiohttp transport (the SDK's faster option)."""
         if self._client is None:
-            raise RuntimeError("call check() before the first request")
+            self._client = anthropic.AsyncAnthropic(
+                api_key=self._key, base_url=self.spec.base_url, max_retries=0, timeout=self.spec.timeout_s,
+                http_client=anthropic.DefaultAioHttpClient(timeout=self.spec.timeout_s),
+            )
         return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+            self._client = None
 
     def classify(self, exc: BaseException) -> Verdict:
         if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError, anthropic.NotFoundError)):
@@ -62,8 +62,9 @@ class AnthropicTeacher(Teacher):
     async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
         (r,) = chunk
         started = time.perf_counter()
-        raw = await self.client.messages.with_raw_response.create(**self.params(r))
-        text = (await raw.http_response.aread()).decode("utf-8", errors="replace")
+        # raw like the OpenAI backend: unparseable bodies are stored, and the SDK's per-call validation is skipped
+        response = await self.client.post("/v1/messages", body=self.params(r), cast_to=httpx2.Response)
+        text = (await response.aread()).decode("utf-8", errors="replace")
         return [self.parse(r, text, time.perf_counter() - started)]
 
     def parse(self, r: TeacherRequest, text: str, latency: float, batch_id: str | None = None) -> TeacherResult:

@@ -124,6 +124,15 @@ def parse_retry_after(headers) -> float | None:
         return min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
 
 
+def _per_minute(limit: int | None) -> AsyncLimiter | None:
+    """A leaky bucket for a per-minute limit that refills every second (or every 60/limit s for tiny limits), so
+    the start of a build sends at most a second's share at once instead of a whole minute's worth."""
+    if not limit:
+        return None
+    period = max(1.0, 60.0 / limit)
+    return AsyncLimiter(limit * period / 60.0, period)
+
+
 class Teacher:
     """Base class of all backends. Subclasses set `provider`, `default_key_env` and implement `_call`."""
 
@@ -137,8 +146,8 @@ class Teacher:
         self.teacher_id = teacher_id(spec)
         self.prices = (prices or PriceTable()).for_teacher(spec)
         self._key: str | None = None
-        self._rpm = AsyncLimiter(spec.requests_per_minute, 60) if spec.requests_per_minute else None
-        self._tpm = AsyncLimiter(spec.tokens_per_minute, 60) if spec.tokens_per_minute else None
+        self._rpm = _per_minute(spec.requests_per_minute)
+        self._tpm = _per_minute(spec.tokens_per_minute)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -258,7 +267,7 @@ class Teacher:
             await self._rpm.acquire()
         if self._tpm is not None:
             need = sum(r.est_tokens() for r in chunk[:1]) + sum(r.sampling.max_tokens for r in chunk[1:])
-            await self._tpm.acquire(min(need, self.spec.tokens_per_minute))
+            await self._tpm.acquire(min(need, self._tpm.max_rate))  # a call larger than the bucket waits for a full one
 
 
 @dataclass

@@ -79,7 +79,12 @@ class LoopbackServer:
         self._thread.join(10)
 
     def _serve(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        try:  # uvloop, when installed, makes the fake cheap enough not to be the bottleneck of a benchmark
+            import uvloop
+
+            self._loop = uvloop.new_event_loop()
+        except ImportError:
+            self._loop = asyncio.new_event_loop()
         self._loop.run_until_complete(self._main())
         self._loop.close()
 

@@ -1,0 +1,167 @@
+"""Generation commands: `generate <recipe>`, `teachers`, `bench teachers`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import polars as pl
+import typer
+from rich.table import Table
+
+import mixdistill
+from mixdistill.cli.app import app, bench_app, console, state
+from mixdistill.cli.core import frame_table
+from mixdistill.errors import MixdistillError
+from mixdistill.generate import GenerationReport, plan_generation, run_generation
+from mixdistill.recipe import BuildRecipe, load_recipe
+from mixdistill.registry import Registry
+from mixdistill.teachers import make_teacher
+
+BENCH_KEY_ENV = "MIXDISTILL_BENCH_KEY"
+
+
+def report_table(report: GenerationReport) -> Table:
+    table = Table(title=f"generation run {report.run_id} ({report.elapsed_s:.1f} s)")
+    for col in ("teacher", "requests", "cached", "ok", "errors", "no recording", "tokens", "cost USD"):
+        table.add_column(col, justify="left" if col == "teacher" else "right")
+    for t in report.by_teacher.values():
+        table.add_row(t.name, str(t.requests), str(t.cached), str(t.ok), str(t.errors), str(t.missing),
+                      str(t.tokens), f"{t.cost_usd:.4f}")
+    return table
+
+
+@app.command()
+def generate(
+    recipe: Path = typer.Argument(..., help="build recipe (YAML)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Ask the recipe's teachers for every request not already stored (generation only; no verification)."""
+    spec = load_recipe(recipe, BuildRecipe)
+    plan = plan_generation(spec, state.data_dir)  # validates keys, prompts and replay files before any write
+    with Registry.open(state.registry) as reg:
+        report = run_generation(reg, spec, progress=progress, data_dir=state.data_dir, plan=plan)
+    console.print(report_table(report))
+    console.print(
+        f"{report.total} requests: {report.cached} cached, {report.sent} sent ({report.ok} ok, {report.errors} errors), "
+        f"{report.missing} without a recording; spent ${report.cost_usd:.4f} this run", highlight=False
+    )
+    if report.stopped:
+        console.print(f"[yellow]stopped early:[/] {report.stopped}; re-run to continue", highlight=False)
+    if report.errors:
+        console.print("requests that failed are stored with status 'error' and retried on the next run")
+
+
+@app.command()
+def teachers(
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="also show a recipe's teachers and their keys"),
+) -> None:
+    """Teachers known to the registry (models, calls, tokens, spend so far), and optionally a recipe's teachers."""
+    if recipe is not None:
+        spec = load_recipe(recipe, BuildRecipe)
+        table = Table(title=f"teachers in {recipe}")
+        for col in ("name", "provider", "model", "base_url / path", "key", "batch", "price in/out per Mtok"):
+            table.add_column(col)
+        for t in spec.teachers:
+            teacher = make_teacher(t)
+            env = teacher.key_env
+            key = "-" if env is None else (f"${env} set" if os.environ.get(env) else f"[red]${env} missing[/]")
+            price = teacher.prices
+            shown = f"{price.input_per_mtok} / {price.output_per_mtok}" if price.known else "[yellow]unknown[/]"
+            table.add_row(t.label, t.provider, t.model, str(t.base_url or t.path or ""), key, str(t.batch), shown)
+        console.print(table)
+    if not state.registry.exists():
+        console.print(f"registry {state.registry} not created yet")
+        return
+    with Registry.open(state.registry, read_only=True) as reg:
+        df = reg.query(
+            """
+            SELECT t.name, t.provider, t.model, t.base_url,
+                   count(g.request_key) AS calls, count_if(g.status = 'ok') AS ok, count_if(g.status <> 'ok') AS errors,
+                   coalesce(sum(g.prompt_tokens), 0) AS prompt_tokens,
+                   coalesce(sum(g.completion_tokens), 0) AS completion_tokens,
+                   round(coalesce(sum(g.cost_usd), 0), 4) AS cost_usd,
+                   (SELECT count(*) FROM batches b WHERE b.teacher_id = t.teacher_id AND b.status = 'submitted')
+                       AS pending_batches
+            FROM teachers t LEFT JOIN generations g USING (teacher_id)
+            GROUP BY ALL ORDER BY t.name
+            """
+        )
+    console.print(frame_table(df, 100, title=f"teachers in {state.registry}"))
+
+
+# ---------------------------------------------------------------------- benchmark
+def _fake_server_script() -> Path:
+    path = Path(mixdistill.__file__).resolve().parents[1] / "tests" / "fakes" / "openai_server.py"
+    if not path.is_file():
+        raise MixdistillError(f"bench teachers needs a source checkout: {path} not found")
+    return path
+
+
+def _bench_recipe(tmp: Path, requests: int, concurrency: int, base_url: str) -> BuildRecipe:
+    rows = [
+        {"id": f"q{i}", "question": f"Ann has {i} apples and buys {i % 7 + 2} more. How many apples does she have now?",
+         "answer": i + i % 7 + 2}
+        for i in range(requests)
+    ]
+    data = tmp / "bench.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return BuildRecipe.model_validate(
+        {
+            "name": "bench-teachers",
+            "tasks": [{"custom": {"name": "bench", "path": str(data), "question": "question", "answer": "answer",
+                                  "id": "id"}}],
+            "teachers": [{"provider": "openai", "model": "gpt-4o-mini", "base_url": base_url,
+                          "api_key_env": BENCH_KEY_ENV, "max_concurrency": concurrency, "max_retries": 0}],
+            "modes": ["cot"],
+            "samples": {"cot": 1},
+        }
+    )
+
+
+@bench_app.command("teachers")
+def bench_teachers(
+    requests: int = typer.Option(2000, "--requests", "-n", min=1),
+    concurrency: int = typer.Option(64, "--concurrency", "-c", min=1),
+    latency: float = typer.Option(0.2, "--latency", help="seconds the fake server takes per request"),
+) -> None:
+    """Throughput against the fake OpenAI server (run in its own process) and the speed-up of a cached re-run."""
+    server = subprocess.Popen(
+        [sys.executable, str(_fake_server_script()), "--latency", str(latency)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        port = int(server.stdout.readline())
+        os.environ[BENCH_KEY_ENV] = "sk-bench-not-a-secret"
+        with tempfile.TemporaryDirectory() as tmp:
+            recipe = _bench_recipe(Path(tmp), requests, concurrency, f"http://127.0.0.1:{port}/v1")
+            with Registry.open(Path(tmp) / "bench.duckdb") as reg:
+                t0 = time.perf_counter()
+                first = run_generation(reg, recipe, progress=False)
+                cold = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                again = run_generation(reg, recipe, progress=False)
+                warm = time.perf_counter() - t0
+    finally:
+        server.stdin.close()
+        server.wait(10)
+    if first.ok != requests or again.sent != 0:
+        raise MixdistillError(f"benchmark invalid: {first.ok}/{requests} ok on the first run, {again.sent} sent on the re-run")
+    ideal = concurrency / latency
+    rate = requests / cold
+    df = pl.DataFrame(
+        {
+            "metric": ["requests", "concurrency", "server latency s", "first run s", "req/s", "ideal req/s",
+                       "share of ideal", "cached re-run s", "cached speed-up"],
+            "value": [str(requests), str(concurrency), f"{latency}", f"{cold:.2f}", f"{rate:.1f}", f"{ideal:.1f}",
+                      f"{rate / ideal:.1%}", f"{warm:.3f}", f"{cold / warm:.0f}x"],
+        }
+    )
+    console.print(frame_table(df, 20, title="bench teachers (fake OpenAI server, loopback)"))
+    console.print(f"share of ideal {rate / ideal:.1%} (target >= 85%); cached re-run {cold / warm:.0f}x faster (target >= 50x)")
