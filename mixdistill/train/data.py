@@ -1,8 +1,8 @@
 """Training data: a corpus version -> multi-task examples -> token ids with the loss masked to the rationale.
 
-A corpus comes from one of three places (`CorpusRef`): a registry corpus `name@version` (resolved to its Parquet
-export or its Hub repo + revision, and checked row for row against `corpus_rows`), a local Parquet export, or a Hub
-dataset id + revision. Every row is one rationale; its `input` already carries the mode prefix (`[CoT] ...`), so
+A corpus comes from one of three places (`CorpusRef`): a registry corpus `name@version` (its rows rebuilt from the
+registry, or read from its Parquet export and checked row for row against `corpus_rows`), a local Parquet export,
+or a Hub dataset id + revision. Every row is one rationale; its `input` already carries the mode prefix (`[CoT] ...`), so
 mixing modes in one dataset *is* the multi-task setup. Rows longer than `max_length` are counted and dropped (or
 stop the run): cutting a rationale mid-answer would teach the student to stop without an answer.
 """
@@ -34,7 +34,7 @@ class LoadedCorpus:
     eval: datasets.Dataset | None
     corpus_id: str | None  # registry id when the corpus came from the registry
     label: str  # name@version, hub@revision or path: lineage for runs, models and cards
-    revision: str | None = None  # Hub revision of the data actually read
+    revision: str | None = None  # Hub revision of the data read
 
 
 @dataclass
@@ -62,14 +62,13 @@ class LengthReport:
 # ------------------------------------------------------------------------------------------------ loading
 def load_corpus(ref: CorpusRef, recipe: TrainRecipe, registry_path: Path | None) -> LoadedCorpus:
     """Load the train (and optional eval) split of the corpus a recipe names."""
-    corpus_id, revision = None, ref.revision
+    corpus_id = None
     if ref.name is not None:
-        corpus_id, source = _resolve_registry(ref, registry_path)
-        if isinstance(source, tuple):
-            hub, revision = source
-            reader = lambda split: _read_hub(hub, ref.config, split, revision)  # noqa: E731
+        corpus_id, frames = _from_registry(ref, registry_path)
+        if frames is None:
+            reader = lambda split: _read_parquet(ref.parquet, ref.config, split)  # noqa: E731
         else:
-            reader = lambda split: _read_parquet(source, ref.config, split)  # noqa: E731
+            reader = lambda split: _from_frame(frames[ref.config], split)  # noqa: E731
     elif ref.hub is not None:
         reader = lambda split: _read_hub(ref.hub, ref.config, split, ref.revision)  # noqa: E731
     else:
@@ -82,33 +81,30 @@ def load_corpus(ref: CorpusRef, recipe: TrainRecipe, registry_path: Path | None)
     for split, ds in ((recipe.train_split, train), (recipe.eval_split, evals)):
         if ds is not None:
             _check_columns(ds, f"{ref.label} [{ref.config}/{split}]")
-            if corpus_id is not None:
+            if corpus_id is not None and ref.parquet is not None:
                 _check_rows(registry_path, corpus_id, ref, split, ds)
-    return LoadedCorpus(train=train, eval=evals, corpus_id=corpus_id, label=ref.label, revision=revision)
+    return LoadedCorpus(train=train, eval=evals, corpus_id=corpus_id, label=ref.label, revision=ref.revision)
 
 
-def _resolve_registry(ref: CorpusRef, registry_path: Path | None) -> tuple[str, Path | tuple[str, str | None]]:
-    """name@version -> (corpus_id, where its rows are): the recipe's Parquet path, else the corpus's Hub export."""
+def _from_registry(ref: CorpusRef, registry_path: Path | None):
+    """name@version -> (corpus_id, rows per config): rebuilt from the registry alone, unless the recipe names the
+    Parquet export to read (then its rows are checked against `corpus_rows`)."""
+    from mixdistill.corpus import load_version, version_frames
     from mixdistill.registry import Registry
 
     if registry_path is None or not Path(registry_path).exists():
         raise TrainError(f"corpus {ref.label}: no registry at {registry_path} (corpus.name needs a registry)")
     with Registry.open(registry_path, read_only=True) as reg:
-        found = reg.query(
-            "SELECT corpus_id, hub_repo, hub_revision FROM corpora WHERE name = ? AND version = ?", [ref.name, ref.version]
-        )
-        if found.height == 0:
-            known = reg.query("SELECT version FROM corpora WHERE name = ? ORDER BY created_at", [ref.name])
-            hint = f"known versions: {', '.join(known['version'])}" if known.height else "no corpus of that name"
-            raise TrainError(f"corpus {ref.label} is not in registry {registry_path} ({hint}) (corpus.version)")
-    row = found.row(0, named=True)
-    if ref.parquet is not None:
-        return row["corpus_id"], ref.parquet
-    if row["hub_repo"]:
-        return row["corpus_id"], (row["hub_repo"], row["hub_revision"])
-    raise TrainError(
-        f"corpus {ref.label} has no Hub export recorded; set corpus.parquet to the folder it was exported to"
-    )
+        record = load_version(reg, ref.label)  # a CorpusError naming the known versions if it does not exist
+        frames = None if ref.parquet is not None else version_frames(reg, ref.label)
+    return record["corpus_id"], frames
+
+
+def _from_frame(frame, split: str) -> datasets.Dataset | None:
+    import polars as pl
+
+    part = frame.filter(pl.col("split") == split).drop("split")
+    return datasets.Dataset.from_polars(part) if part.height else None
 
 
 def _read_parquet(path: Path, config: str, split: str) -> datasets.Dataset | None:

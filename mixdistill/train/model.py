@@ -77,7 +77,28 @@ def load_student(recipe: TrainRecipe, tokenizer, precision: Precision):
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
     if recipe.lora.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
-    return get_peft_model(model, lora_config(recipe.lora))
+    model = get_peft_model(model, lora_config(recipe.lora))
+    if precision.name != "fp32" and not recipe.lora.qlora:
+        _skip_adapter_input_cast(model)
+    if recipe.compile:
+        if not torch.cuda.is_available():
+            raise TrainError("compile: torch.compile of the student needs a CUDA GPU here; set compile: false")
+        for layer in model.get_base_model().get_decoder().layers:  # regional: one compiled graph shared by all identical layers
+            layer.compile()
+    return model
+
+
+def _skip_adapter_input_cast(model) -> None:
+    """Let autocast pick the LoRA matmul dtype instead of peft casting every adapter input to float32 first.
+
+    The Trainer runs bf16/fp16 training under autocast, which runs those matmuls in half precision anyway; the extra
+    cast is a full read and write of each activation (14% of step time for a 7B student in `bench train`).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
 
 
 def lora_config(settings: LoraSettings):
