@@ -6,7 +6,6 @@ import json
 import time
 
 import anthropic
-import httpx2
 
 from mixdistill.teachers.base import BatchStatus, Teacher, TeacherRequest, TeacherResult, Verdict
 
@@ -63,8 +62,7 @@ class AnthropicTeacher(Teacher):
         (r,) = chunk
         started = time.perf_counter()
         # raw like the OpenAI backend: unparseable bodies are stored, and the SDK's per-call validation is skipped
-        response = await self.client.post("/v1/messages", body=self.params(r), cast_to=httpx2.Response)
-        text = (await response.aread()).decode("utf-8", errors="replace")
+        text = await self.client.post("/v1/messages", body=self.params(r), cast_to=str)
         return [self.parse(r, text, time.perf_counter() - started)]
 
     def parse(self, r: TeacherRequest, text: str, latency: float, batch_id: str | None = None) -> TeacherResult:

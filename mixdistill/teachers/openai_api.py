@@ -11,7 +11,6 @@ import json
 import time
 from collections import defaultdict
 
-import httpx2
 import openai
 
 from mixdistill.teachers.base import (
@@ -107,8 +106,7 @@ class OpenAITeacher(Teacher):
         started = time.perf_counter()
         # `post` is the SDK's documented route for raw requests: same auth, errors and transport, but the body is sent
         # as built here (the typed `create` re-validates every message, ~5 ms per call with a few-shot prompt)
-        response = await self.client.post("/chat/completions", body=self.body(chunk), cast_to=httpx2.Response)
-        text = (await response.aread()).decode("utf-8", errors="replace")
+        text = await self.client.post("/chat/completions", body=self.body(chunk), cast_to=str)
         return self.parse(chunk, text, time.perf_counter() - started)
 
     def parse(self, chunk: list[TeacherRequest], text: str, latency: float, batch_id: str | None = None) -> list[TeacherResult]:
