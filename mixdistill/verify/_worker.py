@@ -41,10 +41,13 @@ def write_frame(fd: int, obj) -> None:
     _write_all(fd, _HEADER.pack(len(data)) + data)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, write=os.write) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        n = write(fd, view)
+        if not isinstance(n, int) or n <= 0:
+            raise OSError("short write")
+        view = view[n:]
 
 
 def read_frame(fd: int):
@@ -239,12 +242,13 @@ def run_child(program: str, result_fd: int, kit: ChildKit) -> None:
         kit.child_seccomp.install()
 
     out, attempts = kit.out, kit.attempts
-    dumps, monotonic, exit_ = json.dumps, time.perf_counter, os._exit
+    dumps, monotonic, exit_, write = json.dumps, time.perf_counter, os._exit, os.write
     for name in ("ctypes", "_ctypes", "mixdistill.verify.isolation"):
         sys.modules.pop(name, None)
     sys.stdout = sys.stderr = out
     sys.stdin = kit.stdin
-    sys.addaudithook(kit.hook)
+    if cfg["python_guard"]:
+        sys.addaudithook(kit.hook)
 
     res = {"status": "ok", "answer": None, "answer_number": None, "answer_kind": None,
            "error_class": None, "error_message": None}
@@ -284,7 +288,7 @@ def run_child(program: str, result_fd: int, kit: ChildKit) -> None:
     res["stdout_head"] = out.head()
     res["runtime_s"] = elapsed
     try:
-        _write_all(result_fd, dumps(res, ensure_ascii=True).encode())
+        _write_all(result_fd, dumps(res, ensure_ascii=True).encode(), write)
     finally:
         exit_(0)
 
@@ -310,6 +314,13 @@ class Worker:
         err = isolation.enter_network_namespace()
         rep["network namespace"] = err or "on"
         err = isolation.can_drop_to_nobody(cfg["scratch"])
+        if err is None:
+            staging = cfg["scratch"] + ".mounts"
+            os.mkdir(staging, 0o700)
+            paths = {sys.base_prefix, sys.prefix, *(p for p in sys.path if p)}
+            hidden = isolation.expose_python_only(sorted(paths), staging)
+            if hidden is not None:
+                err = f"Python installation not readable by nobody and cannot be exposed ({hidden})"
         cfg["drop_uid"] = err is None
         rep["uid nobody"] = err or "on"
         err = isolation.no_new_privs()

@@ -84,6 +84,61 @@ def become_nobody() -> None:
     os.setresuid(NOBODY, NOBODY, NOBODY)
 
 
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+
+
+def _blocked_ancestor(path: str) -> str | None:
+    """The top-most directory on the way to `path` that `nobody` cannot enter (no o+x), if any."""
+    parts = os.path.abspath(path).split(os.sep)[1:]
+    current = ""
+    for part in parts:
+        current = f"{current}/{part}"
+        try:
+            if not os.stat(current).st_mode & 0o001:
+                return current
+        except OSError:
+            return None
+    return None
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda v: None if v is None else v.encode()  # noqa: E731
+    if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
+
+
+def expose_python_only(paths: list[str], staging: str) -> str | None:
+    """Root only, for children that run as `nobody`: in a private mount namespace, cover each directory that hides
+    the Python installation from `nobody` (e.g. /root for a pyenv under it) with an empty tmpfs, and bind the
+    installation back in. Programs can then import the standard library, while the rest of that directory (a root
+    user's keys and tokens) is not even visible to them. Returns None on success or when nothing is hidden."""
+    hidden = {}
+    for path in paths:
+        if os.path.isdir(path) and (top := _blocked_ancestor(path)) is not None:
+            hidden.setdefault(top, set()).add(os.path.abspath(path))
+    if not hidden:
+        return None
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        return _errno_fail("unshare(CLONE_NEWNS)")
+    try:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        for n, (top, inside) in enumerate(sorted(hidden.items())):
+            keep = sorted(p for p in inside if not any(p != q and p.startswith(q + os.sep) for q in inside))
+            held = []
+            for i, path in enumerate(keep):
+                hold = os.path.join(staging, f"{n}-{i}")
+                os.mkdir(hold, 0o700)
+                _mount(path, hold, None, MS_BIND | MS_REC)
+                held.append((hold, path))
+            _mount("tmpfs", top, "tmpfs", 0, "mode=0755,size=1m")
+            for hold, path in held:
+                os.makedirs(path, mode=0o755, exist_ok=True)
+                _mount(hold, path, None, MS_BIND | MS_REC)
+    except OSError as e:
+        return str(e)
+    return None
+
+
 def no_new_privs() -> str | None:
     """Required by Landlock and unprivileged seccomp; also stops setuid binaries from gaining privileges."""
     return None if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 else _errno_fail("prctl(NO_NEW_PRIVS)")

@@ -68,6 +68,7 @@ class SandboxLimits:
     file_mb: int = 1  # RLIMIT_FSIZE: largest file a program may write in its scratch directory
     max_output_chars: int = 2000  # stdout/stderr kept (stdout_head)
     max_source_bytes: int = 1_000_000  # longer programs are refused without running
+    python_guard: bool = True  # the audit-hook tripwire; off only to test that the OS-level layers hold alone
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Sandbox:
             "memory_bytes": lim.memory_mb << 20,
             "file_bytes": lim.file_mb << 20,
             "max_output": lim.max_output_chars,
+            "python_guard": lim.python_guard,
         }
         # a clean environment: no API keys or tokens reach a program
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
