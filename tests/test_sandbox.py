@@ -1,0 +1,151 @@
+"""The sandbox's contract: typed results, answers from `ans` or `solution()`, bad input classified, pool recovery."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from mixdistill.verify.sandbox import STATUSES, ExecResult, Sandbox, SandboxError, SandboxLimits
+
+LIMITS = SandboxLimits(timeout_s=2.0, cpu_s=1.0, memory_mb=256, max_output_chars=100, max_source_bytes=200_000)
+
+
+@pytest.fixture(scope="module")
+def sb():
+    with Sandbox(workers=2, limits=LIMITS) as sandbox:
+        yield sandbox
+
+
+def test_answer_from_ans_and_from_solution(sb):
+    res = sb.run("a = 3\nb = 4\nans = a * b")
+    assert res == ExecResult("ok", "12", 12.0, "number", "", None, None, res.runtime_s)
+    assert res.runtime_s >= 0
+    pal = sb.run("def solution():\n    apples = 5\n    return apples / 2")
+    assert (pal.status, pal.answer_number) == ("ok", 2.5)
+    both = sb.run("ans = 1\ndef solution():\n    return 2")
+    assert both.answer_number == 1  # `ans` wins, as in the PoT repo
+
+
+@pytest.mark.parametrize(
+    "program, status, error_class",
+    [
+        ("x = 1", "no-answer", None),
+        ("ans = None", "no-answer", None),
+        ("ans = undefined_name + 1", "error", "NameError"),
+        ("ans = 1 / 0", "error", "ZeroDivisionError"),
+        ("ans = (1 +", "error", "SyntaxError"),
+        ("ans = 1\x00 + 2", "error", None),  # null bytes: SyntaxError or ValueError by Python version
+        ("raise KeyboardInterrupt", "error", "KeyboardInterrupt"),
+        ("def solution():\n    raise ValueError('no')", "error", "ValueError"),
+    ],
+)
+def test_failures_are_classified(sb, program, status, error_class):
+    res = sb.run(program)
+    assert res.status == status
+    if error_class:
+        assert res.error_class == error_class and res.error_message is not None
+
+
+def test_answer_kinds(sb):
+    programs = {
+        "int": "ans = 10 ** 3",
+        "float": "ans = 0.1 + 0.2",
+        "bool": "ans = 3 > 2",
+        "fraction": "from fractions import Fraction\nans = Fraction(3, 4)",
+        "decimal": "from decimal import Decimal\nans = Decimal('2.50')",
+        "list": "ans = [1, 2]",
+        "str": "ans = 'forty-two'",
+        "nan": "ans = float('nan')",
+        "inf": "ans = float('inf')",
+        "huge int": "ans = 10 ** 5000",
+        "sympy": "import sympy\nx = sympy.Symbol('x')\nans = sympy.solve(x * 2 - 7, x)[0]",
+        "complex": "ans = complex(2, 0)",
+    }
+    res = dict(zip(programs, sb.run_many(list(programs.values()))))
+    assert all(r.status == "ok" for r in res.values()), res
+    assert res["int"].answer_number == 1000 and res["int"].answer == "1000"
+    assert res["float"].answer_number == pytest.approx(0.3)
+    assert (res["bool"].answer, res["bool"].answer_kind) == ("True", "bool")
+    assert res["fraction"].answer_number == 0.75
+    assert res["decimal"].answer_number == 2.5
+    assert (res["list"].answer, res["list"].answer_number, res["list"].answer_kind) == ("[1, 2]", None, "list")
+    assert (res["str"].answer_kind, res["str"].answer_number) == ("str", None)
+    assert math.isnan(res["nan"].answer_number)
+    assert res["inf"].answer_number == math.inf
+    assert res["huge int"].answer_number == math.inf and "bits" in res["huge int"].answer
+    assert res["sympy"].answer_number == 3.5
+    assert res["complex"].answer_number == 2.0
+
+
+def test_stdout_head_truncated_and_never_invalid_utf8(sb):
+    res = sb.run("print('a' * 1000)\nimport sys\nsys.stdout.buffer.write(b'\\xff\\xfe')\nprint('\\udcff')\nans = 1")
+    assert res.status == "ok"
+    assert len(res.stdout_head) == LIMITS.max_output_chars
+    bad = sb.run("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe')\nprint('\\udcff')\nans = 2")
+    bad.stdout_head.encode("utf-8")  # would raise on a lone surrogate
+    assert bad.stdout_head.startswith("\ufffd")
+
+
+def test_bad_input_is_classified_not_a_crash(sb):
+    huge = "ans = 1\n" + "#" * 10_000_000
+    results = sb.run_many([huge, b"ans = 1", "ans = 2"])  # type: ignore[list-item]
+    assert (results[0].status, results[0].error_class) == ("error", "ProgramTooLarge")
+    assert (results[1].status, results[1].error_class) == ("error", "InvalidProgram")
+    assert results[2].answer_number == 2
+
+
+def test_run_many_keeps_order_and_isolates_programs(sb):
+    programs = [f"import math\nmath.pi = {i}\nans = math.pi" if i % 2 else "import math\nans = math.pi"
+                for i in range(60)]
+    results = sb.run_many(programs)
+    for i, r in enumerate(results):
+        assert r.answer_number == (i if i % 2 else math.pi)
+    # files written by one program are gone for the next
+    sb.run("open('left.txt', 'w').write('x')\nans = 1")
+    assert sb.run("import os\nans = len(os.listdir('.'))").answer_number == 0
+
+
+def test_scratch_writes_and_cwd(sb):
+    res = sb.run("with open('note.txt', 'w') as f:\n    f.write('hi')\nans = open('note.txt').read()")
+    assert (res.status, res.answer) == ("ok", "hi")
+
+
+def test_isolation_report_and_status_vocabulary(sb):
+    assert set(sb.isolation) >= {"network namespace", "uid nobody", "no_new_privs", "landlock", "seccomp", "rlimits"}
+    assert STATUSES == ("ok", "error", "timeout", "memory", "forbidden", "no-answer")
+
+
+def test_to_row_matches_the_executions_table():
+    row = ExecResult("ok", "1", 1.0, "number").to_row()
+    assert set(row) == {"status", "answer", "answer_number", "stdout_head", "error_class", "error_message", "runtime_s"}
+
+
+def test_sandbox_must_be_started():
+    with pytest.raises(SandboxError):
+        Sandbox(workers=1).run("ans = 1")
+
+
+def test_a_dead_worker_is_replaced_and_its_batch_retried():
+    with Sandbox(workers=1, limits=LIMITS, batch=4) as sb:
+        first = sb._procs[0].popen.pid
+        # the worker is killed from outside while it runs a slow program; every program still gets a result
+        programs = ["import time\ntime.sleep(0.5)\nans = 1"] + [f"ans = {i}" for i in range(2, 6)]
+        import threading
+
+        threading.Timer(0.2, lambda: os.killpg(first, signal.SIGKILL)).start()
+        results = sb.run_many(programs)
+        assert sb._procs[0].popen.pid != first
+    assert all(r is not None for r in results)
+    assert [r.answer_number for r in results[1:]] == [2, 3, 4, 5]
+    assert results[0].status in {"ok", "error"}
+
+
+def test_sandbox_module_does_not_need_the_registry():
+    code = ("import sys\nfrom mixdistill.verify.sandbox import Sandbox\n"
+            "assert 'mixdistill.registry' not in sys.modules and 'duckdb' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
