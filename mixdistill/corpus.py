@@ -215,7 +215,7 @@ def build_version(reg: Registry, recipe: BuildRecipe) -> tuple[CorpusVersion, di
         reg.insert("corpora", [{
             "corpus_id": corpus_id, "name": recipe.name, "version": recipe.version, "fingerprint": fp,
             "recipe": canonical_json(recipe.model_dump(mode="json")), "lineage": canonical_json(info),
-            "stats": json.dumps(stats, sort_keys=True, default=str), "parent": parent,
+            "stats": json.dumps(stats, default=str), "parent": parent,  # key order = pipeline order
         }])
         reg.insert("corpus_rows", corpus_rows)
     return CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=True), configs

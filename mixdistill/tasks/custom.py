@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from mixdistill.errors import TaskError
+from mixdistill.settings import expand_path, recipe_dir
 from mixdistill.tasks.base import Problem, parse_gold_bool, parse_gold_number
 
 _READERS = {
@@ -36,6 +37,11 @@ class CustomTask(BaseModel):
     id: str | None = Field(None, description="stable id column; the row number when absent")
     answer_type: Literal["number", "bool"] = "number"
     license: str = "unknown"
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _expand(cls, v, info: ValidationInfo):
+        return expand_path(v, recipe_dir(info))
 
     @model_validator(mode="after")
     def _one_source(self) -> "CustomTask":

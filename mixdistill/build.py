@@ -1,0 +1,46 @@
+"""`mixdistill build`: the whole flow for one recipe, each step reusing what the registry already holds.
+
+recipe -> problems -> generations (cached by request_key) -> verdicts (only missing ones) -> mixed corpus version
+-> Parquet + card + audit report. Re-running a finished build sends no request, runs no program, and re-exports the
+same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mixdistill.corpus import CorpusError, CorpusVersion, build_version, export_path, export_version
+from mixdistill.generate import GenerationReport, Plan, run_generation
+from mixdistill.recipe import BuildRecipe
+from mixdistill.registry import Registry
+from mixdistill.verify.pipeline import VerifySummary, verify_pending
+
+
+@dataclass
+class BuildResult:
+    version: CorpusVersion
+    generation: GenerationReport
+    verification: VerifySummary
+    export_dir: Path
+
+
+def build(
+    reg: Registry,
+    recipe: BuildRecipe,
+    out_root: Path,
+    *,
+    progress: bool = True,
+    data_dir: Path | None = None,
+    plan: Plan | None = None,
+) -> BuildResult:
+    generation = run_generation(reg, recipe, progress, data_dir=data_dir, plan=plan)
+    if generation.stopped:
+        raise CorpusError(
+            f"generation stopped before the corpus was complete ({generation.stopped}); everything received is "
+            "stored: raise the budget or re-run to continue"
+        )
+    verification = verify_pending(reg, recipe.rule, progress)
+    version, configs = build_version(reg, recipe)
+    out = export_version(reg, version.ref, configs, export_path(out_root, recipe.name, recipe.version))
+    return BuildResult(version, generation, verification, out)

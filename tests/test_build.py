@@ -1,0 +1,75 @@
+"""`mixdistill build` end to end on the PUBLISHED teacher outputs (PaLM CoT + Codex PoT replayed), and the builder."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mixdistill.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "svamp-published.yaml"
+
+
+def run(capsys, monkeypatch, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["mixdistill", *args])
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as info:
+        main()
+    out, err = capsys.readouterr()
+    return info.value.code, out + err
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.parquet")}
+
+
+def test_build_from_published_outputs_then_cache_hit(capsys, monkeypatch, tmp_path, shared_data):
+    out = tmp_path / "corpora"
+    code, text = run(capsys, monkeypatch, "build", str(RECIPE), "--out", str(out), "--no-progress")
+    assert code == 0, text
+    assert "palm-540b" in text and "codex" in text
+    assert "1599 sent" in text  # 800 PaLM CoT + 799 Codex PoT (chal-1000 was never run by the PoT authors)
+    assert "corpus svamp-published@1.0.0 (new)" in text
+    export = out / "svamp-published" / "1.0.0"
+    first = digest(export)
+    assert set(first) >= {"mixed/train.parquet", "cot/train.parquet", "pot/train.parquet"}
+
+    mixed = pl.read_parquet(export / "mixed" / "train.parquet")
+    stats = dict(run(capsys, monkeypatch, "sql", "SELECT teacher || '/' || mode, correct FROM audit_pass_rate",
+                     "-f", "csv")[1].splitlines()[1:][i].split(",") for i in range(2))
+    assert stats == {"codex/pot": "680", "palm-540b/cot": "595"}
+    assert set(mixed["teacher"]) == {"codex", "palm-540b"}
+    assert (mixed.filter(pl.col("mode") == "pot")["rationale"].str.contains("ans").all())
+
+    # second build: nothing sent, nothing executed, same bytes
+    code, text = run(capsys, monkeypatch, "build", str(RECIPE), "--out", str(out), "--no-progress")
+    assert code == 0 and "0 sent" in text and "0 new verdicts" in text and "(unchanged)" in text
+    assert digest(export) == first
+
+    code, text = run(capsys, monkeypatch, "corpora")
+    assert code == 0 and "svamp-published" in text and "1.0.0" in text
+
+
+def test_builder_yields_the_exported_rows(tmp_path, shared_data, monkeypatch):
+    from builders.mixdistill_corpus import MixdistillCorpus
+
+    builder = MixdistillCorpus(config_name="svamp-pot", cache_dir=str(tmp_path / "hf"), out=str(tmp_path / "corpora"))
+    assert str(builder.config.version) == "1.0.0" and builder.config.corpus_config == "pot"
+    builder.download_and_prepare()
+    ds = builder.as_dataset()
+    assert set(ds) == {"train", "validation"}
+    exported = pl.read_parquet(tmp_path / "corpora" / "svamp-published" / "1.0.0" / "pot" / "train.parquet")
+    assert ds["train"].num_rows == exported.height
+    assert ds["train"].features["mode"].names == ["cot", "pot"]
+    assert sorted(ds["train"]["id"]) == sorted(exported["id"])
+
+    custom = MixdistillCorpus(recipe=str(RECIPE), corpus_config="cot", task="svamp", cache_dir=str(tmp_path / "hf"),
+                              out=str(tmp_path / "corpora"))
+    assert custom.config.name == "svamp-cot"
+    with pytest.raises(ValueError, match="corpus_config must be cot, pot or mixed"):
+        MixdistillCorpus(recipe=str(RECIPE), corpus_config="both", cache_dir=str(tmp_path / "hf"))
