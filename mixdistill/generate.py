@@ -30,7 +30,7 @@ from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherRe
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
 
 FLUSH_ROWS = 256
-FLUSH_EVERY_S = 0.25
+FLUSH_EVERY_S = 0.1
 GENERATION_SCHEMA = pa.schema(
     [
         ("request_key", pa.string()),

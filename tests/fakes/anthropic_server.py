@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
-from tests.fakes.loopback import FakeRequest, LoopbackServer, text_content
+from fakes.loopback import FakeRequest, LoopbackServer, text_content
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}

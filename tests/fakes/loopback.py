@@ -92,7 +92,7 @@ class LoopbackServer:
         self._stop = asyncio.Event()
         app = web.Application(client_max_size=256 * 1024**2)
         self.routes(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
         await site.start()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 try:
-    from tests.fakes.loopback import FakeRequest, LoopbackServer, text_content
+    from fakes.loopback import FakeRequest, LoopbackServer, text_content
 except ImportError:  # run as a script from tests/fakes
     from loopback import FakeRequest, LoopbackServer, text_content  # type: ignore[no-redef]
 

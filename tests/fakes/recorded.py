@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from mixdistill.teachers.replay import load_recordings, normalize_question
-from tests.fakes.loopback import FakeRequest
+from fakes.loopback import FakeRequest
 
 POT_FILE = "program-of-thoughts/outputs/svamp_s0_e-1_11_24_14_38.jsonl"
 COT_DIR = "distilling-step-by-step/datasets/svamp/llm"
