@@ -34,7 +34,8 @@ class LoadedCorpus:
     eval: datasets.Dataset | None
     corpus_id: str | None  # registry id when the corpus came from the registry
     label: str  # name@version, hub@revision or path: lineage for runs, models and cards
-    revision: str | None = None  # Hub revision of the data read
+    hub: str | None = None  # Hub dataset the rows come from (or where the registry corpus was pushed)
+    revision: str | None = None  # its revision
 
 
 @dataclass
@@ -62,9 +63,9 @@ class LengthReport:
 # ------------------------------------------------------------------------------------------------ loading
 def load_corpus(ref: CorpusRef, recipe: TrainRecipe, registry_path: Path | None) -> LoadedCorpus:
     """Load the train (and optional eval) split of the corpus a recipe names."""
-    corpus_id = None
+    corpus_id, hub, revision = None, ref.hub, ref.revision
     if ref.name is not None:
-        corpus_id, frames = _from_registry(ref, registry_path)
+        corpus_id, frames, hub, revision = _from_registry(ref, registry_path)
         if frames is None:
             reader = lambda split: _read_parquet(ref.parquet, ref.config, split)  # noqa: E731
         else:
@@ -83,12 +84,12 @@ def load_corpus(ref: CorpusRef, recipe: TrainRecipe, registry_path: Path | None)
             _check_columns(ds, f"{ref.label} [{ref.config}/{split}]")
             if corpus_id is not None and ref.parquet is not None:
                 _check_rows(registry_path, corpus_id, ref, split, ds)
-    return LoadedCorpus(train=train, eval=evals, corpus_id=corpus_id, label=ref.label, revision=ref.revision)
+    return LoadedCorpus(train=train, eval=evals, corpus_id=corpus_id, label=ref.label, hub=hub, revision=revision)
 
 
 def _from_registry(ref: CorpusRef, registry_path: Path | None):
-    """name@version -> (corpus_id, rows per config): rebuilt from the registry alone, unless the recipe names the
-    Parquet export to read (then its rows are checked against `corpus_rows`)."""
+    """name@version -> (corpus_id, rows per config, hub repo, hub revision): rows rebuilt from the registry alone,
+    unless the recipe names the Parquet export to read (then its rows are checked against `corpus_rows`)."""
     from mixdistill.corpus import load_version, version_frames
     from mixdistill.registry import Registry
 
@@ -97,7 +98,7 @@ def _from_registry(ref: CorpusRef, registry_path: Path | None):
     with Registry.open(registry_path, read_only=True) as reg:
         record = load_version(reg, ref.label)  # a CorpusError naming the known versions if it does not exist
         frames = None if ref.parquet is not None else version_frames(reg, ref.label)
-    return record["corpus_id"], frames
+    return record["corpus_id"], frames, record.get("hub_repo"), record.get("hub_revision")
 
 
 def _from_frame(frame, split: str) -> datasets.Dataset | None:

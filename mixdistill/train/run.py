@@ -98,7 +98,7 @@ def train(recipe: TrainRecipe, registry_path: Path | None, *, resume: bool = Tru
             "recipe": recipe.model_dump(mode="json"),
             "base_model": recipe.student,
             "base_revision": base_revision,
-            "corpus": {"label": corpus.label, "corpus_id": corpus.corpus_id, "hub": recipe.corpus.hub or None,
+            "corpus": {"label": corpus.label, "corpus_id": corpus.corpus_id, "hub": corpus.hub,
                        "revision": corpus.revision, "config": recipe.corpus.config},
             "metrics": metrics,
             "run_id": run_id,

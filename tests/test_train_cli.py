@@ -1,0 +1,108 @@
+"""`mixdistill train`, `push-adapter` (against the loopback fake Hub) and `bench train --tiny`, run in-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+pytest.importorskip("peft")
+
+from fakes.hub import fake_hub  # noqa: E402
+from test_train import TINY_RECIPE, corpus_dir, student  # noqa: E402,F401  (fixtures)
+
+from mixdistill.cli import main  # noqa: E402
+from mixdistill.registry import Registry  # noqa: E402
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["mixdistill", *args])
+        monkeypatch.setenv("COLUMNS", "250")
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run
+
+
+def write_recipe(tmp_path, student, corpus, **changes):
+    data = yaml.safe_load(TINY_RECIPE.read_text())
+    data.update(student=str(student), corpus=corpus, output_dir=str(tmp_path / "run"), **changes)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_train_then_push_adapter_with_card(cli, student, corpus_dir, tmp_path, registry_path, monkeypatch):
+    recipe = write_recipe(tmp_path, student, {"parquet": str(corpus_dir)}, max_steps=2, save_steps=2)
+    code, out, err = cli("train", str(recipe))
+    assert code == 0, err
+    assert "train: 48 examples, none longer than max_length 256" in out and "adapter:" in out
+    with Registry.open(registry_path, read_only=True) as reg:
+        model_id, adapter = reg.query("SELECT model_id, adapter_path FROM models").row(0)
+    with Registry.open(registry_path) as reg:  # an evaluation recorded for this model ends up in model-index
+        reg.insert("evals", [{"eval_id": "e1", "model": model_id, "task": "svamp", "split": "test", "mode": "pot",
+                              "k": 1, "n": 200, "correct": 101, "accuracy": 0.505}])
+
+    with fake_hub() as hub:
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        code, out, err = cli("push-adapter", model_id, "--repo", "org/tiny-md", "--endpoint", hub.endpoint, "--private")
+        assert code == 0, err
+        repo = hub.repos[("model", "org/tiny-md")]
+        assert repo.private and len(repo.commits) == 1
+        assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "training_info.json",
+                "README.md"} <= set(repo.files)
+        assert "training_args.bin" not in repo.files
+        card = repo.files["README.md"].decode()
+        meta = yaml.safe_load(card.split("---")[1])
+        assert meta["base_model"] == str(student) and meta["library_name"] == "peft"
+        assert meta["mixdistill"]["corpus"] == str(corpus_dir)
+        result = meta["model-index"][0]["results"][0]
+        assert result["dataset"] == {"type": "svamp", "name": "svamp", "split": "test"}
+        assert result["metrics"][0]["value"] == 0.505
+        assert "r=8, alpha=16" in card
+        for stored in repo.files.values():
+            assert hub.token.encode() not in stored
+    with Registry.open(registry_path, read_only=True) as reg:
+        hub_repo, revision = reg.query("SELECT hub_repo, hub_revision FROM models").row(0)
+    assert hub_repo == "org/tiny-md" and revision == repo.commits[-1].oid
+    assert hub.token.encode() not in registry_path.read_bytes()
+    assert json.loads((tmp_path / "run" / "adapter" / "training_info.json").read_text())["metrics"]["global_step"] == 2
+
+
+def test_push_adapter_refuses_before_upload(cli, tmp_path, monkeypatch):
+    code, _, err = cli("push-adapter", str(tmp_path), "--repo", "org/x")
+    assert code == 2 and "no adapter_config.json" in err
+    code, _, err = cli("push-adapter", str(tmp_path), "--repo", "not a repo")
+    assert code == 2 and "invalid Hub repo name" in err
+
+
+def test_bad_inputs_are_one_line_errors(cli, student, corpus_dir, tmp_path):
+    missing = write_recipe(tmp_path, student, {"name": "nope", "version": "1.0.0"})
+    code, _, err = cli("train", str(missing))
+    assert code == 2 and "nope@1.0.0" in err and "Traceback" not in err
+    no_version = write_recipe(tmp_path, student, {"name": "nope"})
+    code, _, err = cli("train", str(no_version))
+    assert code == 2 and "corpus: a registry corpus needs 'version'" in err
+    too_short = write_recipe(tmp_path, student, {"parquet": str(corpus_dir)}, max_length=16)
+    code, _, err = cli("train", str(too_short))
+    assert code == 2 and "no example fits in max_length 16" in err
+
+
+def test_bench_train_tiny(cli, tmp_path):
+    out_json = tmp_path / "bench.json"
+    code, out, err = cli("bench", "train", "--tiny", "--run", "2", "--run", "2:ckpt", "--seq-len", "64", "--steps", "2",
+                         "--warmup", "1", "--json", str(out_json))
+    assert code == 0, err
+    summary = json.loads(out_json.read_text())
+    assert [r["status"] for r in summary["results"]] == ["ok", "ok"]
+    assert all(r["tokens_per_s"] > 0 for r in summary["results"])
+    # 4 N_frozen + 6 N_lora + 12 L s h, the count the MFU figure uses
+    assert summary["flops_per_token"] == 4 * summary["frozen_linear_params"] + 6 * summary["lora_params"] + 12 * 2 * 128 * 64
+    code, _, err = cli("bench", "train", "--tiny", "--run", "x:ckpt")
+    assert code == 2 and "BATCH[:ckpt]" in err
