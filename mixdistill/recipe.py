@@ -188,6 +188,11 @@ class CorpusRef(_Model):
     revision: str | None = None
     config: Literal["cot", "pot", "mixed"] = "mixed"
 
+    @field_validator("parquet", mode="before")
+    @classmethod
+    def _expand(cls, v, info: ValidationInfo):
+        return expand_path(v, recipe_dir(info))
+
     @model_validator(mode="after")
     def _one(self) -> "CorpusRef":
         # `name` + `parquet` is allowed: a registry corpus whose export lives at that path (rows checked against it)
@@ -252,6 +257,11 @@ class TrainRecipe(_Model):
     save_steps: int = Field(200, ge=1)
     save_total_limit: int | None = Field(3, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="default: save_steps")
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _expand(cls, v, info: ValidationInfo):
+        return expand_path(v, recipe_dir(info))
 
     @model_validator(mode="after")
     def _check_train(self) -> "TrainRecipe":

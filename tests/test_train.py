@@ -239,3 +239,14 @@ def test_resume_continues_from_same_step_and_data_position(student, corpus_dir, 
     assert [h["step"] for h in resumed] == list(range(1, 9))
     # same batches in the same order with the same optimiser state: the same losses step for step
     assert [h["loss"] for h in resumed[4:]] == pytest.approx([h["loss"] for h in reference[4:]], rel=1e-4)
+
+
+def test_shipped_recipes_validate():
+    """One command per paper comparison: the MD students train on both modes, the baselines on one."""
+    configs = {}
+    for path in sorted((REPO / "recipes").glob("train-*.yaml")):
+        recipe = load_recipe(path, TrainRecipe)
+        configs[path.stem] = recipe.corpus.config
+        assert recipe.mode_weights == {"cot": 1.0, "pot": 1.0}
+    assert configs["train-llama2-7b-md"] == configs["train-codellama-7b-md"] == configs["train-mistral-7b-md"] == "mixed"
+    assert configs["train-llama2-7b-cot"] == "cot" and configs["train-llama2-7b-pot"] == "pot"
