@@ -250,3 +250,45 @@ def test_shipped_recipes_validate():
         assert recipe.mode_weights == {"cot": 1.0, "pot": 1.0}
     assert configs["train-llama2-7b-md"] == configs["train-codellama-7b-md"] == configs["train-mistral-7b-md"] == "mixed"
     assert configs["train-llama2-7b-cot"] == "cot" and configs["train-llama2-7b-pot"] == "pot"
+
+
+def test_weighted_loss_is_the_multi_task_loss():
+    from mixdistill.train.loss import token_losses, weighted_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 11, generator=gen)
+    labels = torch.tensor([[IGNORE, IGNORE, 3, 4, 5], [IGNORE, 7, 8, IGNORE, IGNORE]])
+    mode = torch.tensor([0, 1])  # row 0 is CoT, row 1 is PoT
+    token_loss, valid = token_losses(logits, labels)
+    ce = torch.nn.functional.cross_entropy
+    cot = ce(logits[0, 1:4], labels[0, 2:5], reduction="sum")
+    pot = ce(logits[1, 0:2], labels[1, 1:3], reduction="sum")
+    assert valid.sum() == 5
+    for w_cot, w_pot in ((1.0, 1.0), (1.0, 0.0), (0.5, 2.0)):
+        got = weighted_loss(token_loss, valid, mode, torch.tensor([w_cot, w_pot]))
+        assert got == pytest.approx(float((w_cot * cot + w_pot * pot) / 5), rel=1e-5)
+    # with gradient accumulation the denominator is the token count of the whole accumulated batch
+    assert weighted_loss(token_loss, valid, mode, torch.ones(2), denom=10) == pytest.approx(float((cot + pot) / 10), rel=1e-5)
+
+
+def test_qlora_and_oom_give_the_setting_to_change(student, corpus_dir, tmp_path, registry_path, monkeypatch):
+    from mixdistill.train import run as run_module
+    from mixdistill.train.model import load_student, load_tokenizer, resolve_precision
+
+    recipe = tiny_recipe(student, corpus_dir, tmp_path)
+    qlora = recipe.model_copy(update={"lora": recipe.lora.model_copy(update={"qlora": True})})
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainError, match="lora.qlora"):
+            load_student(qlora, load_tokenizer(qlora), resolve_precision("fp32"))
+        with pytest.raises(TrainError, match="precision: bf16"):
+            resolve_precision("bf16")
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(run_module.MixTrainer, "train", out_of_memory)
+    with pytest.raises(TrainError, match="out of GPU memory at batch_size 8, max_length 256: lower batch_size"):
+        run_module.train(recipe, registry_path)
+    with Registry.open(registry_path, read_only=True) as reg:
+        status, error = reg.query("SELECT status, error FROM runs").row(0)
+    assert status == "failed" and "out of GPU memory" in error
