@@ -102,7 +102,8 @@ def hostile_programs(host) -> list[tuple[str, str, set[str]]]:
          "def f(n):\n    return f(n + 1) + 1\nans = f(0)", {"error", "memory", "timeout"}),
         ("sys.exit", "import sys\nsys.exit(0)", {"error"}),
         ("os._exit", "import os\nos._exit(0)", {"error"}),
-        ("ignore signals and spin", "import signal\nfor s in (signal.SIGXCPU, signal.SIGTERM, signal.SIGALRM):\n"
+        ("ignore signals and spin", "import signal\nsignal.setitimer(signal.ITIMER_PROF, 0)\n"
+         "for s in (signal.SIGXCPU, signal.SIGTERM, signal.SIGALRM, signal.SIGPROF):\n"
          "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass", {"timeout"}),
         ("raise own CPU limit", "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (100, 100))\n"
          "while True:\n    pass", {"error", "forbidden", "timeout"}),

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 import resource
+import signal
 import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -234,9 +235,11 @@ class SeccompProgram:
 
 
 def child_rlimits(cpu_s: float, address_space: int, file_bytes: int) -> None:
-    """Per-program limits: CPU time (SIGXCPU then SIGKILL), address space (MemoryError), file size, open files,
-    and no processes at all (enforced for non-root uids; the seccomp filter covers the rest)."""
-    cpu = max(1, int(cpu_s + 0.999))
+    """Per-program limits: CPU time (a SIGPROF timer at `cpu_s`, fractions allowed; RLIMIT_CPU one second later as
+    the backstop a program cannot catch), address space (MemoryError), file size, open files, and no processes at
+    all (enforced for non-root uids; the seccomp filter covers the rest)."""
+    signal.setitimer(signal.ITIMER_PROF, cpu_s)
+    cpu = int(cpu_s) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
