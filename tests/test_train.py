@@ -215,15 +215,15 @@ def test_resume_continues_from_same_step_and_data_position(student, corpus_dir, 
     import mixdistill.train.run as run_module
     from mixdistill.train.run import train
 
-    steps = dict(max_steps=8, save_steps=4, logging_steps=1, eval_split=None, save_total_limit=None)
+    steps = dict(max_steps=6, save_steps=3, logging_steps=1, eval_split=None, save_total_limit=None)
     full = tiny_recipe(student, corpus_dir, tmp_path / "full", **steps)
     train(full, None)
     reference = _loss_history(tmp_path / "full")
 
     class KillAtStep5(run_module.RichProgress):
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 5:
-                raise KeyboardInterrupt  # a kill after checkpoint-4 was written
+            if state.global_step == 4:
+                raise KeyboardInterrupt  # a kill after checkpoint-3 was written
             return super().on_step_end(args, state, control, **kwargs)
 
     killed = tiny_recipe(student, corpus_dir, tmp_path / "killed", **steps)
@@ -233,12 +233,12 @@ def test_resume_continues_from_same_step_and_data_position(student, corpus_dir, 
     with Registry.open(registry_path, read_only=True) as reg:
         assert reg.query("SELECT status FROM runs")["status"].to_list() == ["failed"]
     monkeypatch.undo()
-    result = train(killed, registry_path)  # the same command again picks up checkpoint-4
-    assert result.resumed_from.endswith("checkpoint-4")
+    result = train(killed, registry_path)  # the same command again picks up checkpoint-3
+    assert result.resumed_from.endswith("checkpoint-3")
     resumed = _loss_history(tmp_path / "killed")
-    assert [h["step"] for h in resumed] == list(range(1, 9))
+    assert [h["step"] for h in resumed] == list(range(1, 7))
     # same batches in the same order with the same optimiser state: the same losses step for step
-    assert [h["loss"] for h in resumed[4:]] == pytest.approx([h["loss"] for h in reference[4:]], rel=1e-4)
+    assert [h["loss"] for h in resumed[3:]] == pytest.approx([h["loss"] for h in reference[3:]], rel=1e-4)
 
 
 def test_shipped_recipes_validate():

@@ -106,3 +106,43 @@ def test_bench_train_tiny(cli, tmp_path):
     assert summary["flops_per_token"] == 4 * summary["frozen_linear_params"] + 6 * summary["lora_params"] + 12 * 2 * 128 * 64
     code, _, err = cli("bench", "train", "--tiny", "--run", "x:ckpt")
     assert code == 2 and "BATCH[:ckpt]" in err
+
+
+def test_corpus_from_hub_dataset_at_a_revision(corpus_dir, tmp_path):
+    """A Hub dataset id + revision, through `datasets.load_dataset` against the fake Hub (in a subprocess: the Hub
+    endpoint is read when huggingface_hub is imported)."""
+    import os
+    import subprocess
+
+    from huggingface_hub import HfApi
+
+    card = "---\nconfigs:\n- config_name: mixed\n  data_files:\n  - split: train\n    path: mixed/train-*.parquet\n" \
+           "  - split: validation\n    path: mixed/validation-*.parquet\n---\n"
+    (tmp_path / "card").mkdir()
+    (tmp_path / "card" / "README.md").write_text(card)
+    code = (
+        "import json, sys\n"
+        "from mixdistill.recipe import CorpusRef, TrainRecipe\n"
+        "from mixdistill.train.data import load_corpus, TrainError\n"
+        "def load(rev):\n"
+        "    r = TrainRecipe(name='t', student='s', output_dir='o', corpus=CorpusRef(hub='org/svamp-md', revision=rev))\n"
+        "    c = load_corpus(r.corpus, r, None)\n"
+        "    return [c.train.num_rows, c.eval.num_rows if c.eval is not None else 0, c.label, c.hub, c.revision]\n"
+        "out = {'v1': load('v1.0.0')}\n"
+        "try:\n    load('v9.9.9')\nexcept TrainError as e:\n    out['missing'] = str(e)\n"
+        "print(json.dumps(out))\n"
+    )
+    with fake_hub() as hub:
+        api = HfApi(endpoint=hub.endpoint, token=hub.token)
+        api.create_repo("org/svamp-md", repo_type="dataset")
+        api.upload_folder(folder_path=str(corpus_dir), repo_id="org/svamp-md", repo_type="dataset", allow_patterns="mixed/*")
+        api.upload_file(path_or_fileobj=str(tmp_path / "card" / "README.md"), path_in_repo="README.md",
+                        repo_id="org/svamp-md", repo_type="dataset")
+        api.create_tag("org/svamp-md", tag="v1.0.0", repo_type="dataset")
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": hub.token, "HF_HOME": str(tmp_path / "hf"),
+               "HF_DATASETS_OFFLINE": "0", "HF_HUB_OFFLINE": "0"}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["v1"] == [48, 8, "org/svamp-md@v1.0.0", "org/svamp-md", "v1.0.0"]
+    assert out["missing"].startswith("corpus.hub org/svamp-md@v9.9.9 cannot be loaded")
