@@ -7,6 +7,7 @@ Bulk writes go through Arrow, never row by row.
 from __future__ import annotations
 
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -29,6 +30,9 @@ class Registry:
         self.con = con
         self.path = path
         self.read_only = read_only
+        # A DuckDB connection refuses a second call while one runs. Writers that hand `insert` to a worker thread
+        # (the generation engine does, to keep its event loop free) are serialised here rather than failing.
+        self.lock = threading.RLock()
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -80,20 +84,23 @@ class Registry:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """All-or-nothing: on any error nothing written inside the block stays."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+        with self.lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
-        rel = self.con.sql(sql, params=params)
-        return pl.DataFrame() if rel is None else rel.pl()
+        with self.lock:
+            rel = self.con.sql(sql, params=params)
+            return pl.DataFrame() if rel is None else rel.pl()
 
     def scalar(self, sql: str, params: Sequence | dict | None = None):
-        rows = self.con.execute(sql, params).fetchall()  # fetchall: DuckDB 2 keeps a half-read result open
+        with self.lock:
+            rows = self.con.execute(sql, params).fetchall()  # fetchall: DuckDB 2 keeps a half-read result open
         return rows[0][0] if rows else None
 
     def insert(
@@ -112,12 +119,13 @@ class Registry:
         if arrow.num_rows == 0:
             return 0
         verb, tail = {"nothing": ("INSERT", "ON CONFLICT DO NOTHING"), "replace": ("INSERT OR REPLACE", "")}[on_conflict]
-        self.con.register("_mixdistill_incoming", arrow)
-        try:
-            sql = f"{verb} INTO {table} BY NAME SELECT * FROM _mixdistill_incoming {tail}"
-            return self.con.execute(sql).fetchall()[0][0]
-        finally:
-            self.con.unregister("_mixdistill_incoming")
+        with self.lock:
+            self.con.register("_mixdistill_incoming", arrow)
+            try:
+                sql = f"{verb} INTO {table} BY NAME SELECT * FROM _mixdistill_incoming {tail}"
+                return self.con.execute(sql).fetchall()[0][0]
+            finally:
+                self.con.unregister("_mixdistill_incoming")
 
     def table_counts(self) -> dict[str, int]:
         names = [
