@@ -80,25 +80,35 @@ def bench_sandbox(
         f"{len(programs)} programs, {n_workers} at a time, {os.cpu_count()} CPUs; limit {timeout}s wall"
         f" ({cpu}s CPU in the sandbox)", highlight=False,
     )
-    ceiling = bench.time_in_process(programs, n_workers, timeout)
+    ceiling = bench.time_in_process(programs, n_workers, timeout, cpu)
     naive_programs = programs[:naive_limit] if naive_limit > 0 else programs
-    naive = bench.time_naive(naive_programs, n_workers, timeout)
-    sandbox, startup, isolation = bench.time_sandbox(programs, n_workers, limits)
+    naive = bench.time_naive(naive_programs, n_workers, timeout, cpu)
+    sandbox = bench.time_sandbox(programs, n_workers, limits)
+    # Programs that never end cost the full limit in every method; the same comparison without them shows the
+    # per-program cost itself.
+    ending = [programs[i] for i in sandbox.finished]
+    ceiling_ending = bench.time_in_process(ending, n_workers, timeout, cpu)
+    sandbox_ending = bench.time_sandbox(ending, n_workers, limits)
 
+    sb = sandbox.timing
     table = Table(title="bench sandbox")
     for col in ("method", "programs", "seconds", "programs/s", "timeouts", "sandbox speed vs this"):
         table.add_column(col, justify="right" if col != "method" else "left")
-    for t in (ceiling, naive, sandbox):
-        table.add_row(t.method, str(t.programs), f"{t.seconds:.2f}", f"{t.rate:.0f}", str(t.timeouts),
-                      f"{sandbox.rate / t.rate:.2f}x")
+    only = ", ending programs only"
+    rows = [(ceiling, sb, ""), (naive, sb, ""), (sb, sb, ""), (ceiling_ending, sandbox_ending.timing, only),
+            (sandbox_ending.timing, sandbox_ending.timing, only)]
+    for t, ref, suffix in rows:
+        table.add_row(t.method + suffix, str(t.programs), f"{t.seconds:.2f}", f"{t.rate:.0f}", str(t.timeouts),
+                      f"{ref.rate / t.rate:.2f}x")
     console.print(table)
-    console.print(f"sandbox pool start-up (once per run): {startup:.2f}s; isolation: "
-                  + ", ".join(f"{k}: {v}" for k, v in isolation.items()), highlight=False)
-    ok_rate = sandbox.rate >= 500
-    ok_ratio = sandbox.rate >= 10 * naive.rate
+    console.print(f"sandbox pool start-up (once per run): {sandbox.startup_s:.2f}s; isolation: "
+                  + ", ".join(f"{k}: {v}" for k, v in sandbox.isolation.items()), highlight=False)
+    ok_rate = sb.rate >= 500
+    ok_ratio = sb.rate >= 10 * naive.rate
     console.print(
-        f"targets: >= 500 programs/s: {'met' if ok_rate else 'NOT met'} ({sandbox.rate:.0f}/s); "
-        f">= 10x naive: {'met' if ok_ratio else 'NOT met'} ({sandbox.rate / naive.rate:.1f}x); "
-        f"ceiling / sandbox: {ceiling.rate / sandbox.rate:.2f}x",
+        f"targets (all {len(programs)} programs): >= 500 programs/s: {'met' if ok_rate else 'NOT met'} "
+        f"({sb.rate:.0f}/s); >= 10x naive: {'met' if ok_ratio else 'NOT met'} ({sb.rate / naive.rate:.1f}x); "
+        f"ceiling / sandbox: {ceiling.rate / sb.rate:.2f}x. Without the {sb.timeouts} that hit the limit: "
+        f"{sandbox_ending.timing.rate:.0f}/s (ceiling {ceiling_ending.rate:.0f}/s)",
         highlight=False,
     )

@@ -1,7 +1,7 @@
-"""`mixdistill bench sandbox`: the published Codex PoT programs timed three ways, with the same time limit.
+"""`mixdistill bench sandbox`: the published Codex PoT programs timed three ways, with the same CPU and wall limits.
 
-1. in-process `exec`, no isolation (the ceiling): `workers` forked processes, each exec-ing its share in turn, a
-   SIGALRM timer for the limit;
+1. in-process `exec`, no isolation (the ceiling): `workers` forked processes, each exec-ing its share in turn under
+   SIGPROF/SIGALRM timers;
 2. one fresh `python` subprocess per program (the naive way), `workers` at a time;
 3. the sandbox.
 """
@@ -61,16 +61,19 @@ class _Alarm(BaseException):
     pass
 
 
-def _exec_share(programs: list[str], timeout_s: float, out_fd: int) -> None:
-    """Child of the ceiling run: exec each program in this process; report how many hit the limit."""
+def _exec_share(programs: list[str], timeout_s: float, cpu_s: float, out_fd: int) -> None:
+    """Child of the ceiling run: exec each program in this process under the same CPU and wall limits as the
+    sandbox (SIGPROF / SIGALRM timers); report how many hit a limit."""
 
-    def on_alarm(signum, frame):
+    def on_limit(signum, frame):
         raise _Alarm
 
-    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGALRM, on_limit)
+    signal.signal(signal.SIGPROF, on_limit)
     timeouts = 0
     sink = io.StringIO()
     for program in programs:
+        signal.setitimer(signal.ITIMER_PROF, cpu_s)
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
         try:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
@@ -80,13 +83,14 @@ def _exec_share(programs: list[str], timeout_s: float, out_fd: int) -> None:
         except BaseException:  # noqa: BLE001  (the ceiling counts time, not outcomes)
             pass
         finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
             signal.setitimer(signal.ITIMER_REAL, 0)
         sink.seek(0)
         sink.truncate()
     os.write(out_fd, str(timeouts).encode())
 
 
-def time_in_process(programs: list[str], workers: int, timeout_s: float) -> Timing:
+def time_in_process(programs: list[str], workers: int, timeout_s: float, cpu_s: float) -> Timing:
     shares = [programs[i::workers] for i in range(workers)]
     start = time.perf_counter()
     children = []
@@ -96,7 +100,7 @@ def time_in_process(programs: list[str], workers: int, timeout_s: float) -> Timi
         if pid == 0:  # pragma: no cover  (child)
             os.close(r)
             try:
-                _exec_share(share, timeout_s, w)
+                _exec_share(share, timeout_s, cpu_s, w)
             finally:
                 os._exit(0)
         os.close(w)
@@ -110,15 +114,19 @@ def time_in_process(programs: list[str], workers: int, timeout_s: float) -> Timi
     return Timing("in-process exec (no isolation, ceiling)", len(programs), time.perf_counter() - start, timeouts)
 
 
-_NAIVE_RUNNER = "import sys; g = {}; exec(compile(sys.stdin.read(), '<program>', 'exec'), g); print(repr(g.get('ans')))"
+# the same CPU limit as the sandbox: SIGPROF's default action ends the process
+_NAIVE_RUNNER = (
+    "import signal, sys; signal.setitimer(signal.ITIMER_PROF, float(sys.argv[1])); g = {}; "
+    "exec(compile(sys.stdin.read(), '<program>', 'exec'), g); print(repr(g.get('ans')))"
+)
 
 
-def time_naive(programs: list[str], workers: int, timeout_s: float) -> Timing:
+def time_naive(programs: list[str], workers: int, timeout_s: float, cpu_s: float) -> Timing:
     def one(program: str) -> bool:
         try:
-            subprocess.run([sys.executable, "-c", _NAIVE_RUNNER], input=program, capture_output=True, text=True,
-                           timeout=timeout_s, env={"PATH": "/usr/bin:/bin"})
-            return False
+            done = subprocess.run([sys.executable, "-c", _NAIVE_RUNNER, str(cpu_s)], input=program,
+                                  capture_output=True, text=True, timeout=timeout_s, env={"PATH": "/usr/bin:/bin"})
+            return done.returncode == -signal.SIGPROF
         except subprocess.TimeoutExpired:
             return True
 
@@ -128,8 +136,15 @@ def time_naive(programs: list[str], workers: int, timeout_s: float) -> Timing:
     return Timing("fresh python subprocess per program (naive)", len(programs), time.perf_counter() - start, timeouts)
 
 
-def time_sandbox(programs: list[str], workers: int, limits: SandboxLimits) -> tuple[Timing, float, dict]:
-    """(timing, pool start-up seconds, isolation report); start-up is reported apart: it is paid once per run."""
+@dataclass(frozen=True)
+class SandboxRun:
+    timing: Timing
+    startup_s: float  # paid once per run, reported apart
+    isolation: dict
+    finished: list[int]  # indices of the programs that ended within the limits
+
+
+def time_sandbox(programs: list[str], workers: int, limits: SandboxLimits) -> SandboxRun:
     t0 = time.perf_counter()
     with Sandbox(workers=workers, limits=limits) as sb:
         startup = time.perf_counter() - t0
@@ -137,5 +152,6 @@ def time_sandbox(programs: list[str], workers: int, limits: SandboxLimits) -> tu
         results = sb.run_many(programs)
         seconds = time.perf_counter() - start
         isolation = dict(sb.isolation)
-    timeouts = sum(r.status == "timeout" for r in results)
-    return Timing("sandbox (warm workers, fork per program)", len(programs), seconds, timeouts), startup, isolation
+    finished = [i for i, r in enumerate(results) if r.status != "timeout"]
+    timing = Timing("sandbox (warm workers, fork per program)", len(programs), seconds, len(programs) - len(finished))
+    return SandboxRun(timing, startup, isolation, finished)

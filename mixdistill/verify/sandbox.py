@@ -14,6 +14,7 @@ import fcntl
 import functools
 import json
 import os
+import select
 import selectors
 import shutil
 import subprocess
@@ -83,7 +84,7 @@ class _Proc:
     out_fd: int
     outbox: bytearray = field(default_factory=bytearray)
     inbox: bytearray = field(default_factory=bytearray)
-    pending: deque = field(default_factory=deque)  # job indices sent, in order
+    pending: deque = field(default_factory=deque)  # batches sent (lists of program indices), in order
 
 
 class Sandbox:
@@ -282,8 +283,6 @@ class Sandbox:
         return 1 if len(lost) == 1 else 0
 
     def _read_blocking(self, proc: _Proc, timeout: float):
-        import select
-
         deadline = time.monotonic() + timeout
         buf = bytearray()
         while time.monotonic() < deadline:
