@@ -149,3 +149,29 @@ def test_sandbox_module_does_not_need_the_registry():
     code = ("import sys\nfrom mixdistill.verify.sandbox import Sandbox\n"
             "assert 'mixdistill.registry' not in sys.modules and 'duckdb' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bench_sandbox_command_runs_all_three_ways(tmp_path):
+    """The benchmark's code path on a small stand-in for the published files (the figures come from the real ones)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mixdistill.cli import app
+    from mixdistill.verify.bench import POT_OUTPUTS
+
+    for k, rel in enumerate(POT_OUTPUTS):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"prompt": "header line, skipped"})]
+        lines += [json.dumps({"generated": [f"a = {i}\nans = a * {k + 2}"], "answer": 1.0}) for i in range(20)]
+        lines.append(json.dumps({"generated": ["while True:\n    pass"], "answer": 1.0}))
+        path.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path), "bench", "sandbox", "--workers", "2",
+                                      "--timeout", "0.5", "--cpu", "0.3", "--naive-limit", "4"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "42 programs" in out and "targets (all 42 programs)" in out
+    assert "Without the 2 that hit the limit" in out
+    missing = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "nowhere"), "bench", "sandbox"])
+    assert missing.exit_code != 0 and "missing benchmark file" in str(missing.exception)
