@@ -210,6 +210,7 @@ class Sink:
         self._table([])  # pyarrow's first table costs ~0.3 s of imports: pay it before requests are in flight
         self._lock = asyncio.Lock()
         self._due = asyncio.Event()
+        self._closing = False
 
     def add(self, results: list[TeacherResult]) -> None:
         for r in results:
@@ -248,20 +249,34 @@ class Sink:
         return pa.table(cols, schema=GENERATION_SCHEMA)
 
     async def flush(self) -> None:
+        rows, self.buffer = self.buffer, []
+        if rows:
+            # `replace`: only keys not stored `ok` are ever sent, so this overwrites earlier error rows only
+            await self.db(self.reg.insert, "generations", self._table(rows), on_conflict="replace")
+
+    async def db(self, fn, *args, **kwargs):
+        """Run one registry call in a thread; one at a time (a DuckDB connection is not for concurrent use)."""
         async with self._lock:
-            rows, self.buffer = self.buffer, []
-            if rows:
-                # `replace`: only keys not stored `ok` are ever sent, so this overwrites earlier error rows only
-                await asyncio.to_thread(self.reg.insert, "generations", self._table(rows), on_conflict="replace")
+            work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await work  # a write cannot stop half-way: let it finish so that no two writes ever overlap
+                raise
 
     async def run(self) -> None:
-        while True:
+        """Flush every FLUSH_EVERY_S (or sooner when FLUSH_ROWS are waiting) until `close`."""
+        while not self._closing:
             try:
                 await asyncio.wait_for(self._due.wait(), FLUSH_EVERY_S)
             except asyncio.TimeoutError:
                 pass
             self._due.clear()
             await self.flush()
+
+    def close(self) -> None:
+        self._closing = True
+        self._due.set()
 
 
 class Budget:
@@ -291,11 +306,18 @@ async def _worker(teacher: Teacher, queue: deque, sink: Sink, budget: Budget, re
         sink.add(await teacher.complete(chunk))
 
 
+def _set_batch_status(reg: Registry, batch_id: str, status: str) -> None:
+    reg.con.execute(
+        "UPDATE batches SET status = ?, updated_at = current_timestamp WHERE batch_id = ?", [status, batch_id]
+    ).fetchall()
+
+
 async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, sink: Sink, budget: Budget,
                    report: GenerationReport, run_id: str) -> None:
     """Batch API: resume batches a stopped build left pending, submit the rest, poll, ingest."""
     by_key = {r.request_key: r for r in reqs}
-    pending = reg.query(
+    pending = await sink.db(
+        reg.query,
         "SELECT batch_id, request_keys FROM batches WHERE teacher_id = ? AND status = 'submitted' ORDER BY created_at",
         [teacher.teacher_id],
     )
@@ -310,7 +332,7 @@ async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, 
         batch_id = await teacher.with_retries(teacher.submit_batch, part)
         row = {"batch_id": batch_id, "teacher_id": teacher.teacher_id, "provider": teacher.provider,
                "status": "submitted", "request_keys": json.dumps([r.request_key for r in part]), "run_id": run_id}
-        await asyncio.to_thread(reg.insert, "batches", [row])  # persisted at once: a restart picks it up
+        await sink.db(reg.insert, "batches", [row])  # persisted at once: a restart picks it up
         in_flight.append(batch_id)
     while in_flight:
         for batch_id in list(in_flight):
@@ -319,12 +341,8 @@ async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, 
                 continue
             sink.add(await teacher.with_retries(teacher.fetch_batch, batch_id, by_key))
             await sink.flush()
-            await asyncio.to_thread(
-                lambda: reg.con.execute(
-                    "UPDATE batches SET status = ?, updated_at = current_timestamp WHERE batch_id = ?",
-                    ["ingested" if status.detail in ("completed", "ended") else f"ingested-{status.detail}", batch_id],
-                ).fetchall()
-            )
+            state = "ingested" if status.detail in ("completed", "ended") else f"ingested-{status.detail}"
+            await sink.db(_set_batch_status, reg, batch_id, state)
             in_flight.remove(batch_id)
         if in_flight:
             await asyncio.sleep(teacher.spec.batch_poll_s)
@@ -356,8 +374,8 @@ async def _execute(reg: Registry, plan: Plan, pending: dict[str, list[TeacherReq
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+        sink.close()
+        await asyncio.gather(writer, return_exceptions=True)  # lets a write in progress finish, never cuts it
         await sink.flush()
         for teacher in plan.teachers:
             await teacher.aclose()

@@ -1,0 +1,97 @@
+"""Replay teachers: the published Codex PoT programs and PaLM CoT completions, records files, another registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fakes.recipes import recipe, synthetic_task
+from mixdistill.generate import run_generation
+from mixdistill.registry import Registry
+from mixdistill.teachers import TeacherError
+
+POT_SVAMP = "program-of-thoughts/outputs/svamp_s0_e-1_11_24_14_38.jsonl"
+POT_GSM8K = "program-of-thoughts/outputs/gsm8K_s0_e-1_11_17_10_20.jsonl"
+COT_SVAMP = "distilling-step-by-step/datasets/svamp/llm"
+
+
+def test_published_svamp_outputs_replay_onto_every_problem(shared_data, registry_path):
+    r = recipe(
+        [{"task": "svamp", "split": "full"}],
+        [{"provider": "replay", "model": "code-davinci-002", "path": str(shared_data / POT_SVAMP)},
+         {"provider": "replay", "model": "palm-540b", "path": str(shared_data / COT_SVAMP)}],
+        samples={"cot": 1, "pot": 1},
+    )
+    with Registry.open(registry_path) as reg:
+        report = run_generation(reg, r, progress=False)
+        df = reg.query(
+            "SELECT t.model, g.mode, count(*) AS n FROM generations g JOIN teachers t USING (teacher_id) GROUP BY ALL"
+        )
+        luke = reg.query(
+            "SELECT g.response_text FROM generations g JOIN problems p USING (problem_id) JOIN teachers t USING (teacher_id)"
+            " WHERE p.question LIKE 'Luke scored 84 points%' AND t.model = 'palm-540b'"
+        )["response_text"][0]
+    by = {(m, mode): n for m, mode, n in df.iter_rows()}
+    # Codex has a program for 999 problems (chal-1000 was never run), PaLM a completion for all 1000, via the DSS split
+    assert by == {("code-davinci-002", "pot"): 999, ("palm-540b", "cot"): 1000}
+    # each teacher answers only its mode; the other mode has no recording
+    assert (report.ok, report.missing) == (1999, 2001)
+    assert luke.startswith("Luke scored 84 points after 2 rounds") and "Q:" not in luke
+    assert luke.endswith("The answer is (84 / 2).")
+
+
+def test_a_recording_of_another_task_is_refused_before_anything_is_stored(shared_data, registry_path):
+    r = recipe([{"task": "svamp", "split": "test"}],
+               [{"provider": "replay", "model": "codex", "path": str(shared_data / POT_GSM8K)}], modes=["pot"],
+               samples={"pot": 1})
+    with Registry.open(registry_path) as reg:
+        with pytest.raises(TeacherError, match=r"gsm8K_s0.*none of its 1318 recorded questions .*match"):
+            run_generation(reg, r, progress=False)
+        assert reg.table_counts()["problems"] == 0
+
+
+def test_records_jsonl_and_sample_indices(tmp_path, registry_path):
+    task = synthetic_task(tmp_path, 2)
+    q0 = "Sam has 0 pens and finds 3 more. How many pens does Sam have?"
+    records = [{"question": q0, "mode": "cot", "response": f"answer {i}. The answer is 3."} for i in range(2)]
+    records.append({"question": "  sam has 1 pens and finds 4 more.\nHow many pens does Sam have? ", "mode": "pot",
+                    "response": "ans = 1 + 4"})
+    path = tmp_path / "recorded.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in records), encoding="utf-8")
+    r = recipe([task], [{"provider": "replay", "model": "mine", "path": str(path)}], samples={"cot": 3, "pot": 1})
+    with Registry.open(registry_path) as reg:
+        report = run_generation(reg, r, progress=False)
+        df = reg.query("SELECT mode, sample_index, response_text FROM generations ORDER BY mode, sample_index")
+    assert df.rows() == [("cot", 0, "answer 0. The answer is 3."), ("cot", 1, "answer 1. The answer is 3."),
+                         ("pot", 0, "ans = 1 + 4")]
+    assert (report.ok, report.missing) == (3, 8 - 3)
+
+
+def test_replay_from_another_registry(tmp_path, registry_path, monkeypatch):
+    from fakes.openai_server import fake_openai
+    from fakes.recipes import openai_teacher
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    source = tmp_path / "source.duckdb"
+    task = synthetic_task(tmp_path, 3)
+    with fake_openai() as srv, Registry.open(source) as reg:
+        run_generation(reg, recipe([task], [openai_teacher(srv, name="teacher-a")]), progress=False)
+        original = reg.query("SELECT mode, response_text FROM generations ORDER BY ALL").rows()
+    r = recipe([task], [{"provider": "replay", "model": "teacher-a", "path": str(source)}])
+    with Registry.open(registry_path) as reg:
+        assert run_generation(reg, r, progress=False).ok == 6
+        replayed = reg.query("SELECT mode, response_text FROM generations ORDER BY ALL").rows()
+    assert replayed == original
+
+
+def test_unreadable_replay_sources(tmp_path):
+    from mixdistill.generate import plan_generation
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "mode": "cot", "response": "r"}\nnot json\n')
+    task = synthetic_task(tmp_path, 1)
+    with pytest.raises(TeacherError, match=r"bad.jsonl: line 2 is not JSON"):
+        plan_generation(recipe([task], [{"provider": "replay", "model": "x", "path": str(bad)}]))
+    with pytest.raises(TeacherError, match="replay file not found"):
+        plan_generation(recipe([task], [{"provider": "replay", "model": "x", "path": str(tmp_path / "nope.jsonl")}]))
