@@ -133,6 +133,11 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
     }
     teachers = [make_teacher(spec) for spec in recipe.teachers]
     for teacher in teachers:
+        if recipe.budget.max_cost_usd is not None and not teacher.prices.known:
+            raise TeacherError(
+                f"teacher {teacher.spec.label!r}: no price known for model {teacher.spec.model!r}, so "
+                "budget.max_cost_usd cannot be enforced; give the teacher prices: {input_per_mtok, output_per_mtok}"
+            )
         teacher.check()
     params = recipe.sampling.model_dump()
     requests: dict[str, list[TeacherRequest]] = {}

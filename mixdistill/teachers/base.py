@@ -118,10 +118,12 @@ def parse_retry_after(headers) -> float | None:
     try:
         return min(max(float(value), 0.0), MAX_RETRY_AFTER_S)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(parsed.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
 
 
 def _per_minute(limit: int | None) -> AsyncLimiter | None:
