@@ -86,6 +86,11 @@ class GenerationReport:
     def sent(self) -> int:
         return self.ok + self.errors
 
+    @property
+    def cost(self) -> float:
+        """USD spent by this run (answers already stored cost nothing again)."""
+        return self.cost_usd
+
 
 @dataclass
 class Plan:
@@ -138,6 +143,9 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
                 f"teacher {teacher.spec.label!r}: no price known for model {teacher.spec.model!r}, so "
                 "budget.max_cost_usd cannot be enforced; give the teacher prices: {input_per_mtok, output_per_mtok}"
             )
+        if teacher.spec.batch and not teacher.supports_batch:
+            raise TeacherError(f"teacher {teacher.spec.label!r}: batch: provider {teacher.provider!r} has no Batch API")
+        teacher.check_sampling(recipe.sampling)
         teacher.check()
     params = recipe.sampling.model_dump()
     requests: dict[str, list[TeacherRequest]] = {}

@@ -86,3 +86,13 @@ def test_message_batches_roundtrip(tmp_path, registry_path):
     assert set(json.loads(batch[0]["request_keys"])) == set(df["request_key"])
     expected = (df["prompt_tokens"] * 0.8 + df["completion_tokens"] * 4.0) / 1e6 / 2
     assert (df["cost_usd"] - expected).abs().max() < 1e-12
+
+
+def test_temperature_above_anthropics_range_is_refused(tmp_path):
+    from mixdistill.generate import plan_generation
+    from mixdistill.teachers import TeacherError
+
+    r = recipe([synthetic_task(tmp_path, 1)], [{"provider": "anthropic", "model": "claude-3-5-haiku-20241022"}],
+               sampling={"temperature": 1.2})
+    with pytest.raises(TeacherError, match="temperature 1.2 is above Anthropic's maximum of 1"):
+        plan_generation(r)

@@ -188,3 +188,26 @@ def test_batch_api_submits_persists_polls_and_ingests_at_half_price(tmp_path, re
     assert df["batch_id"].unique().to_list() == [batches[0]["batch_id"]]
     full_price = (df["prompt_tokens"] * 0.15 + df["completion_tokens"] * 0.60) / 1e6
     assert (df["cost_usd"] - full_price / 2).abs().max() < 1e-12
+
+
+def test_openai_compatible_server_needs_no_key_and_sends_max_tokens(tmp_path, registry_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with fake_openai() as srv:
+        teacher = {"provider": "openai-compatible", "model": "llama-3-8b", "base_url": srv.base_url}
+        r = recipe([synthetic_task(tmp_path, 2)], [teacher], samples={"cot": 2, "pot": 1})
+        with Registry.open(registry_path) as reg:
+            report = run_generation(reg, r, progress=False)
+            cost = reg.scalar("SELECT sum(cost_usd) FROM generations")
+        calls = srv.generation_requests
+    assert report.ok == 6 and len(calls) == 6  # many servers ignore `n`: one sample per call
+    assert all("n" not in c["body"] and c["body"]["max_tokens"] == 512 for c in calls)
+    assert cost == 0.0
+
+
+def test_batch_needs_a_provider_with_a_batch_api(tmp_path):
+    from mixdistill.generate import plan_generation
+
+    r = recipe([synthetic_task(tmp_path, 1)],
+               [{"provider": "openai-compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1", "batch": True}])
+    with pytest.raises(TeacherError, match="batch: provider 'openai-compatible' has no Batch API"):
+        plan_generation(r)

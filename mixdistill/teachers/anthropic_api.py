@@ -7,7 +7,7 @@ import time
 
 import anthropic
 
-from mixdistill.teachers.base import BatchStatus, Teacher, TeacherRequest, TeacherResult, Verdict
+from mixdistill.teachers.base import BatchStatus, Teacher, TeacherError, TeacherRequest, TeacherResult, Verdict
 
 
 class AnthropicTeacher(Teacher):
@@ -44,6 +44,12 @@ class AnthropicTeacher(Teacher):
             return "retry"
         return "fail"
 
+    def check_sampling(self, sampling) -> None:
+        if sampling.temperature > 1:
+            raise TeacherError(
+                f"teacher {self.spec.label!r}: sampling.temperature {sampling.temperature} is above Anthropic's maximum of 1"
+            )
+
     def params(self, r: TeacherRequest) -> dict:
         messages = r.messages
         s = r.sampling
@@ -52,7 +58,7 @@ class AnthropicTeacher(Teacher):
             "system": messages[0]["content"],
             "messages": messages[1:],
             "max_tokens": s.max_tokens,
-            "temperature": min(s.temperature, 1.0),  # Anthropic's range is [0, 1]
+            "temperature": s.temperature,
         }
         if s.top_p < 1.0:  # recent models refuse temperature and top_p together; send top_p only when it matters
             params["top_p"] = s.top_p

@@ -173,6 +173,9 @@ class Teacher:
         """How requests are grouped into calls; one request per call unless the backend can do better."""
         return [[r] for r in requests]
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Refuse settings the provider would silently change (the request key must describe what was sent)."""
+
     def answerable(self, r: TeacherRequest) -> bool:
         """False for requests this teacher cannot answer at all (replay without a recording): never sent."""
         return True
