@@ -153,7 +153,7 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
         reqs = requests.setdefault(teacher.teacher_id, [])
         seen: set[str] = set()
         for task, _, problems, _ in loaded:
-            for mode in recipe.modes:
+            for mode in filter(teacher.serves, recipe.modes):
                 prompt = prompts[(task, mode)]
                 for p in problems:
                     if p.problem_id in seen:

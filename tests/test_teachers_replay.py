@@ -35,8 +35,8 @@ def test_published_svamp_outputs_replay_onto_every_problem(shared_data, registry
     by = {(m, mode): n for m, mode, n in df.iter_rows()}
     # Codex has a program for 999 problems (chal-1000 was never run), PaLM a completion for all 1000, via the DSS split
     assert by == {("code-davinci-002", "pot"): 999, ("palm-540b", "cot"): 1000}
-    # each teacher answers only its mode; the other mode has no recording
-    assert (report.ok, report.missing) == (1999, 2001)
+    # each teacher is asked only for the mode it has recordings of; chal-1000 has no Codex program
+    assert (report.total, report.ok, report.missing) == (2000, 1999, 1)
     assert luke.startswith("Luke scored 84 points after 2 rounds") and "Q:" not in luke
     assert luke.endswith("The answer is (84 / 2).")
 
@@ -49,6 +49,16 @@ def test_a_recording_of_another_task_is_refused_before_anything_is_stored(shared
         with pytest.raises(TeacherError, match=r"gsm8K_s0.*none of its 1318 recorded questions .*match"):
             run_generation(reg, r, progress=False)
         assert reg.table_counts()["problems"] == 0
+
+
+def test_a_recording_without_the_recipes_modes_is_refused(shared_data):
+    from mixdistill.generate import plan_generation
+
+    r = recipe([{"task": "svamp", "split": "test"}],
+               [{"provider": "replay", "model": "codex", "path": str(shared_data / POT_SVAMP)}], modes=["cot"],
+               samples={"cot": 1})
+    with pytest.raises(TeacherError, match=r"recorded questions \(pot\) match the requested problems \(none"):
+        plan_generation(r)
 
 
 def test_records_jsonl_and_sample_indices(tmp_path, registry_path):

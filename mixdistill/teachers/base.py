@@ -176,6 +176,10 @@ class Teacher:
     def check_sampling(self, sampling: Sampling) -> None:
         """Refuse settings the provider would silently change (the request key must describe what was sent)."""
 
+    def serves(self, mode: str) -> bool:
+        """False for a mode this teacher has no answers for at all (a replay of PoT programs asked for CoT)."""
+        return True
+
     def answerable(self, r: TeacherRequest) -> bool:
         """False for requests this teacher cannot answer at all (replay without a recording): never sent."""
         return True

@@ -120,6 +120,9 @@ class ReplayTeacher(Teacher):
         answers = self.recordings.get((normalize_question(r.question), r.mode), [])
         return answers[r.sample_index] if r.sample_index < len(answers) else None
 
+    def serves(self, mode: str) -> bool:
+        return any(m == mode for _, m in self.recordings)
+
     def answerable(self, r: TeacherRequest) -> bool:
         return self.lookup(r) is not None
 
@@ -131,13 +134,13 @@ class ReplayTeacher(Teacher):
         return [requests[i : i + 512] for i in range(0, len(requests), 512)]
 
     def check_coverage(self, requests: list[TeacherRequest]) -> None:
-        """Refuse a recording made for another task: at least one requested question must be in it."""
-        modes = {r.mode for r in requests}
-        if requests and not any(self.answerable(r) for r in requests):
-            recorded = sorted({m for _, m in self.recordings})
+        """Refuse a recording made for another task or mode: at least one request must have a recorded answer."""
+        if not any(self.answerable(r) for r in requests):
+            recorded = "/".join(sorted({m for _, m in self.recordings}))
+            asked = "/".join(sorted({r.mode for r in requests})) or "none of its modes"
             raise TeacherError(
-                f"replay file {self.spec.path}: none of its {len(self.recordings)} recorded questions "
-                f"({'/'.join(recorded)}) match the requested problems ({'/'.join(sorted(modes))})"
+                f"replay file {self.spec.path}: none of its {len(self.recordings)} recorded questions ({recorded}) "
+                f"match the requested problems ({asked})"
             )
 
     async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
