@@ -277,18 +277,77 @@ class TrainRecipe(_Model):
 
 
 class EvalRecipe(_Model):
+    """Evaluate one model on task splits: k paths per mode (greedy for k=1), votes within each mode and pooled (MD).
+
+    `prompt: student` prompts a trained student exactly as it was trained (mode prefix + question in the training
+    recipe's `prompt_template`, read from the adapter's training_info.json unless given); `prompt: few-shot` uses the
+    teachers' CoT/PoT few-shot prompts (a teacher or any base model as the baseline row).
+    """
+
     kind: Literal["eval"] = "eval"
     name: str
+    label: str | None = Field(None, description="row name in reports; default: the adapter's run folder, else model")
     model: str = Field(description="base model id/path, or the model name on an OpenAI-compatible server")
-    adapter: Path | None = None
-    backend: Literal["transformers", "vllm", "openai-compatible"] = "transformers"
+    revision: str | None = None
+    adapter: Path | None = Field(None, description="LoRA adapter folder (transformers, vllm)")
+    backend: Literal["transformers", "vllm", "openai-compatible", "replay"] = "transformers"
     base_url: str | None = None
+    api_key_env: str | None = Field(None, description="environment variable holding the server's key, if it needs one")
+    recordings: dict[Mode, Path] | None = Field(None, description="replay: recorded outputs per mode (teacher formats)")
+    prompt: Literal["student", "few-shot"] = "student"
+    prompt_template: str | None = Field(None, description="student: default the adapter's training template, else {input}\\n")
+    shots: int = Field(4, ge=0, description="few-shot: exemplars per prompt")
     tasks: list[TaskRef] = Field(min_length=1)
     modes: list[Mode] = Field(default_factory=lambda: ["cot", "pot"], min_length=1)
-    k: int = Field(1, ge=1, description="sampled paths per mode (1 = single-path greedy)")
-    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
+    k: int = Field(1, ge=1, le=256, description="sampled paths per mode (1 = single-path greedy)")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, seed=0))
     mode_weights: dict[Mode, float] = Field(default_factory=lambda: {"cot": 1.0, "pot": 1.0})
+    tie_break: list[Mode] = Field(
+        default_factory=lambda: ["pot", "cot"], description="MD vote ties: the answer met first in this mode order wins"
+    )
     rule: str = "strict"
+    batch_size: int = Field(8, ge=1, description="problems per generate() call (x k sequences)")
+    max_concurrency: int = Field(16, ge=1, description="openai-compatible: requests in flight")
+    program_timeout_s: float = Field(2.0, gt=0, description="wall-clock limit per PoT program")
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _expand_adapter(cls, v, info: ValidationInfo):
+        return expand_path(v, recipe_dir(info))
+
+    @field_validator("recordings", mode="before")
+    @classmethod
+    def _expand_recordings(cls, v, info: ValidationInfo):
+        return v if not isinstance(v, dict) else {m: expand_path(p, recipe_dir(info)) for m, p in v.items()}
+
+    @model_validator(mode="after")
+    def _check_eval(self) -> "EvalRecipe":
+        if self.k > 1 and self.sampling.temperature == 0:
+            raise ValueError("k > 1 needs sampling.temperature > 0 (greedy decoding gives k identical paths)")
+        if self.backend == "openai-compatible" and not self.base_url:
+            raise ValueError("backend 'openai-compatible' needs base_url")
+        if self.backend == "replay" and not self.recordings:
+            raise ValueError("backend 'replay' needs recordings (a file or folder per mode)")
+        if self.backend == "replay" and any(m not in self.recordings for m in self.modes):
+            raise ValueError(f"recordings: give one per evaluated mode ({', '.join(self.modes)})")
+        if self.adapter is not None and self.backend not in ("transformers", "vllm"):
+            raise ValueError("adapter: only the transformers and vllm backends load adapters")
+        if self.prompt_template is not None and "{input}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain {input}")
+        if sorted(self.tie_break) != ["cot", "pot"]:
+            raise ValueError("tie_break: list both modes once, e.g. [pot, cot]")
+        if any(w < 0 for w in self.mode_weights.values()):
+            raise ValueError("mode_weights: weights must be >= 0")
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError("modes: each mode once")
+        return self
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").isalnum():
+            raise ValueError("must be the NAME of an environment variable, not a key")
+        return v
 
 
 Recipe = BuildRecipe | TrainRecipe | EvalRecipe
