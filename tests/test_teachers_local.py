@@ -108,3 +108,16 @@ def test_real_small_instruct_model(tmp_path, registry_path):
         texts = reg.query("SELECT mode, response_text FROM generations ORDER BY mode").to_dicts()
     assert report.ok == 4
     assert all(t["response_text"].strip() for t in texts)
+
+
+def test_weights_that_cannot_load_stop_the_build_with_one_line(tiny_llama, tmp_path, registry_path):
+    from mixdistill.teachers import TeacherFatalError
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_llama.iterdir():
+        (broken / f.name).write_bytes(b"not weights" if f.suffix == ".safetensors" else f.read_bytes())
+    r = recipe([synthetic_task(tmp_path, 2)], [local(broken)], modes=["cot"], samples={"cot": 1})
+    with Registry.open(registry_path) as reg:
+        with pytest.raises(TeacherFatalError, match="cannot load the model in"):
+            run_generation(reg, r, progress=False)

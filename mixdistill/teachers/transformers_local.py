@@ -23,22 +23,33 @@ class TransformersTeacher(Teacher):
         self.tokenizer = None
 
     def check(self) -> None:
+        """The directory and tokenizer now; the weights on the first call, so a fully cached re-run never loads them."""
         super().check()
         path = Path(self.spec.path).expanduser()
         if not (path / "config.json").is_file():
             raise TeacherError(f"teacher {self.spec.label!r}: path: {path} is not a model directory (no config.json)")
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
         except (OSError, ValueError) as e:
-            raise TeacherError(f"teacher {self.spec.label!r}: cannot load {path}: {str(e).splitlines()[0]}") from None
-        self.model.eval()
+            raise TeacherError(f"teacher {self.spec.label!r}: cannot load the tokenizer in {path}: {str(e).splitlines()[0]}") from None
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self._torch = torch
+        self._path = path
+
+    def _load_model(self):
+        if self.model is None:
+            from transformers import AutoModelForCausalLM
+
+            try:
+                self.model = AutoModelForCausalLM.from_pretrained(self._path, dtype="auto").eval()
+            except Exception as e:  # safetensors, torch and transformers each raise their own types
+                raise TeacherError(f"cannot load the model in {self._path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        return self.model
+
+    def classify(self, exc: BaseException):
+        return "fatal" if isinstance(exc, TeacherError) else "fail"
 
     @property
     def workers(self) -> int:
@@ -63,7 +74,9 @@ class TransformersTeacher(Teacher):
         return await asyncio.to_thread(self._generate, chunk)
 
     def _generate(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
-        torch, tok = self._torch, self.tokenizer
+        import torch
+
+        model, tok = self._load_model(), self.tokenizer
         s = chunk[0].sampling
         started = time.perf_counter()
         if s.seed is not None:
@@ -75,11 +88,11 @@ class TransformersTeacher(Teacher):
         if sample:
             kwargs.update(temperature=s.temperature, top_p=s.top_p)
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            out = model.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :]
         latency = time.perf_counter() - started
         results = []
-        configured = self.model.generation_config.eos_token_id
+        configured = model.generation_config.eos_token_id
         eos = set(configured if isinstance(configured, list) else [configured]) | {tok.eos_token_id}
         eos.discard(None)
         for i, r in enumerate(chunk):
