@@ -211,3 +211,17 @@ def test_batch_needs_a_provider_with_a_batch_api(tmp_path):
                [{"provider": "openai-compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1", "batch": True}])
     with pytest.raises(TeacherError, match="batch: provider 'openai-compatible' has no Batch API"):
         plan_generation(r)
+
+
+def test_a_bad_request_stores_an_error_row_but_an_unsupported_parameter_stops_the_build(tmp_path, registry_path):
+    with fake_openai() as srv:
+        r = recipe([synthetic_task(tmp_path, 3)], [openai_teacher(srv, max_concurrency=1)], modes=["cot"],
+                   samples={"cot": 1})
+        srv.inject("400")  # this one request is bad (say, too long): stored as an error, the build goes on
+        with Registry.open(registry_path) as reg:
+            report = run_generation(reg, r, progress=False)
+            assert (report.ok, report.errors) == (2, 1)
+        srv.inject("400", code="unsupported_value")  # every request would fail the same way: stop
+        with Registry.open(registry_path) as reg:
+            with pytest.raises(TeacherFatalError, match="HTTP 400"):
+                run_generation(reg, r, progress=False)

@@ -24,6 +24,7 @@ from mixdistill.teachers.base import (
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 BATCH_MAX_REQUESTS = 50_000
+FATAL_400_CODES = {"unsupported_parameter", "unsupported_value", "model_not_found", "invalid_api_key"}
 
 
 def _sample_seed(chunk: list[TeacherRequest]) -> int | None:
@@ -78,6 +79,8 @@ class OpenAITeacher(Teacher):
     def classify(self, exc: BaseException) -> Verdict:
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
             return "fatal"
+        if isinstance(exc, openai.BadRequestError) and getattr(exc, "code", None) in FATAL_400_CODES:
+            return "fatal"  # e.g. a reasoning model refusing `temperature`: every request would fail the same way
         if isinstance(exc, (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)):
             return "retry"
         if isinstance(exc, openai.APIStatusError) and exc.status_code in (408, 409):

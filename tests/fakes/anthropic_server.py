@@ -41,7 +41,7 @@ class FakeAnthropic(LoopbackServer):
         app.router.add_get("/v1/messages/batches/{batch_id}", self.get_batch)
         app.router.add_get("/v1/messages/batches/{batch_id}/results", self.results)
 
-    def error(self, status: int, message: str, headers: dict | None = None) -> web.Response:
+    def error(self, status: int, message: str, headers: dict | None = None, code: str | None = None) -> web.Response:
         body = {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
         return web.json_response(body, status=status, headers=headers)
 

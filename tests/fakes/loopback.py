@@ -48,8 +48,9 @@ def text_content(content) -> str:
 
 @dataclass
 class Fault:
-    kind: str  # "429" | "500" | "529" | "malformed" | "drop" | "401" | "timeout"
+    kind: str  # an HTTP status ("429", "500", "529", "401", "400"...) or "malformed" | "drop" | "timeout"
     retry_after: float | None = None
+    code: str | None = None  # the error's `code` field (OpenAI), e.g. "unsupported_value"
 
 
 @dataclass
@@ -109,10 +110,10 @@ class LoopbackServer:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ faults
-    def inject(self, kind: str, count: int = 1, retry_after: float | None = None) -> None:
+    def inject(self, kind: str, count: int = 1, retry_after: float | None = None, code: str | None = None) -> None:
         """The next `count` generation requests fail with `kind` (thread-safe; consumed in arrival order)."""
         for _ in range(count):
-            self._faults.append(Fault(kind, retry_after))
+            self._faults.append(Fault(kind, retry_after, code))
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}"
@@ -140,9 +141,9 @@ class LoopbackServer:
         if fault.kind == "malformed":
             return web.Response(status=200, body=b'{"id": "broken", "choices": [{"index": 0, "mess', content_type="application/json")
         headers = {"retry-after": str(fault.retry_after)} if fault.retry_after is not None else {}
-        return self.error(int(fault.kind), "injected fault", headers=headers)
+        return self.error(int(fault.kind), "injected fault", headers=headers, code=fault.code)
 
-    def error(self, status: int, message: str, headers: dict | None = None) -> web.Response:
+    def error(self, status: int, message: str, headers: dict | None = None, code: str | None = None) -> web.Response:
         raise NotImplementedError
 
     @staticmethod
