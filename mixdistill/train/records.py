@@ -10,7 +10,12 @@ from typing import Any
 
 from mixdistill.ids import canonical_json, content_hash
 from mixdistill.recipe import TrainRecipe
-from mixdistill.registry import Registry
+
+
+def _open(registry_path: Path, read_only: bool = False):
+    from mixdistill.registry import Registry  # imported on use: training without a registry needs no DuckDB
+
+    return Registry.open(registry_path, read_only=read_only)
 
 
 def recipe_json(recipe: TrainRecipe) -> str:
@@ -19,14 +24,14 @@ def recipe_json(recipe: TrainRecipe) -> str:
 
 def start_run(registry_path: Path, recipe: TrainRecipe) -> str:
     run_id = f"train-{uuid.uuid4().hex[:12]}"
-    with Registry.open(registry_path) as reg:
+    with _open(registry_path) as reg:
         reg.insert("runs", [{"run_id": run_id, "kind": "train", "name": recipe.name, "recipe": recipe_json(recipe),
                              "status": "running"}])
     return run_id
 
 
 def finish_run(registry_path: Path, run_id: str, error: str | None = None) -> None:
-    with Registry.open(registry_path) as reg:
+    with _open(registry_path) as reg:
         reg.con.execute(
             "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
             ["failed" if error else "done", error, datetime.now(timezone.utc).replace(tzinfo=None), run_id],
@@ -44,7 +49,7 @@ def register_model(
     metrics: dict[str, Any],
 ) -> str:
     model_id = content_hash({"run_id": run_id, "adapter_path": str(adapter_path.resolve())})
-    with Registry.open(registry_path) as reg:
+    with _open(registry_path) as reg:
         reg.insert("models", [{
             "model_id": model_id, "run_id": run_id, "base_model": recipe.student, "base_revision": base_revision,
             "adapter_path": str(adapter_path.resolve()), "corpus_id": corpus_id, "recipe": recipe_json(recipe),
@@ -57,7 +62,7 @@ def find_model(registry_path: Path, key: str) -> dict[str, Any] | None:
     """A `models` row by model_id or by adapter path."""
     if not Path(registry_path).exists():
         return None
-    with Registry.open(registry_path, read_only=True) as reg:
+    with _open(registry_path, read_only=True) as reg:
         found = reg.query(
             "SELECT * FROM models WHERE model_id = ? OR adapter_path = ? ORDER BY created_at DESC LIMIT 1",
             [key, str(Path(key).resolve())],
@@ -66,5 +71,5 @@ def find_model(registry_path: Path, key: str) -> dict[str, Any] | None:
 
 
 def set_model_hub(registry_path: Path, model_id: str, repo: str, revision: str) -> None:
-    with Registry.open(registry_path) as reg:
+    with _open(registry_path) as reg:
         reg.con.execute("UPDATE models SET hub_repo = ?, hub_revision = ? WHERE model_id = ?", [repo, revision, model_id])
