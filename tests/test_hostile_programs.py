@@ -108,9 +108,11 @@ def hostile_programs(host) -> list[tuple[str, str, set[str]]]:
         ("raise own CPU limit", "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (100, 100))\n"
          "while True:\n    pass", {"error", "forbidden", "timeout"}),
         ("fake answer object", "import builtins\nbuiltins.float = lambda x: 42.0\nbuiltins.repr = lambda x: '42'\n"
-         "class Liar:\n    def __eq__(self, other):\n        return True\n    def __float__(self):\n        return 42.0\n"
+         "class Liar:\n    def __eq__(self, other):\n        return True\n"
+         "    def __float__(self):\n        return 42.0\n"
          "ans = Liar()", {"ok"}),
-        ("forged result", "import json, os\njson.dumps = lambda *a, **k: '{\"status\": \"ok\", \"answer_number\": 42}'\n"
+        ("forged result", "import json, os\n"
+         "json.dumps = lambda *a, **k: '{\"status\": \"ok\", \"answer_number\": 42}'\n"
          "os.write = lambda *a: 0", {"no-answer"}),
     ]
 

@@ -123,7 +123,9 @@ def _dss_label(completion: str) -> str | None:
     return m.group(0) if m else None
 
 
-@pytest.mark.parametrize("split, n, correct, unparseable, ours", [("test", 200, 148, 2, 156), ("train", 800, 588, 13, 596)])
+@pytest.mark.parametrize(
+    "split, n, correct, unparseable, ours", [("test", 200, 148, 2, 156), ("train", 800, 588, 13, 596)]
+)
 def test_palm_cot_dss(shared_data, split, n, correct, unparseable, ours):
     outputs, rows = _dss(shared_data, split)
     assert len(outputs) == n

@@ -78,7 +78,8 @@ def test_verify_writes_executions_and_verdicts(registry_path, sandbox):
         verdicts = {r["request_key"]: r for r in reg.query("SELECT * FROM verdicts").to_dicts()}
         executions = {r["request_key"]: r for r in reg.query("SELECT * FROM executions").to_dicts()}
     assert {k: (v["correct"], v["reason"]) for k, v in verdicts.items()} == EXPECTED
-    assert all(v["rule"] == "strict" and v["rule_version"] == rules.get_rule("strict").version for v in verdicts.values())
+    version = rules.get_rule("strict").version
+    assert all(v["rule"] == "strict" and v["rule_version"] == version for v in verdicts.values())
     assert "cot-failed-call" not in verdicts  # a failed teacher call has nothing to verify
     assert verdicts["pot-ok"]["extracted"] == "7" and verdicts["cot-wrong"]["extracted"] == "8"
     assert verdicts["cot-bool"]["extracted"] == "yes"

@@ -59,15 +59,16 @@ def verify(
                 for reason, n in s.reasons.most_common():
                     table.add_row(reason, str(n))
                 console.print(table)
-    console.print(f"sandbox v{SANDBOX_VERSION}; audit: mixdistill sql \"SELECT * FROM audit_failures\"", highlight=False)
+    audit = 'mixdistill sql "SELECT * FROM audit_failures"'
+    console.print(f"sandbox v{SANDBOX_VERSION}; failure classes: {audit}", highlight=False)
 
 
 @bench_app.command("sandbox")
 def bench_sandbox(
-    workers: Optional[int] = typer.Option(None, "--workers", help="parallelism for all three ways (default: 2 per CPU)"),
-    timeout: float = typer.Option(_DEFAULTS.timeout_s, "--timeout", help="wall-clock limit per program, all three ways"),
-    cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="sandbox CPU seconds per program"),
-    naive_limit: int = typer.Option(0, "--naive-limit", help="time the naive way on the first N programs only (0: all)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="parallelism, all three ways (default: 2 per CPU)"),
+    timeout: float = typer.Option(_DEFAULTS.timeout_s, "--timeout", help="wall-clock seconds per program"),
+    cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="CPU seconds per program, all three ways"),
+    naive_limit: int = typer.Option(0, "--naive-limit", help="naive way: first N programs only (0: all)"),
 ) -> None:
     """Time the 2,317 published Codex PoT programs: in-process exec (ceiling), a fresh python per program (naive),
     and the sandbox; print programs/s and ratios. Target: sandbox >= 500/s and >= 10x the naive way."""

@@ -29,8 +29,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 # from the program itself. `random` (also imported by `statistics`) is not eager: it reseeds in every forked child,
 # which costs more than the whole rest of a typical program.
 LAZY_MODULES = ("sympy", "numpy", "statistics", "random")
-EAGER_MODULES = "math cmath fractions decimal itertools functools collections re datetime string operator heapq bisect json"
-EAGER_MODULES = EAGER_MODULES.split()
+EAGER_MODULES = (
+    "math cmath fractions decimal itertools functools collections re datetime string operator heapq bisect json"
+).split()
 _LAZY_RE = re.compile(r"\b(" + "|".join(LAZY_MODULES) + r")\b")
 
 

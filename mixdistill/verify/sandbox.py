@@ -228,7 +228,8 @@ class Sandbox:
 
     def _refuse(self, program) -> ExecResult | None:
         if not isinstance(program, str):
-            return ExecResult("error", error_class="InvalidProgram", error_message=f"not text: {type(program).__name__}")
+            kind = type(program).__name__
+            return ExecResult("error", error_class="InvalidProgram", error_message=f"not text: {kind}")
         if len(program) > self.limits.max_source_bytes:
             return ExecResult(
                 "error", error_class="ProgramTooLarge",
