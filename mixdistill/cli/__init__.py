@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from mixdistill.cli import core  # noqa: F401  (registers commands)
+from mixdistill.cli import evaluate  # noqa: F401  (eval, report, bench eval)
 from mixdistill.cli import verify  # noqa: F401  (verify, bench sandbox)
 from mixdistill.cli import generate  # noqa: F401  (generate, teachers, bench teachers)
 from mixdistill.cli import corpus  # noqa: F401  (build, corpora, diff, push)

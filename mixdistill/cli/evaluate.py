@@ -1,0 +1,95 @@
+"""Evaluation commands: eval, report, bench eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mixdistill.cli.app import app, bench_app, console, state
+
+
+@app.command("eval")
+def eval_(
+    recipe: Path = typer.Argument(..., help="evaluation recipe (YAML, kind: eval)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N problems of each task split"),
+) -> None:
+    """Evaluate a model: k paths per mode, votes within CoT, within PoT and pooled (MD); every path is stored.
+
+    Re-running the same recipe resumes: only problems without stored paths are generated.
+    """
+    from mixdistill.evaluate import run_eval
+    from mixdistill.evaluate.report import mode_label
+    from mixdistill.recipe import EvalRecipe, load_recipe
+
+    spec = load_recipe(recipe, EvalRecipe)
+    if limit is not None:
+        spec = spec.model_copy(update={"tasks": [t.model_copy(update={"limit": limit}) for t in spec.tasks]})
+    results = run_eval(spec, state.registry, state.data_dir, console=console)
+    table = Table(title=f"{spec.name}: accuracy")
+    for col in ("task", "split", "mode", "n", "correct", "accuracy", "path acc.", "any path", "ties"):
+        table.add_column(col)
+    for r in results:
+        for m in r.modes:
+            s = m.score.summary()
+            pct = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+            table.add_row(r.task, r.split, mode_label(m.mode, spec.k), str(s["n"]), str(s["correct"]),
+                          pct(s["accuracy"]), pct(s["path_accuracy"]), pct(s["oracle_accuracy"]), str(s["ties"]))
+    console.print(table)
+    tokens, seconds = sum(r.generated_tokens for r in results), sum(r.generation_s for r in results)
+    paths = sum(r.generated_paths for r in results)
+    rate = f", {tokens / seconds:.1f} tokens/s" if seconds and tokens else ""
+    console.print(f"generated {paths} paths ({tokens} tokens{rate}); stored in {state.registry} "
+                  "(tables evals, eval_samples)", highlight=False)
+
+
+@app.command()
+def report(
+    task: Optional[list[str]] = typer.Option(None, "--task", help="only these tasks (repeatable)"),
+    model: Optional[list[str]] = typer.Option(None, "--model", help="only these models (label, model id or name)"),
+    out: Path = typer.Option(Path("."), "--out", help="folder for eval_report.md and eval_report.png"),
+) -> None:
+    """Comparison table of stored evals: models x modes (rows) x task splits (columns), as Markdown and a plot."""
+    from mixdistill.errors import MixdistillError
+    from mixdistill.evaluate.report import comparison_table, latest_evals, write_report
+    from mixdistill.registry import Registry
+
+    with Registry.open(state.registry, read_only=True) as reg:
+        df = latest_evals(reg, task or (), model or ())
+    if df.height == 0:
+        raise MixdistillError(f"no evaluations in {state.registry} match; run `mixdistill eval RECIPE` first")
+    table = comparison_table(df)
+    shown = Table(title="accuracy (%)")
+    for col in ("model", "mode", *[f"{c} (n={table.n[c]})" for c in table.columns]):
+        shown.add_column(col)
+    for label, mode, values in table.rows:
+        shown.add_row(label, mode, *["" if v is None else f"{100 * v:.1f}" for v in values])
+    console.print(shown)
+    md, png = write_report(table, out)
+    console.print(f"wrote {md} and {png}", highlight=False)
+
+
+@bench_app.command("eval")
+def bench_eval(
+    shape: str = typer.Option("tiny", "--shape", help="tiny (CPU) or llama2-7b (random weights, GPU)"),
+    backend: Optional[list[str]] = typer.Option(None, "--backend", help="transformers and/or vllm (repeatable)"),
+    problems: int = typer.Option(16, "--problems", min=1, help="problems (SVAMP test questions when available)"),
+    k: int = typer.Option(10, "--k", min=1, help="sampled paths per problem"),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=1),
+    batch: Optional[list[int]] = typer.Option(None, "--batch", help="problems per generate() call (repeatable)"),
+    output: Optional[Path] = typer.Option(None, "--json", help="write the results here"),
+) -> None:
+    """Generated tokens/s for k paths per problem with the evaluation backends; ratios are to the first row."""
+    from mixdistill.errors import MixdistillError
+    from mixdistill.evaluate.bench import bench_eval as run_bench, format_rows, rows_json
+
+    names = backend or ["transformers"]
+    unknown = [n for n in names if n not in ("transformers", "vllm")]
+    if unknown:
+        raise MixdistillError(f"--backend: unknown backend {unknown[0]!r}; use transformers or vllm")
+    rows = run_bench(shape, names, problems, k, max_tokens, batch or [8], state.data_dir)
+    if output:
+        output.write_text(rows_json(rows), encoding="utf-8")
+    console.print(format_rows(rows), highlight=False)
