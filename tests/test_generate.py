@@ -153,3 +153,15 @@ def test_full_svamp_corpus_build_from_recorded_outputs(shared_data, registry_pat
     assert (report.total, report.ok) == (16000, 16000)
     assert responder.misses == 2 * 4  # chal-1000 has no Codex program, once per PoT sample and teacher
     assert elapsed < 180
+
+
+def test_unknown_provider_is_one_line_naming_the_field(tmp_path):
+    from mixdistill.errors import RecipeError
+    from mixdistill.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\ntasks: [{task: svamp}]\nteachers: [{provider: openia, model: gpt-4o}]\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    (line,) = str(err.value).splitlines()
+    assert "teachers.0.provider" in line and "openai" in line
