@@ -47,6 +47,7 @@ def train(recipe: TrainRecipe, registry_path: Path | None, *, resume: bool = Tru
     tokenizer = load_tokenizer(recipe)
     with state.main_process_first():
         corpus = load_corpus(recipe.corpus, recipe, registry_path)
+    state.wait_for_everyone()  # every reader has closed the registry before the main process opens it for writing
     train_ds, train_report = tokenize(select_rows(corpus.train, recipe), tokenizer, recipe, recipe.train_split)
     say(train_report.message(recipe.train_split), highlight=False)
     eval_ds, eval_report = (None, None)
