@@ -39,6 +39,11 @@ class MixTrainer(Trainer):
         outputs = model(**inputs)
         token_loss, valid = token_losses(outputs.logits, labels)
         loss = weighted_loss(token_loss, valid, mode, self.mode_weights, num_items_in_batch)
+        if num_items_in_batch is not None and getattr(self.args, "average_tokens_across_devices", False):
+            # the token count is summed over processes while DDP averages gradients: undo that average, exactly
+            # as Trainer.compute_loss does
+            tp = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
+            loss = loss * (self.accelerator.num_processes // tp if self.args.n_gpu <= 1 else self.args.n_gpu)
         self._record(token_loss.detach(), valid, mode.unsqueeze(1).expand_as(valid), "train" if model.training else "eval")
         return (loss, outputs) if return_outputs else loss
 
