@@ -21,6 +21,8 @@ import signal
 import struct
 import sys
 import time
+from decimal import Decimal
+from fractions import Fraction
 
 _HEADER = struct.Struct(">I")
 MAX_RESULT_BYTES = 1 << 18
@@ -161,9 +163,6 @@ def _describe_answer(value, float_=float, repr_=repr, type_=type, isinstance_=is
 
     Only exact types are converted, so a program cannot smuggle an object whose `__eq__` or `__float__` lies.
     """
-    from decimal import Decimal
-    from fractions import Fraction
-
     t = type_(value)
     if t in _NUMERIC_TYPES or t in (Fraction, Decimal):
         try:
@@ -214,37 +213,32 @@ class ChildKit:
     """What a child needs that does not depend on the program, built in the worker before the fork: a child that
     builds it itself pays for copy-on-write page faults on every object it touches."""
 
-    def __init__(self, cfg: dict, child_seccomp):
-        self.cfg, self.child_seccomp = cfg, child_seccomp
+    def __init__(self, cfg: dict, child_seccomp, confine):
+        self.cfg, self.child_seccomp, self.confine = cfg, child_seccomp, confine
         self.out = _BoundedText(cfg["max_output"])
         self.attempts: list[str] = []
         self.hook = _audit_guard(cfg["scratch"], self.attempts)
         self.stdin = io.StringIO("")
 
 
-_SAVED_BUILTINS = dict(builtins.__dict__)
-
-
 def run_child(program: str, result_fd: int, kit: ChildKit) -> None:
-    """Runs in the forked child; never returns. Writes exactly one JSON result to `result_fd` and `_exit`s."""
-    from mixdistill.verify import isolation
+    """Runs in the forked child; never returns. Writes exactly one JSON result to `result_fd` and `_exit`s.
 
+    Builtins a program patches are not restored: the child ends with the program, the next one is a fresh fork, and
+    a patched builtin can at worst break this harness (an `error` result), never the comparison, done in the host.
+    """
     cfg = kit.cfg
     devnull = cfg["devnull_fd"]
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     os.chdir(cfg["scratch"])
-    isolation.child_rlimits(cfg["cpu_s"], cfg["address_space"], cfg["file_bytes"])
-    if cfg["drop_uid"]:
-        isolation.become_nobody()
+    kit.confine()
     if kit.child_seccomp is not None:
         kit.child_seccomp.install()
 
     out, attempts = kit.out, kit.attempts
     dumps, monotonic, exit_, write = json.dumps, time.perf_counter, os._exit, os.write
-    for name in ("ctypes", "_ctypes", "mixdistill.verify.isolation"):
-        sys.modules.pop(name, None)
     sys.stdout = sys.stderr = out
     sys.stdin = kit.stdin
     if cfg["python_guard"]:
@@ -271,8 +265,6 @@ def run_child(program: str, result_fd: int, kit: ChildKit) -> None:
         except BaseException:  # noqa: BLE001
             res["error_message"] = "<unprintable>"
     elapsed = monotonic() - start
-    builtins.__dict__.clear()
-    builtins.__dict__.update(_SAVED_BUILTINS)
     if attempts:
         res["status"] = "forbidden"
         res["error_class"] = res["error_class"] or "Forbidden"
@@ -333,6 +325,18 @@ class Worker:
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         rep["rlimits"] = "on"
+        limits, drop = isolation.child_rlimits, isolation.become_nobody if cfg["drop_uid"] else None
+
+        def confine() -> None:
+            limits(cfg["cpu_s"], cfg["address_space"], cfg["file_bytes"])
+            if drop is not None:
+                drop()
+
+        self.confine, self.address_space_in_use = confine, isolation.address_space_in_use
+        # A program that wants ctypes must import it afresh, which the Python guard refuses; the worker keeps its
+        # own references through the functions above.
+        for name in ("ctypes", "_ctypes", "ctypes._endian", "mixdistill.verify.isolation"):
+            sys.modules.pop(name, None)
 
     def preload(self, program: str) -> None:
         for name in set(_LAZY_RE.findall(program)):
@@ -345,13 +349,11 @@ class Worker:
                 gc.freeze()
 
     def _set_address_space(self) -> None:
-        from mixdistill.verify import isolation
-
-        self.cfg["address_space"] = isolation.address_space_in_use() + self.cfg["memory_bytes"]
+        self.cfg["address_space"] = self.address_space_in_use() + self.cfg["memory_bytes"]
 
     def run(self, program: str) -> dict:
         self.preload(program)
-        kit = ChildKit(self.cfg, self.child_seccomp)
+        kit = ChildKit(self.cfg, self.child_seccomp, self.confine)
         r, w = os.pipe()
         t0 = time.perf_counter()
         pid = os.fork()
