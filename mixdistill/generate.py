@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
+import polars as pl
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mixdistill import settings
@@ -31,27 +31,14 @@ from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
 
 FLUSH_ROWS = 256
 FLUSH_EVERY_S = 0.1
-GENERATION_SCHEMA = pa.schema(
-    [
-        ("request_key", pa.string()),
-        ("teacher_id", pa.string()),
-        ("prompt_id", pa.string()),
-        ("problem_id", pa.string()),
-        ("mode", pa.string()),
-        ("sample_index", pa.int32()),
-        ("params", pa.string()),
-        ("status", pa.string()),
-        ("response_text", pa.string()),
-        ("finish_reason", pa.string()),
-        ("error", pa.string()),
-        ("prompt_tokens", pa.int32()),
-        ("completion_tokens", pa.int32()),
-        ("cost_usd", pa.float64()),
-        ("latency_s", pa.float64()),
-        ("batch_id", pa.string()),
-        ("run_id", pa.string()),
-    ]
-)
+# Built with polars (not pyarrow from Python lists, whose first call imports pandas: half a second mid-build).
+GENERATION_SCHEMA = {
+    "request_key": pl.String, "teacher_id": pl.String, "prompt_id": pl.String, "problem_id": pl.String,
+    "mode": pl.String, "sample_index": pl.Int32, "params": pl.String, "status": pl.String,
+    "response_text": pl.String, "finish_reason": pl.String, "error": pl.String, "prompt_tokens": pl.Int32,
+    "completion_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_s": pl.Float64, "batch_id": pl.String,
+    "run_id": pl.String,
+}
 
 
 @dataclass
@@ -220,7 +207,6 @@ class Sink:
         self.reg, self.run_id, self.meta, self.params_json = reg, run_id, meta, params_json
         self.report, self.on_result = report, on_result
         self.buffer: list[TeacherResult] = []
-        self._table([])  # pyarrow's first table costs ~0.3 s of imports: pay it before requests are in flight
         self._lock = asyncio.Lock()
         self._due = asyncio.Event()
         self._closing = False
@@ -246,8 +232,8 @@ class Sink:
         if self.on_result is not None:
             self.on_result(len(results))
 
-    def _table(self, results: list[TeacherResult]) -> pa.Table:
-        cols: dict[str, list] = {name: [] for name in GENERATION_SCHEMA.names}
+    def _table(self, results: list[TeacherResult]) -> pl.DataFrame:
+        cols: dict[str, list] = {name: [] for name in GENERATION_SCHEMA}
         for r in results:
             teacher_id, req = self.meta[r.request_key]
             for name, value in (
@@ -259,7 +245,7 @@ class Sink:
                 ("batch_id", r.batch_id), ("run_id", self.run_id),
             ):
                 cols[name].append(value)
-        return pa.table(cols, schema=GENERATION_SCHEMA)
+        return pl.DataFrame(cols, schema=GENERATION_SCHEMA)
 
     async def flush(self) -> None:
         rows, self.buffer = self.buffer, []
