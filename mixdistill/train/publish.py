@@ -44,18 +44,11 @@ def eval_results(registry_path: Path | None, keys: list[str]) -> list[dict[str, 
     """Rows of `evals` recorded for this model (by model id, adapter path or Hub repo), for model-index."""
     if not registry_path or not Path(registry_path).exists():
         return []
+    from mixdistill.evaluate.report import card_results  # the newest eval per task, split, mode and k
     from mixdistill.registry import Registry
 
     with Registry.open(registry_path, read_only=True) as reg:
-        df = reg.query(
-            "SELECT task, split, mode, k, n, accuracy FROM evals WHERE model IN (SELECT unnest(?)) ORDER BY task, split, mode, k",
-            [keys],
-        )
-    return [
-        {**r, "dataset_type": r["task"], "accuracy": round(float(r["accuracy"]), 4),
-         "mode_label": f"{r['mode'].upper() if r['mode'] != 'md' else 'MD vote'}" + (f", k={r['k']}" if r["k"] > 1 else "")}
-        for r in df.to_dicts() if r["accuracy"] is not None
-    ]
+        return card_results(reg, keys)
 
 
 def render_card(info: dict[str, Any], repo_id: str, results: list[dict[str, Any]]) -> str:
