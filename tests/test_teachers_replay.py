@@ -105,3 +105,13 @@ def test_unreadable_replay_sources(tmp_path):
         plan_generation(recipe([task], [{"provider": "replay", "model": "x", "path": str(bad)}]))
     with pytest.raises(TeacherError, match="replay file not found"):
         plan_generation(recipe([task], [{"provider": "replay", "model": "x", "path": str(tmp_path / "nope.jsonl")}]))
+
+
+def test_a_json_list_of_records(tmp_path, registry_path):
+    path = tmp_path / "recorded.json"
+    q = "Sam has 0 pens and finds 3 more. How many pens does Sam have?"
+    path.write_text(json.dumps([{"question": q, "mode": "pot", "response": "ans = 0 + 3"}], indent=2))
+    r = recipe([synthetic_task(tmp_path, 1)], [{"provider": "replay", "model": "mine", "path": str(path)}],
+               modes=["pot"], samples={"pot": 1})
+    with Registry.open(registry_path) as reg:
+        assert run_generation(reg, r, progress=False).ok == 1

@@ -52,15 +52,28 @@ def _load_dss(path: Path) -> Recordings:
     return out
 
 
+def _records(path: Path):
+    """(line number, record) pairs from a JSONL file, or from a .json file holding one list of records."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            whole = json.loads(text)
+        except ValueError:
+            whole = None
+        if isinstance(whole, list):
+            yield from enumerate(whole, start=1)
+            return
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except ValueError:
+                raise TeacherError(f"replay file {path}: line {n} is not JSON") from None
+
+
 def _load_jsonl(path: Path) -> Recordings:
     out: Recordings = defaultdict(list)
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            raise TeacherError(f"replay file {path}: line {n} is not JSON") from None
+    for n, rec in _records(path):
         if not isinstance(rec, dict) or "question" not in rec:
             continue  # header lines (a PoT file's "demonstration"/"prompt" lines) carry no problem
         if "generated" in rec:  # Program-of-Thoughts outputs
@@ -70,7 +83,7 @@ def _load_jsonl(path: Path) -> Recordings:
         elif "response" in rec and rec.get("mode") in ("cot", "pot"):
             out[(normalize_question(rec["question"]), rec["mode"])].append(str(rec["response"]))
         else:
-            raise TeacherError(f"replay file {path}: line {n}: need 'generated' or 'mode' + 'response' fields")
+            raise TeacherError(f"replay file {path}: record {n}: need 'generated' or 'mode' + 'response' fields")
     return out
 
 
