@@ -1,0 +1,84 @@
+"""`mixdistill eval` and `mixdistill report` in-process, and the model-card results built from stored evals."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from mixdistill.cli import main
+from mixdistill.evaluate.report import card_results, comparison_table, latest_evals, model_index
+from mixdistill.registry import Registry
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["mixdistill", *args])
+        monkeypatch.setenv("COLUMNS", "250")
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run
+
+
+def test_eval_then_report(cli, shared_data, tmp_path):
+    code, out, err = cli("eval", str(RECIPES / "eval-published-svamp.yaml"), "--limit", "40")
+    assert code == 0, err
+    assert "MD vote" in out and "generated 80 paths" in out
+    code, out, err = cli("report", "--out", str(tmp_path / "rep"))
+    assert code == 0, err
+    md = (tmp_path / "rep" / "eval_report.md").read_text()
+    assert "| model | mode | svamp/test (n=40) |" in md
+    assert "| PaLM-540B CoT + Codex PoT (published) | MD vote |" in md
+    assert (tmp_path / "rep" / "eval_report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_evals(cli, registry_path, tmp_path):
+    with Registry.open(registry_path):
+        pass
+    code, _, err = cli("report", "--out", str(tmp_path))
+    assert code == 2 and "no evaluations" in err
+
+
+def test_bad_recipe_is_one_line_per_problem(cli, tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("kind: eval\nname: e\nmodel: m\ntasks: [{task: svamp}]\nk: 4\nsampling: {temperature: 0}\n"
+                    "tie_break: [pot]\n")
+    code, _, err = cli("eval", str(path))
+    assert code == 2
+    assert "k > 1 needs sampling.temperature > 0" in err and "tie_break: list both modes once" in err
+
+
+def _evals(reg: Registry, rows: list[tuple]) -> None:
+    reg.insert("evals", [
+        {"eval_id": eid, "model": model, "task": task, "split": "test", "mode": mode, "k": k, "rule": "strict",
+         "n": 200, "correct": round(acc * 200), "accuracy": acc, "summary": json.dumps({"label": label})}
+        for eid, model, label, task, mode, k, acc in rows
+    ])
+
+
+def test_table_and_model_index(registry_path):
+    with Registry.open(registry_path) as reg:
+        _evals(reg, [("a", "m1", "student", "svamp", "cot", 1, 0.70), ("b", "m1", "student", "svamp", "pot", 1, 0.80),
+                     ("c", "m1", "student", "gsm8k", "md", 10, 0.50), ("d", "gpt", "GPT-3.5", "svamp", "cot", 1, 0.82)])
+        reg.con.execute("UPDATE evals SET created_at = created_at - INTERVAL 1 DAY")
+        _evals(reg, [("b2", "m1", "student", "svamp", "pot", 1, 0.85)])  # a newer run of the same eval wins
+        table = comparison_table(latest_evals(reg))
+        results = card_results(reg, ["m1"])
+    assert table.columns == ["gsm8k/test", "svamp/test"]
+    assert table.rows == [("GPT-3.5", "CoT", [None, 0.82]), ("student", "CoT", [None, 0.70]),
+                          ("student", "PoT", [None, 0.85]), ("student", "MD vote k=10", [0.50, None])]
+    assert [(r["task"], r["mode_label"], r["accuracy"]) for r in results] == [
+        ("gsm8k", "MD vote k=10", 0.5), ("svamp", "CoT", 0.7), ("svamp", "PoT", 0.85)]
+    index = model_index("tiny-md", results)
+    assert index[0]["name"] == "tiny-md"
+    svamp = next(r for r in index[0]["results"] if r["dataset"]["name"] == "svamp")
+    assert svamp["dataset"] == {"name": "svamp", "type": "svamp", "split": "test"}
+    assert [(m["type"], m["value"]) for m in svamp["metrics"]] == [("accuracy", 0.7), ("accuracy", 0.85)]
