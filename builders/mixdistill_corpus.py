@@ -80,7 +80,11 @@ class MixdistillConfig(datasets.BuilderConfig):
 
 
 def _bundled(recipe: str, task: str | None) -> list[MixdistillConfig]:
-    return [MixdistillConfig(recipe=str(RECIPES / recipe), corpus_config=c, task=task) for c in ("cot", "pot", "mixed")]
+    """Configs for a recipe of the repository's recipes/ folder (absent from a wheel install: then none)."""
+    path = RECIPES / recipe
+    if not path.is_file():
+        return []
+    return [MixdistillConfig(recipe=str(path), corpus_config=c, task=task) for c in ("cot", "pot", "mixed")]
 
 
 class MixdistillCorpus(datasets.GeneratorBasedBuilder):
