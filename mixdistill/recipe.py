@@ -323,11 +323,11 @@ class EvalRecipe(_Model):
     @model_validator(mode="after")
     def _check_eval(self) -> "EvalRecipe":
         if self.k > 1 and self.sampling.temperature == 0:
-            raise ValueError("k > 1 needs sampling.temperature > 0 (greedy decoding gives k identical paths)")
+            raise ValueError("sampling.temperature: k > 1 needs a temperature > 0 (greedy decoding gives k identical paths)")
         if self.backend == "openai-compatible" and not self.base_url:
-            raise ValueError("backend 'openai-compatible' needs base_url")
+            raise ValueError("base_url: backend 'openai-compatible' needs base_url")
         if self.backend == "replay" and not self.recordings:
-            raise ValueError("backend 'replay' needs recordings (a file or folder per mode)")
+            raise ValueError("recordings: backend 'replay' needs recordings (a file or folder per mode)")
         if self.backend == "replay" and any(m not in self.recordings for m in self.modes):
             raise ValueError(f"recordings: give one per evaluated mode ({', '.join(self.modes)})")
         if self.adapter is not None and self.backend not in ("transformers", "vllm"):

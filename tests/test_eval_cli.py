@@ -49,11 +49,12 @@ def test_report_without_evals(cli, registry_path, tmp_path):
 
 def test_bad_recipe_is_one_line_per_problem(cli, tmp_path):
     path = tmp_path / "e.yaml"
-    path.write_text("kind: eval\nname: e\nmodel: m\ntasks: [{task: svamp}]\nk: 4\nsampling: {temperature: 0}\n"
-                    "tie_break: [pot]\n")
+    path.write_text("kind: eval\nname: e\nmodel: m\ntasks: [{task: svamp}]\nk: 4\nsampling: {temperature: 0}\n")
     code, _, err = cli("eval", str(path))
-    assert code == 2
-    assert "k > 1 needs sampling.temperature > 0" in err and "tie_break: list both modes once" in err
+    assert code == 2 and "e.yaml: (top level): sampling.temperature: k > 1 needs a temperature > 0" in err
+    path.write_text("kind: eval\nname: e\nmodel: m\ntasks: [{task: svamp}]\ntie_break: [pot]\n")
+    code, _, err = cli("eval", str(path))
+    assert code == 2 and "tie_break: list both modes once" in err
 
 
 def _evals(reg: Registry, rows: list[tuple]) -> None:
