@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from mixdistill.cli import main
-from mixdistill.evaluate.report import card_results, comparison_table, latest_evals, model_index
+from mixdistill.evaluate.report import (
+    card_results,
+    comparison_table,
+    latest_evals,
+    model_index,
+)
 from mixdistill.registry import Registry
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-
 from fakes.loopback import FakeRequest
 from fakes.openai_server import FakeOpenAI
+
 from mixdistill.evaluate import EvalError, run_eval
 from mixdistill.recipe import EvalRecipe
 from mixdistill.registry import Registry
@@ -126,9 +126,8 @@ def test_failed_paths_are_wrong_not_fatal(task_file, tmp_path, registry_path):
 
 def test_bad_key_stops_with_one_line_and_no_secret(task_file, tmp_path, registry_path, monkeypatch):
     monkeypatch.setenv("EVAL_KEY", "sk-secret-123")
-    with FakeServer(responder=teacher_responder, api_key="sk-right") as srv:
-        with pytest.raises(EvalError) as info:
-            run_eval(recipe(srv, task_file, api_key_env="EVAL_KEY"), registry_path, tmp_path, progress=False)
+    with FakeServer(responder=teacher_responder, api_key="sk-right") as srv, pytest.raises(EvalError) as info:
+        run_eval(recipe(srv, task_file, api_key_env="EVAL_KEY"), registry_path, tmp_path, progress=False)
     assert "HTTP 401" in str(info.value) and "sk-secret-123" not in str(info.value)
     with Registry.open(registry_path, read_only=True) as reg:
         assert "sk-secret-123" not in reg.query("SELECT * FROM runs").write_csv()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -14,7 +13,7 @@ from mixdistill.cli.app import app, bench_app, console, state
 @app.command("eval")
 def eval_(
     recipe: Path = typer.Argument(..., help="evaluation recipe (YAML, kind: eval)"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N problems of each task split"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="only the first N problems of each task split"),
 ) -> None:
     """Evaluate a model: k paths per mode, votes within CoT, within PoT and pooled (MD); every path is stored.
 
@@ -34,7 +33,7 @@ def eval_(
     for r in results:
         for m in r.modes:
             s = m.score.summary()
-            pct = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+            pct = lambda v: "" if v is None else f"{100 * v:.1f}%"
             table.add_row(r.task, r.split, mode_label(m.mode, spec.k), str(s["n"]), str(s["correct"]),
                           pct(s["accuracy"]), pct(s["path_accuracy"]), pct(s["oracle_accuracy"]), str(s["ties"]))
     console.print(table)
@@ -47,8 +46,8 @@ def eval_(
 
 @app.command()
 def report(
-    task: Optional[list[str]] = typer.Option(None, "--task", help="only these tasks (repeatable)"),
-    model: Optional[list[str]] = typer.Option(None, "--model", help="only these models (label, model id or name)"),
+    task: list[str] | None = typer.Option(None, "--task", help="only these tasks (repeatable)"),
+    model: list[str] | None = typer.Option(None, "--model", help="only these models (label, model id or name)"),
     out: Path = typer.Option(Path("."), "--out", help="folder for eval_report.md and eval_report.png"),
 ) -> None:
     """Comparison table of stored evals: models x modes (rows) x task splits (columns), as Markdown and a plot."""
@@ -74,16 +73,17 @@ def report(
 @bench_app.command("eval")
 def bench_eval(
     shape: str = typer.Option("tiny", "--shape", help="tiny (CPU) or llama2-7b (random weights, GPU)"),
-    backend: Optional[list[str]] = typer.Option(None, "--backend", help="transformers and/or vllm (repeatable)"),
+    backend: list[str] | None = typer.Option(None, "--backend", help="transformers and/or vllm (repeatable)"),
     problems: int = typer.Option(16, "--problems", min=1, help="problems (SVAMP test questions when available)"),
     k: int = typer.Option(10, "--k", min=1, help="sampled paths per problem"),
     max_tokens: int = typer.Option(64, "--max-tokens", min=1),
-    batch: Optional[list[int]] = typer.Option(None, "--batch", help="problems per generate() call (repeatable)"),
-    output: Optional[Path] = typer.Option(None, "--json", help="write the results here"),
+    batch: list[int] | None = typer.Option(None, "--batch", help="problems per generate() call (repeatable)"),
+    output: Path | None = typer.Option(None, "--json", help="write the results here"),
 ) -> None:
     """Generated tokens/s for k paths per problem with the evaluation backends; ratios are to the first row."""
     from mixdistill.errors import MixdistillError
-    from mixdistill.evaluate.bench import bench_eval as run_bench, format_rows, rows_json
+    from mixdistill.evaluate.bench import bench_eval as run_bench
+    from mixdistill.evaluate.bench import format_rows, rows_json
 
     names = backend or ["transformers"]
     unknown = [n for n in names if n not in ("transformers", "vllm")]

@@ -10,8 +10,8 @@ wrong-answer, no-answer, error, timeout, memory, forbidden, non-numeric, non-fin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from mixdistill.tasks import Problem
 from mixdistill.verify.answers import extract_cot_answer, format_number, parse_bool

@@ -7,9 +7,10 @@ The newest summary wins when the same (model, task, split, mode, k, rule) was ev
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import polars as pl
 

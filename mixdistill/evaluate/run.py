@@ -13,6 +13,7 @@ there is one, else the adapter folder, else the model name, so `push-adapter` fi
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,9 +21,22 @@ from pathlib import Path
 
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from mixdistill.evaluate.backends import Backend, Completion, EvalError, PathRequest, make_backend
+from mixdistill.evaluate.backends import (
+    Backend,
+    Completion,
+    EvalError,
+    PathRequest,
+    make_backend,
+)
 from mixdistill.evaluate.paths import JudgedPath, execute, judge_cot, judge_pot
 from mixdistill.evaluate.scores import Score, StoredPath, score
 from mixdistill.ids import canonical_json, content_hash
@@ -126,8 +140,8 @@ def stored_paths(reg: Registry, eval_id: str, k: int) -> dict[str, list[StoredPa
 def judge_batch(rule, requests: list[PathRequest], completions: list[list[Completion]], sandbox) -> list[list[JudgedPath]]:
     """Answers and verdicts for a batch of one mode; PoT programs all run in the sandbox at once."""
     flat = [(r, c) for r, paths in zip(requests, completions) for c in paths]
-    if requests and requests[0].mode == "pot":
-        results = iter(execute(sandbox, [c.text for r, c in flat if c.error is None]))
+    programs = [c.text for r, c in flat if r.mode == "pot" and c.error is None]
+    results = iter(execute(sandbox, programs) if programs else [])
     judged = []
     for r, c in flat:
         if c.error is not None:
@@ -181,7 +195,7 @@ def run_eval(
         reg.insert("runs", [{"run_id": run_id, "kind": "eval", "name": recipe.name, "status": "running",
                              "recipe": canonical_json(recipe.model_dump(mode="json"))}])
         try:
-            with (Sandbox(limits=limits) if "pot" in recipe.modes else _NoSandbox()) as sandbox, \
+            with (Sandbox(limits=limits) if "pot" in recipe.modes else contextlib.nullcontext()) as sandbox, \
                     _progress(console, progress) as bar:
                 for ref, split, problems in tasks:
                     save_problems(reg, ref.name, split, problems)
@@ -201,14 +215,6 @@ def run_eval(
             backend.close()
         reg.con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp WHERE run_id = ?", [run_id])
     return results
-
-
-class _NoSandbox:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
 
 
 def _generate_mode(reg, recipe, backend, rule, sandbox, eval_id, problems, mode, result, bar, title) -> None:

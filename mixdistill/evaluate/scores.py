@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 from mixdistill.evaluate.paths import judge_answer
 from mixdistill.evaluate.vote import DEFAULT_ORDER, PathAnswer, vote

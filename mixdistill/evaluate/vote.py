@@ -17,8 +17,8 @@ answer), yes/no as text. The winner is then judged against gold with the recipe'
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from mixdistill.verify.answers import format_number
 from mixdistill.verify.rules import as_number
