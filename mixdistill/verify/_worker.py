@@ -1,9 +1,10 @@
 """A warm sandbox worker: `python -m mixdistill.verify._worker CONFIG_JSON`, driven by `Sandbox` over its stdin/stdout.
 
-The worker isolates itself once (network namespace, uid drop, Landlock, seccomp; see `isolation`), then for each
-program forks a child that adds per-program limits, runs the program and reports one JSON result on a pipe. The
-per-program cost is a fork, not an interpreter start. The child is untrusted: the worker parses what it reports as
-bounded JSON and never lets it touch the host's stdin/stdout.
+The worker isolates itself once (network namespace, private mounts, Landlock, seccomp; see `isolation`), then for
+each program forks a child that becomes `nobody` (when the worker is root), adds per-program limits and a stricter
+seccomp filter, runs the program and reports one JSON result on a pipe. The per-program cost is a fork, not an
+interpreter start. The child is untrusted: the worker parses what it reports as bounded JSON and never lets it touch
+the host's stdin/stdout.
 
 Wire format both ways: 4-byte big-endian length + UTF-8 JSON.
 """
@@ -16,6 +17,7 @@ import io
 import json
 import os
 import re
+import resource
 import select
 import signal
 import struct
@@ -321,8 +323,6 @@ class Worker:
         rep["landlock"] = err or f"on (ABI {abi})"
         if worker_filter is not None:
             rep["seccomp"] = worker_filter.install() or "on"
-        import resource
-
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         rep["rlimits"] = "on"
         limits, drop = isolation.child_rlimits, isolation.become_nobody if cfg["drop_uid"] else None
