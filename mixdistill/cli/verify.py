@@ -78,8 +78,8 @@ def bench_sandbox(
     n_workers = workers or 2 * (os.cpu_count() or 1)
     limits = _limits(timeout, cpu, _DEFAULTS.memory_mb)
     console.print(
-        f"{len(programs)} programs, {n_workers} at a time, {os.cpu_count()} CPUs; limit {timeout}s wall"
-        f" ({cpu}s CPU in the sandbox)", highlight=False,
+        f"{len(programs)} programs, {n_workers} at a time, {os.cpu_count()} CPUs; limits {cpu}s CPU and {timeout}s"
+        " wall per program, the same for all three ways", highlight=False,
     )
     ceiling = bench.time_in_process(programs, n_workers, timeout, cpu)
     naive_programs = programs[:naive_limit] if naive_limit > 0 else programs
