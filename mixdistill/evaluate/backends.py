@@ -57,7 +57,9 @@ class Completion:
 
 
 def path_seed(seed: int | None, problem_id: str, mode: str) -> int | None:
-    """A seed of its own for each (problem, mode): sampled paths do not depend on batching or on resuming."""
+    """A seed derived from the recipe seed and a (problem, mode): vLLM and servers seed each prompt with it, so their
+    paths do not depend on batching; transformers seeds each batch from its problems (batches are a fixed partition
+    of the split, so a resumed run draws the same paths)."""
     if seed is None:
         return None
     return int(content_hash({"seed": seed, "problem": problem_id, "mode": mode}, length=8), 16) % (2**31)
