@@ -110,9 +110,13 @@ def verify_pending(
     sb = Sandbox(limits=limits).__enter__() if own else sandbox
     run_id = content_hash({"kind": "verify", "rule": the_rule.name, "t": time.time_ns()})
     reg.insert("runs", [{"run_id": run_id, "kind": "verify", "name": f"verify {the_rule.name}", "status": "running"}])
+    bar = _progress(pending.height, the_rule.name) if progress else None
     try:
         for offset in range(0, pending.height, CHUNK):
-            _verify_chunk(reg, the_rule, pending.slice(offset, CHUNK), sb, summary, progress)
+            chunk = pending.slice(offset, CHUNK)
+            _verify_chunk(reg, the_rule, chunk, sb, summary)
+            if bar is not None:
+                bar.advance(bar.task_ids[0], chunk.height)
     except BaseException as e:
         reg.con.execute(
             "UPDATE runs SET status = 'failed', error = ?, finished_at = current_timestamp WHERE run_id = ?",
@@ -120,6 +124,8 @@ def verify_pending(
         )
         raise
     finally:
+        if bar is not None:
+            bar.stop()
         if own:
             sb.close()
     reg.con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp WHERE run_id = ?", [run_id])
@@ -127,12 +133,21 @@ def verify_pending(
     return summary
 
 
-def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | None, summary, progress) -> None:
+def _progress(total: int, rule: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(f"verify ({rule})"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    bar.add_task("verify", total=total)
+    bar.start()
+    return bar
+
+
+def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | None, summary) -> None:
     records = rows.to_dicts()
     to_run = [r for r in records if r["mode"] == "pot" and r["exec_status"] is None]
     programs = [extract_program(r["response_text"]) for r in to_run]
     runnable = [p for p in programs if p is not None]
-    results = iter(sb.run_many(runnable, progress=progress) if runnable else [])
+    results = iter(sb.run_many(runnable) if runnable else [])
     executions = []
     for r, program in zip(to_run, programs):
         res = next(results) if program is not None else ExecResult(
