@@ -17,6 +17,7 @@ import os
 import select
 import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,7 +172,7 @@ class Sandbox:
         except (KeyError, ValueError, AttributeError):
             pass
         try:  # workers hold nothing worth a graceful stop; the group takes a running program's child with it
-            os.killpg(proc.popen.pid, 9)
+            os.killpg(proc.popen.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.popen.wait()
