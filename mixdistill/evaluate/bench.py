@@ -64,8 +64,8 @@ def build_model(shape: str, workdir: Path, texts: list[str]) -> Path:
 
     tok = build_tokenizer(texts)
     spec = SHAPES[shape]
-    vocab = -(-len(tok) // 64) * 64
-    config = tiny_llama_config(vocab, hidden=spec["hidden"], layers=spec["layers"], heads=spec["heads"], max_positions=4096)
+    # the vocabulary is exactly the tokenizer's: every id a random model samples can be decoded (vLLM detokenises)
+    config = tiny_llama_config(len(tok), hidden=spec["hidden"], layers=spec["layers"], heads=spec["heads"], max_positions=4096)
     if "intermediate" in spec:
         config.intermediate_size = spec["intermediate"]
     config.bos_token_id, config.eos_token_id = tok.bos_token_id, tok.eos_token_id
