@@ -104,6 +104,8 @@ class Sandbox:
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "Sandbox":
+        if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
+            raise SandboxError("the PoT sandbox needs Linux 5.3 or newer (pidfd, namespaces, seccomp, Landlock)")
         self._scratch_root = tempfile.mkdtemp(prefix="mixdistill-sandbox-")
         os.chmod(self._scratch_root, 0o711)  # children may run as nobody: they must reach their own scratch dir
         self._sel = selectors.DefaultSelector()
