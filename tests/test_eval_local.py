@@ -135,3 +135,25 @@ def test_adapter_of_another_base_model(tiny, task_file, tmp_path):
     with pytest.raises(EvalError, match="does not fit model"):
         run_eval(recipe(tiny, task_file, adapter=str(wrong_shape), k=1), tmp_path / "r.duckdb", tmp_path, progress=False)
     assert not (tmp_path / "r.duckdb").exists() or not rows(tmp_path / "r.duckdb", "SELECT * FROM eval_samples")
+
+
+def test_few_shot_prompts_for_base_and_chat_models(tiny, task_file, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from mixdistill.prompts import load_prompt
+
+    r = recipe(tiny, task_file, prompt="few-shot", shots=1, k=1, modes=["cot"], sampling={"max_tokens": 4})
+    run_eval(r, tmp_path / "a.duckdb", tmp_path, progress=False)
+    prompt = load_prompt("gsm8k", "cot", 1)  # a custom numeric task borrows the GSM8K prompts
+    stored = {x["input"] for x in rows(tmp_path / "a.duckdb", "SELECT input FROM eval_samples")}
+    assert stored == {prompt.completion(q) for q in QUESTIONS}  # no chat template: one completion text
+    chat_dir = shutil.copytree(tiny, tmp_path / "chat")
+    tok = AutoTokenizer.from_pretrained(chat_dir)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    tok.save_pretrained(chat_dir)
+    run_eval(r.model_copy(update={"model": str(chat_dir)}), tmp_path / "b.duckdb", tmp_path, progress=False)
+    stored = [json.loads(x["input"]) for x in rows(tmp_path / "b.duckdb", "SELECT input FROM eval_samples")]
+    assert sorted(m[-1]["content"] for m in stored) == sorted(prompt.user_message(q) for q in QUESTIONS)
+    assert all(len(m) == 4 and m[0]["role"] == "system" for m in stored)
