@@ -157,3 +157,26 @@ def test_few_shot_prompts_for_base_and_chat_models(tiny, task_file, tmp_path):
     stored = [json.loads(x["input"]) for x in rows(tmp_path / "b.duckdb", "SELECT input FROM eval_samples")]
     assert sorted(m[-1]["content"] for m in stored) == sorted(prompt.user_message(q) for q in QUESTIONS)
     assert all(len(m) == 4 and m[0]["role"] == "system" for m in stored)
+
+
+def test_resumed_sampling_run_draws_the_same_paths(tiny, task_file, tmp_path):
+    from mixdistill.evaluate.backends import TransformersBackend
+
+    class Killed(TransformersBackend):
+        calls = 0
+
+        def generate(self, batch, k):
+            Killed.calls += 1
+            if Killed.calls == 2:
+                raise KeyboardInterrupt
+            return super().generate(batch, k)
+
+    r = recipe(tiny, task_file, modes=["cot"])  # k=3 sampled, 3 batches of at most 2 problems
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(r, tmp_path / "a.duckdb", tmp_path, progress=False, backend=Killed(r))
+    assert len(outputs(tmp_path / "a.duckdb")) == 0  # no summary yet: the join on evals is empty
+    assert rows(tmp_path / "a.duckdb", "SELECT count(*) AS n FROM eval_samples") == [{"n": 6}]
+    [resumed] = run_eval(r, tmp_path / "a.duckdb", tmp_path, progress=False)
+    assert resumed.generated_paths == 9
+    run_eval(r, tmp_path / "b.duckdb", tmp_path, progress=False)
+    assert outputs(tmp_path / "a.duckdb") == outputs(tmp_path / "b.duckdb")
