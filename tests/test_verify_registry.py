@@ -121,6 +121,21 @@ def test_reverify_only_missing_or_newer_rule_versions(registry_path, sandbox, mo
         assert runs and set(runs) == {"done"}
 
 
+def test_a_new_sandbox_version_reruns_programs_and_replaces_their_verdicts(registry_path, sandbox, monkeypatch):
+    from mixdistill.verify import pipeline
+
+    with Registry.open(registry_path) as reg:
+        _seed(reg)
+        verify_pending(reg, "strict", progress=False, sandbox=sandbox)
+        monkeypatch.setattr(pipeline, "SANDBOX_VERSION", "next")
+        rerun = verify_pending(reg, "strict", progress=False, sandbox=sandbox)
+        assert (rerun.pending, rerun.executed) == (8, 7)  # every PoT generation; the one without a program is not run
+        assert reg.scalar("SELECT count(*) FROM verdicts") == 12  # replaced, not duplicated
+        versions = dict(reg.query("SELECT sandbox_version, count(*) FROM executions GROUP BY ALL").iter_rows())
+        assert versions == {SANDBOX_VERSION: 8, "next": 8}
+        assert verify_pending(reg, "strict", progress=False, sandbox=sandbox).pending == 0
+
+
 def test_rules_are_independent_and_pot_rounding_differs(registry_path, sandbox):
     with Registry.open(registry_path) as reg:
         _seed(reg)

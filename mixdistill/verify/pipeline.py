@@ -1,8 +1,9 @@
 """Verify stored generations: PoT through the sandbox (`executions`), CoT through answer extraction, then a verdict
 per generation under a named rule (`verdicts`). Never calls a teacher.
 
-A generation is pending when it has no verdict from the rule's current version. Executions are keyed by sandbox
-version, so a new rule version re-judges stored executions without re-running them.
+A generation is pending when it has no verdict from the rule's current version, or (PoT) when its program has not
+run under the current sandbox version: then it runs again and its verdict is replaced. Executions are keyed by
+sandbox version, so a new rule version re-judges stored executions without re-running them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ FROM generations g
 LEFT JOIN problems p USING (problem_id)
 LEFT JOIN verdicts v ON v.request_key = g.request_key AND v.rule = $rule AND v.rule_version = $version
 LEFT JOIN executions e ON e.request_key = g.request_key AND e.sandbox_version = $sandbox
-WHERE g.status = 'ok' AND v.request_key IS NULL
+WHERE g.status = 'ok' AND (v.request_key IS NULL OR (g.mode = 'pot' AND e.request_key IS NULL))
 ORDER BY g.request_key
 """
 

@@ -1,5 +1,7 @@
 """Named, versioned answer-equivalence rules. Every verdict stores the rule's name and version, so changing a rule
-(bump its version) re-verifies without re-generating.
+(bump its version) re-verifies without re-generating. A rule's version also covers the CoT answer extraction that
+feeds it: a change in `answers` that can alter what is extracted bumps the versions here. (A PoT verdict follows the
+sandbox version on its own: programs from an older sandbox run again.)
 
 - `strict`: |a - b| <= 1e-4, or relative difference <= 1e-6 (large numbers); booleans must match.
 - `pot-rounding`: the Program-of-Thoughts repo's `finqa_equal`: both numbers rounded to the smaller number of decimal
