@@ -124,24 +124,41 @@ def _vllm(recipe: EvalRecipe, shape: str) -> VLLMBackend:
 
 
 def run_backend(name: str, shape: str, model: Path, problems: list[Problem], k: int, max_tokens: int,
-                batch: int) -> BenchRow:
-    recipe = _recipe(model, k, max_tokens, batch, name)
+                batches: list[int]) -> list[BenchRow]:
+    """One backend (one model load: vLLM keeps most of the GPU until the process ends), timed at each batch size."""
+    recipe = _recipe(model, k, max_tokens, max(batches), name)
     backend = _transformers(recipe, shape) if name == "transformers" else _vllm(recipe, shape)
     requests = [backend.request(p, "cot") for p in problems]
-    backend.generate(requests[: min(batch, 2)], k)  # warm-up: kernels, caches, allocator
-    tokens, paths = 0, 0
-    started = time.perf_counter()
-    for i in range(0, len(requests), batch):
-        out = backend.generate(requests[i : i + batch], k)
-        tokens += sum(c.tokens for row in out for c in row)
-        paths += sum(len(row) for row in out)
-    seconds = time.perf_counter() - started
+    rows = []
+    for batch in batches:
+        backend.generate(requests[: min(batch, 2)], k)  # warm-up: kernels, caches, allocator
+        tokens, paths = 0, 0
+        started = time.perf_counter()
+        for i in range(0, len(requests), batch):
+            out = backend.generate(requests[i : i + batch], k)
+            tokens += sum(c.tokens for row in out for c in row)
+            paths += sum(len(row) for row in out)
+        rows.append(BenchRow(name, shape, len(problems), k, batch, max_tokens, paths, tokens,
+                             time.perf_counter() - started))
     backend.close()
-    return BenchRow(name, shape, len(problems), k, batch, max_tokens, paths, tokens, seconds)
+    _free_gpu()
+    return rows
+
+
+def _free_gpu() -> None:
+    """Give the transformers model's GPU memory back before vLLM sizes its cache from what is free."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def bench_eval(shape: str, backends: list[str], problems: int, k: int, max_tokens: int, batches: list[int],
                data_dir: Path | None) -> list[BenchRow]:
+    """Backends in the order given; run transformers before vllm on one GPU (vLLM does not give its memory back)."""
     if shape not in SHAPES:
         raise EvalError(f"--shape: unknown shape {shape!r}; use one of {', '.join(SHAPES)}")
     ps = bench_problems(data_dir, problems)
@@ -149,8 +166,7 @@ def bench_eval(shape: str, backends: list[str], problems: int, k: int, max_token
     with tempfile.TemporaryDirectory(prefix="mixdistill-bench-eval-") as tmp:
         model = build_model(shape, Path(tmp), [p.question for p in ps] + ["[CoT] [PoT] ans = 1 + 2"])
         for name in backends:
-            for batch in batches:
-                rows.append(run_backend(name, shape, model, ps, k, max_tokens, batch))
+            rows += run_backend(name, shape, model, ps, k, max_tokens, batches)
     return rows
 
 
