@@ -93,3 +93,21 @@ def test_sigkill_while_a_batch_is_pending_then_restart_collects_it(tmp_path, reg
         submissions = [s for s in srv.requests_seen if s["method"] == "POST" and s["path"] == "/v1/batches"]
     assert report.ok == 10 and ids == [batch_id] and status == "ingested"
     assert len(submissions) == 1  # picked up, never paid twice
+
+
+def test_ctrl_c_keeps_what_was_answered_and_says_so(tmp_path, registry_path):
+    with fake_openai(latency=0.05) as srv:
+        spec = recipe([synthetic_task(tmp_path, 200)], [openai_teacher(srv, max_concurrency=4)],
+                      modes=["cot"], samples={"cot": 1})
+        proc = start_generate(spec.model_dump(mode="json"), tmp_path, registry_path)
+        wait_for(lambda: len(srv.generation_requests) >= 40, proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        answered = len(srv.generation_requests)
+    assert proc.returncode == 130
+    assert "interrupted; everything stored so far is kept" in proc.stderr.read().decode()
+    with Registry.open(registry_path) as reg:
+        stored = reg.scalar("SELECT count(*) FROM generations WHERE status = 'ok'")
+        run = reg.query("SELECT status, error FROM runs").to_dicts()
+    assert answered - 4 <= stored <= answered  # only the calls in flight at the interrupt are lost
+    assert run == [{"status": "failed", "error": "interrupted"}]
