@@ -300,7 +300,7 @@ class EvalRecipe(_Model):
     tasks: list[TaskRef] = Field(min_length=1)
     modes: list[Mode] = Field(default_factory=lambda: ["cot", "pot"], min_length=1)
     k: int = Field(1, ge=1, le=256, description="sampled paths per mode (1 = single-path greedy)")
-    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7, seed=0))
+    sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7), description="seed defaults to 0")
     mode_weights: dict[Mode, float] = Field(default_factory=lambda: {"cot": 1.0, "pot": 1.0})
     tie_break: list[Mode] = Field(
         default_factory=lambda: ["pot", "cot"], description="MD vote ties: the answer met first in this mode order wins"
@@ -340,6 +340,8 @@ class EvalRecipe(_Model):
             raise ValueError("mode_weights: weights must be >= 0")
         if len(set(self.modes)) != len(self.modes):
             raise ValueError("modes: each mode once")
+        if self.sampling.seed is None:  # seed 0: sampled paths are reproducible and a resumed run draws the same ones
+            self.sampling = self.sampling.model_copy(update={"seed": 0})
         return self
 
     @field_validator("api_key_env")
