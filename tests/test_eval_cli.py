@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train import corpus_dir, student  # noqa: F401  (fixtures)
+from test_train_cli import write_recipe
 
 from mixdistill.cli import main
 from mixdistill.evaluate.report import (
@@ -88,3 +90,36 @@ def test_table_and_model_index(registry_path):
     svamp = next(r for r in index[0]["results"] if r["dataset"]["name"] == "svamp")
     assert svamp["dataset"] == {"name": "svamp", "type": "svamp", "split": "test"}
     assert [(m["type"], m["value"]) for m in svamp["metrics"]] == [("accuracy", 0.7), ("accuracy", 0.85)]
+
+
+def test_trained_adapter_eval_reaches_the_model_card(cli, student, corpus_dir, tmp_path, registry_path):  # noqa: F811
+    """train -> eval (the adapter prompted with its training template) -> the push-adapter card's results."""
+    import yaml
+
+    from mixdistill.train.publish import eval_results, render_card
+
+    recipe = write_recipe(tmp_path, student, {"parquet": str(corpus_dir)}, max_steps=1, save_steps=1,
+                          prompt_template="Q: {input}\nA:")
+    code, _, err = cli("train", str(recipe))
+    assert code == 0, err
+    with Registry.open(registry_path, read_only=True) as reg:
+        model_id, adapter = reg.query("SELECT model_id, adapter_path FROM models").row(0)
+    task = tmp_path / "t.jsonl"
+    task.write_text(json.dumps({"q": "Tom has 3 apples and buys 4 more. How many apples?", "a": 7}))
+    ev = tmp_path / "eval.yaml"
+    ev.write_text(yaml.safe_dump({
+        "kind": "eval", "name": "tiny-md", "model": str(student), "adapter": adapter, "k": 1,
+        "sampling": {"max_tokens": 8}, "tasks": [{"custom": {"name": "t", "path": str(task), "question": "q", "answer": "a"}}],
+    }))
+    code, _, err = cli("eval", str(ev))
+    assert code == 0, err
+    with Registry.open(registry_path, read_only=True) as reg:
+        stored = reg.query("SELECT DISTINCT e.model, s.input FROM evals e JOIN eval_samples s USING (eval_id) "
+                           "WHERE s.mode = 'cot'").to_dicts()
+    assert stored == [{"model": model_id, "input": "Q: [CoT] Tom has 3 apples and buys 4 more. How many apples?\nA:"}]
+    results = eval_results(registry_path, [model_id])
+    assert sorted(r["mode_label"] for r in results) == ["CoT", "MD vote", "PoT"]
+    card = render_card(json.loads((Path(adapter) / "training_info.json").read_text()), "org/tiny-md", results)
+    meta = yaml.safe_load(card.split("---")[1])
+    assert {m["name"] for r in meta["model-index"][0]["results"] for m in r["metrics"]} == {
+        "accuracy (CoT, n=1)", "accuracy (PoT, n=1)", "accuracy (MD vote, n=1)"}
