@@ -320,8 +320,12 @@ async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, 
         "SELECT batch_id, request_keys FROM batches WHERE teacher_id = ? AND status = 'submitted' ORDER BY created_at",
         [teacher.teacher_id],
     )
-    in_flight = list(pending["batch_id"]) if pending.height else []
-    covered = {k for keys in (pending["request_keys"] if pending.height else []) for k in json.loads(keys)}
+    in_flight, covered = [], set()
+    for batch_id, keys in pending.iter_rows():
+        keys = set(json.loads(keys))
+        if keys & by_key.keys():  # a batch of another recipe is left for that recipe's re-run to collect
+            in_flight.append(batch_id)
+            covered |= keys
     todo = [r for r in reqs if r.request_key not in covered]
     for i in range(0, len(todo), BATCH_MAX_REQUESTS):
         if (why := budget.reached()) is not None:
