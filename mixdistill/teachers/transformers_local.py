@@ -43,7 +43,10 @@ class TransformersTeacher(Teacher):
             from transformers import AutoModelForCausalLM
 
             try:
-                self.model = AutoModelForCausalLM.from_pretrained(self._path, dtype="auto").eval()
+                import torch
+
+                model = AutoModelForCausalLM.from_pretrained(self._path, dtype="auto").eval()
+                self.model = model.to("cuda") if torch.cuda.is_available() else model
             except Exception as e:  # safetensors, torch and transformers each raise their own types
                 raise TeacherError(f"cannot load the model in {self._path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
         return self.model
@@ -83,6 +86,7 @@ class TransformersTeacher(Teacher):
             torch.manual_seed(s.seed + chunk[0].sample_index)
         # chat templates already contain the special tokens they need
         enc = tok([self.render(r) for r in chunk], return_tensors="pt", padding=True, add_special_tokens=not self.chat)
+        enc = enc.to(model.device)
         sample = s.temperature > 0
         kwargs = {"do_sample": sample, "max_new_tokens": s.max_tokens, "pad_token_id": tok.pad_token_id}
         if sample:
