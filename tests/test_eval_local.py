@@ -18,6 +18,17 @@ STATUSES = {"correct", "wrong-answer", "no-answer", "error", "timeout", "memory"
             "non-finite"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """A 64-wide model gains nothing from threads, and on a loaded 2-core machine their spin-waits cost 10-100x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     texts = QUESTIONS + ["[CoT] [PoT] ans = 3 + 4\nThe answer is 7.", "Question: Rationale:"]

@@ -78,6 +78,7 @@ def bench_eval(
     k: int = typer.Option(10, "--k", min=1, help="sampled paths per problem"),
     max_tokens: int = typer.Option(64, "--max-tokens", min=1),
     batch: list[int] | None = typer.Option(None, "--batch", help="problems per generate() call (repeatable)"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)"),
     output: Path | None = typer.Option(None, "--json", help="write the results here"),
 ) -> None:
     """Generated tokens/s for k paths per problem with the evaluation backends; ratios are to the first row."""
@@ -89,7 +90,7 @@ def bench_eval(
     unknown = [n for n in names if n not in ("transformers", "vllm")]
     if unknown:
         raise MixdistillError(f"--backend: unknown backend {unknown[0]!r}; use transformers or vllm")
-    rows = run_bench(shape, names, problems, k, max_tokens, batch or [8], state.data_dir)
+    rows = run_bench(shape, names, problems, k, max_tokens, batch or [8], state.data_dir, threads)
     if output:
         output.write_text(rows_json(rows), encoding="utf-8")
     console.print(format_rows(rows), highlight=False)

@@ -369,7 +369,7 @@ class OpenAIBackend:
                 choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             except TeacherFatalError as e:
                 raise EvalError(str(e)) from None
-            except Exception as e:  # a path the server could not produce is a wrong path, not a failed run
+            except Exception as e:  # noqa: BLE001  (a path the server could not produce is a wrong path, not a failed run)
                 error = self.teacher.describe(e)
                 return out + [Completion(None, 0, error) for _ in range(k - len(out))]
             if not choices:

@@ -157,10 +157,15 @@ def _free_gpu() -> None:
 
 
 def bench_eval(shape: str, backends: list[str], problems: int, k: int, max_tokens: int, batches: list[int],
-               data_dir: Path | None) -> list[BenchRow]:
-    """Backends in the order given; run transformers before vllm on one GPU (vLLM does not give its memory back)."""
+               data_dir: Path | None, threads: int | None = None) -> list[BenchRow]:
+    """Backends in the order given; run transformers before vllm on one GPU (vLLM does not give its memory back).
+    `threads`: torch CPU threads (on a shared machine, fewer threads than cores avoids spin-waiting)."""
     if shape not in SHAPES:
         raise EvalError(f"--shape: unknown shape {shape!r}; use one of {', '.join(SHAPES)}")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     ps = bench_problems(data_dir, problems)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mixdistill-bench-eval-") as tmp:
