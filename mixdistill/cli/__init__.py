@@ -22,20 +22,27 @@ def main() -> None:
             err_console.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        err_console.print("interrupted; everything stored so far is kept")
-        sys.exit(130)
+        _interrupted()
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors arrive here with standalone_mode=False
+    except Exception as e:  # click usage errors and Ctrl-C (as Abort) arrive here with standalone_mode=False
         import click
 
         if isinstance(e, click.ClickException):
             e.show()
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
+            _interrupted()
         raise
+    if rc == 130:  # typer turns Ctrl-C into exit code 130 without a word
+        _interrupted()
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _interrupted() -> None:
+    # every step writes as it goes (generations, executions, verdicts), so a re-run continues where this one stopped
+    err_console.print("interrupted; everything stored so far is kept, and the same command continues from there")
+    sys.exit(130)
 
 
 __all__ = ["app", "main"]

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 import mixdistill
-from mixdistill.cli.app import app, bench_app, console, err_console, state
+from mixdistill.cli.app import app, bench_app, console, state
 from mixdistill.cli.core import frame_table
 from mixdistill.errors import MixdistillError
 from mixdistill.generate import GenerationReport, plan_generation, run_generation
@@ -46,11 +46,7 @@ def generate(
     spec = load_recipe(recipe, BuildRecipe)
     plan = plan_generation(spec, state.data_dir)  # validates keys, prompts and replay files before any write
     with Registry.open(state.registry) as reg:
-        try:
-            report = run_generation(reg, spec, progress=progress, data_dir=state.data_dir, plan=plan)
-        except KeyboardInterrupt:  # typer turns it into exit code 130 without a word: say what happened
-            err_console.print("interrupted; everything stored so far is kept; re-run to continue")
-            raise
+        report = run_generation(reg, spec, progress=progress, data_dir=state.data_dir, plan=plan)
     console.print(report_table(report))
     console.print(
         f"{report.total} requests: {report.cached} cached, {report.sent} sent ({report.ok} ok, {report.errors} errors), "
