@@ -186,12 +186,12 @@ def run_eval(
     rule = get_rule(recipe.rule)  # an unknown rule stops here, before any model is loaded
     tasks = [(ref, *load_task(ref, i, data_dir)) for i, ref in enumerate(recipe.tasks)]
     backend = backend or make_backend(recipe)
-    backend.check()
-    identity = backend.identity()
     limits = SandboxLimits(timeout_s=recipe.program_timeout_s, cpu_s=min(1.0, recipe.program_timeout_s))
     run_id = f"eval-{uuid.uuid4().hex[:12]}"
     results = []
-    with Registry.open(registry_path) as reg:
+    with Registry.open(registry_path) as reg:  # a locked registry is reported before a model is loaded
+        backend.check()
+        identity = backend.identity()
         reg.insert("runs", [{"run_id": run_id, "kind": "eval", "name": recipe.name, "status": "running",
                              "recipe": canonical_json(recipe.model_dump(mode="json"))}])
         try:
