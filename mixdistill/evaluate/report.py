@@ -92,7 +92,8 @@ def plot_png(table: Table) -> bytes:
     width = 0.8 / max(1, len(table.rows))
     for i, (model, mode, values) in enumerate(table.rows):
         xs = [j + (i - (len(table.rows) - 1) / 2) * width for j in range(len(table.columns))]
-        ax.bar(xs, [100 * v if v is not None else float("nan") for v in values], width, label=f"{model}: {mode}")  # nan: not evaluated, no bar
+        heights = [100 * v if v is not None else float("nan") for v in values]  # nan: not evaluated, no bar
+        ax.bar(xs, heights, width, label=f"{model}: {mode}")
     ax.set_xticks(range(len(table.columns)), table.columns)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
