@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from mixdistill.cli import main
+from mixdistill.registry import SCHEMA_VERSION
 
 
 def run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
@@ -56,7 +57,7 @@ def test_import_then_sql_formats(cli, shared_data, tmp_path):
     assert code == 0 and "train" in out and "800" in out
 
     code, out, _ = cli("info")
-    assert code == 0 and "schema version: 2" in out and "problems" in out and "1000" in out
+    assert code == 0 and f"schema version: {SCHEMA_VERSION}" in out and "problems" in out and "1000" in out
 
 
 def test_sql_is_read_only_and_errors_are_one_line(cli, shared_data):

@@ -20,7 +20,8 @@ EXPECTED_TABLES = {
     "problems", "problem_splits", "prompts", "teachers", "generations", "batches", "executions", "verdicts",
     "runs", "corpora", "corpus_rows", "models", "evals", "eval_samples",
 }
-AUDIT_VIEWS = {"latest_verdicts", "audit_pass_rate", "audit_failures", "audit_mode_disagreement", "audit_cost"}
+AUDIT_VIEWS = {"latest_verdicts", "latest_executions", "generation_facts", "audit_pass_rate", "audit_failures",
+               "audit_mode_disagreement", "audit_cost"}
 
 
 def test_migrations_create_schema_and_are_recorded(registry_path):
@@ -131,3 +132,32 @@ def test_save_problems_keeps_split_order_and_shares_problems(registry_path, shar
         test = split_problems(reg, "svamp", "test")
         assert test.height == 200
         assert test["problem_id"].to_list() == [p.problem_id for p in load_problems("svamp", "test", shared_data)[1]]
+
+
+def test_audit_views_keep_rules_apart_and_count_each_generation_once(registry_path):
+    with Registry.open(registry_path) as reg:
+        reg.insert("problems", [{"problem_id": "p1", "task": "t", "question": "q", "answer_type": "number",
+                                 "gold_text": "5", "gold_number": 5.0, "source": "s", "source_id": "1"}])
+        reg.insert("teachers", [{"teacher_id": "tid", "name": "teach", "provider": "openai", "model": "m"}])
+        reg.insert("generations", [{"request_key": k, "teacher_id": "tid", "prompt_id": "pp", "problem_id": "p1",
+                                    "mode": "pot", "sample_index": i, "status": "ok", "cost_usd": 0.5}
+                                   for i, k in enumerate(["g1", "g2"])])
+        reg.insert("executions", [{"request_key": "g1", "sandbox_version": v, "status": "error",
+                                   "error_class": "ZeroDivisionError"} for v in ("1", "2")])
+        reg.insert("executions", [{"request_key": "g2", "sandbox_version": "2", "status": "ok", "answer": "5"}])
+        reg.insert("verdicts", [
+            {"request_key": "g1", "rule": r, "rule_version": "1", "correct": False} for r in ("strict", "pot-rounding")
+        ] + [
+            {"request_key": "g2", "rule": "strict", "rule_version": "1", "correct": False},
+            {"request_key": "g2", "rule": "strict", "rule_version": "2", "correct": True},  # a newer rule version
+            {"request_key": "g2", "rule": "pot-rounding", "rule_version": "1", "correct": True},
+        ])
+        rates = reg.query("SELECT rule, generated, verified, correct, pass_rate FROM audit_pass_rate ORDER BY rule")
+        assert rates.rows() == [("pot-rounding", 2, 2, 1, 0.5), ("strict", 2, 2, 1, 0.5)]
+        failures = reg.query("SELECT rule, outcome, error_class, n FROM audit_failures ORDER BY rule, outcome")
+        assert failures.rows() == [
+            ("pot-rounding", "correct", None, 1), ("pot-rounding", "error", "ZeroDivisionError", 1),
+            ("strict", "correct", None, 1), ("strict", "error", "ZeroDivisionError", 1),
+        ]
+        cost = reg.query("SELECT rule, cost_usd, verified_correct, cost_per_verified FROM audit_cost ORDER BY rule")
+        assert cost.rows() == [("pot-rounding", 1.0, 1, 1.0), ("strict", 1.0, 1, 1.0)]

@@ -252,3 +252,86 @@ def m002_audit_views(con: duckdb.DuckDBPyConnection) -> None:
         GROUP BY ALL ORDER BY ALL;
         """
     )
+
+
+@migration
+def m003_audit_views_per_rule(con: duckdb.DuckDBPyConnection) -> None:
+    """Audit views that keep answer rules apart and count each generation once.
+
+    m002's `latest_verdicts` kept the newest verdict of *any* rule, so verifying with `strict` and then `pot-rounding`
+    silently switched every view to `pot-rounding`; and `audit_failures` joined every failed execution, counting a
+    generation twice once its program had run under two sandbox versions.
+    """
+    con.execute(
+        """
+        DROP VIEW audit_cost; DROP VIEW audit_mode_disagreement; DROP VIEW audit_failures; DROP VIEW audit_pass_rate;
+        DROP VIEW latest_verdicts;
+
+        -- the newest verdict per generation and rule (a newer rule version supersedes an older one)
+        CREATE VIEW latest_verdicts AS
+        SELECT * FROM verdicts
+        QUALIFY row_number() OVER (PARTITION BY request_key, rule ORDER BY rule_version DESC, created_at DESC) = 1;
+
+        -- the most recent execution per generation (a newer sandbox version supersedes an older one)
+        CREATE VIEW latest_executions AS
+        SELECT * FROM executions
+        QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, sandbox_version DESC) = 1;
+
+        CREATE VIEW generation_facts AS
+        SELECT g.request_key, t.name AS teacher, t.provider, t.model, g.mode, p.task, g.problem_id, g.status,
+               g.cost_usd, g.prompt_tokens, g.completion_tokens
+        FROM generations g JOIN teachers t USING (teacher_id) JOIN problems p USING (problem_id);
+
+        CREATE VIEW audit_pass_rate AS
+        WITH totals AS (
+            SELECT teacher, provider, model, mode, task, count(*)::BIGINT AS generated FROM generation_facts GROUP BY ALL
+        ), judged AS (
+            SELECT teacher, provider, model, mode, task, v.rule, count(*)::BIGINT AS verified, count_if(v.correct)::BIGINT AS correct
+            FROM generation_facts JOIN latest_verdicts v USING (request_key) GROUP BY ALL
+        )
+        SELECT teacher, provider, model, mode, task, rule, generated,
+               coalesce(verified, 0) AS verified, coalesce(correct, 0) AS correct,
+               round(correct / nullif(verified, 0), 4) AS pass_rate
+        FROM totals LEFT JOIN judged USING (teacher, provider, model, mode, task)
+        ORDER BY ALL;
+
+        CREATE VIEW audit_failures AS
+        SELECT f.teacher, f.mode, f.task, v.rule,
+               coalesce(CASE WHEN e.status <> 'ok' THEN e.status END,
+                        CASE WHEN f.status <> 'ok' THEN 'generation-' || f.status END,
+                        CASE WHEN v.correct THEN 'correct' WHEN v.correct = false THEN 'wrong-answer' END,
+                        'unverified') AS outcome,
+               CASE WHEN e.status <> 'ok' THEN e.error_class END AS error_class,
+               count(*)::BIGINT AS n
+        FROM generation_facts f
+        LEFT JOIN latest_verdicts v USING (request_key)
+        LEFT JOIN latest_executions e USING (request_key)
+        GROUP BY ALL ORDER BY n DESC;
+
+        CREATE VIEW audit_mode_disagreement AS
+        SELECT f.problem_id, f.task, v.rule, any_value(p.question) AS question,
+               count_if(f.mode = 'cot' AND v.correct)::BIGINT AS cot_correct, count_if(f.mode = 'cot')::BIGINT AS cot_total,
+               count_if(f.mode = 'pot' AND v.correct)::BIGINT AS pot_correct, count_if(f.mode = 'pot')::BIGINT AS pot_total
+        FROM generation_facts f
+        JOIN problems p USING (problem_id)
+        JOIN latest_verdicts v USING (request_key)
+        GROUP BY ALL
+        HAVING (count_if(f.mode = 'cot' AND v.correct) > 0) <> (count_if(f.mode = 'pot' AND v.correct) > 0)
+           AND count_if(f.mode = 'cot') > 0 AND count_if(f.mode = 'pot') > 0;
+
+        CREATE VIEW audit_cost AS
+        WITH spend AS (
+            SELECT teacher, model, mode, sum(cost_usd) AS cost_usd, sum(prompt_tokens)::BIGINT AS prompt_tokens,
+                   sum(completion_tokens)::BIGINT AS completion_tokens
+            FROM generation_facts GROUP BY ALL
+        ), verified AS (
+            SELECT teacher, model, mode, v.rule, count_if(v.correct)::BIGINT AS verified_correct
+            FROM generation_facts JOIN latest_verdicts v USING (request_key) GROUP BY ALL
+        )
+        SELECT teacher, model, mode, rule, cost_usd, prompt_tokens, completion_tokens,
+               coalesce(verified_correct, 0) AS verified_correct,
+               cost_usd / nullif(verified_correct, 0) AS cost_per_verified
+        FROM spend LEFT JOIN verified USING (teacher, model, mode)
+        ORDER BY ALL;
+        """
+    )
