@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,19 @@ def _isolated_registry(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def registry_path(_isolated_registry) -> Path:
     return _isolated_registry
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `mixdistill ARGS...` in-process through the console script's `main()`; returns (exit code, stdout, stderr)."""
+    from mixdistill.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["mixdistill", *args])
+        monkeypatch.setenv("COLUMNS", "250")  # rich wraps tables to the terminal width
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run

@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from mixdistill.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "svamp-published.yaml"
-
-
-def run(capsys, monkeypatch, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["mixdistill", *args])
-    monkeypatch.setenv("COLUMNS", "250")
-    with pytest.raises(SystemExit) as info:
-        main()
-    out, err = capsys.readouterr()
-    return info.value.code, out + err
 
 
 def digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.parquet")}
 
 
-def test_build_from_published_outputs_then_cache_hit(capsys, monkeypatch, tmp_path, shared_data):
+def test_build_from_published_outputs_then_cache_hit(cli, tmp_path, shared_data):
     out = tmp_path / "corpora"
-    code, text = run(capsys, monkeypatch, "build", str(RECIPE), "--out", str(out), "--no-progress")
-    assert code == 0, text
+    code, text, err = cli("build", str(RECIPE), "--out", str(out), "--no-progress")
+    assert code == 0, err
     assert "palm-540b" in text and "codex" in text
     assert "1599 sent" in text  # 800 PaLM CoT + 799 Codex PoT (chal-1000 was never run by the PoT authors)
     assert "corpus svamp-published@1.0.0 (new)" in text
@@ -40,22 +29,22 @@ def test_build_from_published_outputs_then_cache_hit(capsys, monkeypatch, tmp_pa
     assert set(first) >= {"mixed/train.parquet", "cot/train.parquet", "pot/train.parquet"}
 
     mixed = pl.read_parquet(export / "mixed" / "train.parquet")
-    stats = dict(run(capsys, monkeypatch, "sql", "SELECT teacher || '/' || mode, correct FROM audit_pass_rate",
-                     "-f", "csv")[1].splitlines()[1:][i].split(",") for i in range(2))
+    csv = cli("sql", "SELECT teacher || '/' || mode, correct FROM audit_pass_rate", "-f", "csv")[1]
+    stats = dict(line.split(",") for line in csv.splitlines()[1:])
     assert stats == {"codex/pot": "680", "palm-540b/cot": "595"}
     assert set(mixed["teacher"]) == {"codex", "palm-540b"}
     assert (mixed.filter(pl.col("mode") == "pot")["rationale"].str.contains("ans").all())
 
     # second build: nothing sent, nothing executed, same bytes
-    code, text = run(capsys, monkeypatch, "build", str(RECIPE), "--out", str(out), "--no-progress")
+    code, text, _ = cli("build", str(RECIPE), "--out", str(out), "--no-progress")
     assert code == 0 and "0 sent" in text and "0 new verdicts" in text and "(unchanged)" in text
     assert digest(export) == first
 
-    code, text = run(capsys, monkeypatch, "corpora")
+    code, text, _ = cli("corpora")
     assert code == 0 and "svamp-published" in text and "1.0.0" in text
 
 
-def test_builder_yields_the_exported_rows(tmp_path, shared_data, monkeypatch):
+def test_builder_yields_the_exported_rows(tmp_path, shared_data):
     from builders.mixdistill_corpus import MixdistillCorpus
 
     builder = MixdistillCorpus(config_name="svamp-pot", cache_dir=str(tmp_path / "hf"), out=str(tmp_path / "corpora"))

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import polars as pl
 import pytest
 
-from mixdistill.cli import main
 from mixdistill.registry import SCHEMA_VERSION
-
-
-def run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["mixdistill", *args])
-    monkeypatch.setenv("COLUMNS", "250")  # rich wraps tables to the terminal width
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    return lambda *args: run(capsys, monkeypatch, *args)
 
 
 def test_help_lists_commands(cli):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ from test_eval_local import _one_torch_thread  # noqa: F401  (autouse fixture)
 from test_train import corpus_dir, student  # noqa: F401  (fixtures)
 from test_train_cli import write_recipe
 
-from mixdistill.cli import main
 from mixdistill.evaluate.report import (
     card_results,
     comparison_table,
@@ -21,19 +19,6 @@ from mixdistill.evaluate.report import (
 from mixdistill.registry import Registry
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["mixdistill", *args])
-        monkeypatch.setenv("COLUMNS", "250")
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        out, err = capsys.readouterr()
-        return exit_info.value.code, out, err
-
-    return run
 
 
 def test_eval_then_report(cli, shared_data, tmp_path):

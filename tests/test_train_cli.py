@@ -13,21 +13,7 @@ pytest.importorskip("peft")
 from fakes.hub import fake_hub  # noqa: E402
 from test_train import TINY_RECIPE, corpus_dir, student  # noqa: E402,F401  (fixtures)
 
-from mixdistill.cli import main  # noqa: E402
 from mixdistill.registry import Registry  # noqa: E402
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["mixdistill", *args])
-        monkeypatch.setenv("COLUMNS", "250")
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        out, err = capsys.readouterr()
-        return exit_info.value.code, out, err
-
-    return run
 
 
 def write_recipe(tmp_path, student, corpus, **changes):
