@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from test_eval_local import _one_torch_thread  # noqa: F401  (autouse fixture)
 from test_train import corpus_dir, student  # noqa: F401  (fixtures)
 from test_train_cli import write_recipe
