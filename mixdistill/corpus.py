@@ -332,6 +332,16 @@ def version_rows(reg: Registry, ref: str) -> pl.DataFrame:
     )
 
 
+def _flatten(value, prefix: str = "") -> dict:
+    """{"mix": {"seed": 0}} -> {"mix.seed": 0}: a diff names the setting that changed, not its whole section."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out = {}
+    for key, item in value.items():
+        out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 def diff_versions(reg: Registry, a: str, b: str) -> dict:
     """What changed between two versions: rows added/removed per config and split, and recipe settings changed."""
     ra, rb = load_version(reg, a), load_version(reg, b)
@@ -343,8 +353,7 @@ def diff_versions(reg: Registry, a: str, b: str) -> dict:
             kb = set(rows_b.filter((pl.col("config") == config) & (pl.col("split") == split))["request_key"])
             counts.append({"config": config, "split": split, a: len(ka), b: len(kb),
                            "added": len(kb - ka), "removed": len(ka - kb), "kept": len(ka & kb)})
-    changed = {k: (ra["recipe"].get(k), rb["recipe"].get(k))
-               for k in sorted(set(ra["recipe"]) | set(rb["recipe"]))
-               if k != "version" and ra["recipe"].get(k) != rb["recipe"].get(k)}
+    fa, fb = _flatten(ra["recipe"]), _flatten(rb["recipe"])
+    changed = {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if k != "version" and fa.get(k) != fb.get(k)}
     return {"rows": counts, "recipe_changes": changed,
             "fingerprints": (ra["fingerprint"], rb["fingerprint"])}

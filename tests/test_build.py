@@ -62,3 +62,32 @@ def test_builder_yields_the_exported_rows(tmp_path, shared_data):
     assert custom.config.name == "svamp-cot"
     with pytest.raises(ValueError, match="corpus_config must be cot, pot or mixed"):
         MixdistillCorpus(recipe=str(RECIPE), corpus_config="both", cache_dir=str(tmp_path / "hf"))
+
+
+def test_diff_and_push_commands(cli, tmp_path, shared_data, monkeypatch):
+    from fakes.hub import fake_hub
+
+    out = str(tmp_path / "corpora")
+    assert cli("build", str(RECIPE), "--out", out, "--no-progress")[0] == 0
+    bumped = tmp_path / "v11.yaml"
+    bumped.write_text(RECIPE.read_text().replace("version: 1.0.0", "version: 1.1.0")
+                      .replace("validation_fraction: 0.05", "validation_fraction: 0.10"))
+    assert cli("build", str(bumped), "--out", out, "--no-progress")[0] == 0
+
+    code, text, _ = cli("diff", "svamp-published@1.0.0", "svamp-published@1.1.0")
+    assert code == 0 and "added" in text and "removed" in text
+    assert "mix.validation_fraction: 0.05 -> 0.1" in text and "mix.seed" not in text
+    code, _, err = cli("diff", "svamp-published@1.0.0", "svamp-published@9.0.0")
+    assert code == 2 and "corpus svamp-published@9.0.0 does not exist; versions of svamp-published: 1.0.0, 1.1.0" in err
+
+    with fake_hub() as hub:
+        code, text, _ = cli("push", "svamp-published@1.1.0", "--repo", "org/svamp", "--dry-run", "--endpoint", hub.endpoint)
+        assert code == 0 and "mixed/train.parquet" in text and "would upload 10 files" in text and not hub.repos
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        code, text, _ = cli("push", "svamp-published@1.1.0", "--repo", "org/svamp", "--endpoint", hub.endpoint)
+        assert code == 0 and "(tag v1.1.0)" in text and hub.repos[("dataset", "org/svamp")].tags
+        code, _, err = cli("push", "svamp-published@1.1.0", "--repo", "org/svamp", "--endpoint", hub.endpoint)
+        assert code == 2 and "already has version v1.1.0" in err
+        assert hub.token not in text + err
+    code, text, _ = cli("corpora")
+    assert "org/svamp" in text

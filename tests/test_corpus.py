@@ -102,7 +102,7 @@ def test_changed_content_needs_a_new_version(reg):
     d = diff_versions(reg, "svamp-md@1.0.0", "svamp-md@1.1.0")
     mixed_train = next(r for r in d["rows"] if r["config"] == "mixed" and r["split"] == "train")
     assert mixed_train["removed"] > 0 and mixed_train["added"] == 0
-    assert "mix" in d["recipe_changes"]
+    assert d["recipe_changes"] == {"mix.k_per_mode": (2, 1)}
 
 
 def test_eval_split_as_source_and_empty_corpus_are_refused(reg):
