@@ -1,7 +1,8 @@
 """Publishing a corpus version to the Hugging Face Hub: all configs as Parquet + card, one commit, one tag.
 
 Everything that can fail is checked before the upload: token present, repo id valid, version tag not yet on the Hub,
-rows present. The upload is a single commit (atomic on the Hub), so an interrupted push leaves the repo as it was.
+rows present. The upload is a single commit (atomic on the Hub), so an interrupted push leaves the repo as it was; a repo that
+the push itself created is deleted again when its first commit fails.
 The token is handed to huggingface_hub only; it is never written to the registry, the card or any log.
 """
 
@@ -79,13 +80,15 @@ def push_version(
         )
         if dry_run:
             return PushResult(repo_id, tag, files, None, None)
+        created = False
         try:
             try:
                 refs = api.list_repo_refs(repo_id, repo_type="dataset")
                 if any(t.name == tag for t in refs.tags):
                     raise CorpusError(f"{repo_id} already has version {tag}; bump the corpus version (nothing was uploaded)")
             except RepositoryNotFoundError:
-                api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+                api.create_repo(repo_id, repo_type="dataset", private=private)
+                created = True
             commit = api.create_commit(
                 repo_id,
                 [CommitOperationAdd(path, out / path) for path, _ in files],
@@ -97,6 +100,8 @@ def push_version(
                            tag_message=f"{record['name']} {record['version']}")
         except HfHubHTTPError as e:
             status = getattr(e.response, "status_code", "?")
+            if created and not _has_commits(api, repo_id):
+                api.delete_repo(repo_id, repo_type="dataset")  # the repo this push created, still empty: as before
             raise CorpusError(f"Hub refused the push of {ref} to {repo_id} (HTTP {status}): {_first_line(e)}") from None
     with reg.transaction():
         reg.con.execute(
@@ -104,6 +109,10 @@ def push_version(
             [repo_id, commit.oid, record["corpus_id"]],
         )
     return PushResult(repo_id, tag, files, commit.oid, commit.commit_url)
+
+
+def _has_commits(api, repo_id: str) -> bool:
+    return bool(api.list_repo_refs(repo_id, repo_type="dataset").branches)
 
 
 def _first_line(e: Exception) -> str:

@@ -178,11 +178,19 @@ def test_push_errors_before_upload(reg, monkeypatch, tmp_path):
             push_version(reg, version.ref, "org/x", endpoint=hub.endpoint)
         with pytest.raises(CorpusError, match="invalid Hub repo name 'org/bad name'"):
             push_version(reg, version.ref, "org/bad name", token=hub.token, endpoint=hub.endpoint)
-        # an interrupted upload (the commit fails) leaves the repo unchanged and the registry unrecorded
-        hub.fail_next_commit = True
+        # an interrupted upload (the commit fails) leaves the Hub as it was and the registry unrecorded:
+        hub.fail_next_commit = True  # a repo this push created is removed again
         with pytest.raises(CorpusError, match=r"Hub refused the push .* \(HTTP 500\)"):
             push_version(reg, version.ref, "org/x", token=hub.token, endpoint=hub.endpoint)
-        assert hub.repos[("dataset", "org/x")].commits == [] and hub.repos[("dataset", "org/x")].tags == {}
+        assert ("dataset", "org/x") not in hub.repos
         assert reg.scalar("SELECT hub_repo FROM corpora") is None
+        push_version(reg, version.ref, "org/x", token=hub.token, endpoint=hub.endpoint)  # v1.0.0 is in
+        v2, _ = build_version(reg, recipe(version="2.0.0", mix={"k_per_mode": 1, "validation_fraction": 0.2}))
+        hub.fail_next_commit = True  # an existing repo keeps its commits and tags
+        with pytest.raises(CorpusError, match=r"HTTP 500"):
+            push_version(reg, v2.ref, "org/x", token=hub.token, endpoint=hub.endpoint)
+        repo = hub.repos[("dataset", "org/x")]
+        assert len(repo.commits) == 1 and list(repo.tags) == ["v1.0.0"]
         with pytest.raises(CorpusError, match=r"HTTP 401"):
-            push_version(reg, version.ref, "org/x", token="hf_wrong", endpoint=hub.endpoint)
+            push_version(reg, version.ref, "org/y", token="hf_wrong", endpoint=hub.endpoint)
+        assert ("dataset", "org/y") not in hub.repos

@@ -1,7 +1,7 @@
 """A loopback fake of the Hugging Face Hub HTTP API, enough for `huggingface_hub.HfApi` to create repos, commit files,
 tag commits, list refs and files, and download them back.
 
-It speaks the real endpoints (`/api/repos/create`, `/api/{type}s/{id}/preupload/{rev}`, the NDJSON
+It speaks the real endpoints (`/api/repos/create`, `/api/repos/delete`, `/api/{type}s/{id}/preupload/{rev}`, the NDJSON
 `/api/{type}s/{id}/commit/{rev}`, `/tag/{rev}`, `/refs`, `/revision/{rev}`, `/tree/{rev}`, `/resolve/{rev}/{path}`).
 Every file is answered as a "regular" (non-LFS) upload so commits carry their content inline. A commit is applied
 atomically, as on the real Hub; `fail_next_commit` makes the next one fail with a 500 after reading its body.
@@ -187,6 +187,20 @@ def _handler(hub: FakeHub):
                 200, {"commitUrl": f"{hub.endpoint}/{prefix}{repo.repo_id}/commit/{oid}", "commitOid": oid,
                       "pullRequestUrl": None}
             )
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._record()
+            body = self._body()
+            if not self._authorized():
+                return self._error(401, "Invalid credentials in Authorization header")
+            if unquote(urlparse(self.path).path) != "/api/repos/delete":
+                return self._error(404, f"no route for DELETE {self.path}")
+            spec = json.loads(body)
+            repo_id = f"{spec['organization']}/{spec['name']}" if spec.get("organization") else spec["name"]
+            with hub.lock:
+                if hub.repos.pop((spec.get("type") or "model", repo_id), None) is None:
+                    return self._error(404, "Repository not found", "RepoNotFound")
+            return self._send(200, {})
 
         def do_HEAD(self) -> None:  # noqa: N802
             self.do_GET()
