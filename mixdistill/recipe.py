@@ -9,16 +9,25 @@ a documented default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mixdistill.errors import RecipeError
-from mixdistill.settings import expand_path, recipe_dir
+from mixdistill.settings import RecipePath
 from mixdistill.tasks import TASKS, CustomTask
 
 Mode = Literal["cot", "pot"]
+
+
+def _env_var_name(value: str) -> str:
+    if not value.replace("_", "").isalnum():
+        raise ValueError("must be the NAME of an environment variable, not a key")
+    return value
+
+
+EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
 Provider = Literal["openai", "anthropic", "openai-compatible", "transformers", "replay"]
 
 
@@ -79,8 +88,8 @@ class TeacherSpec(_Model):
     provider: Provider
     model: str
     base_url: str | None = Field(None, description="for openai-compatible servers (vLLM, llama.cpp, Ollama, ...)")
-    api_key_env: str | None = Field(None, description="environment variable holding the key; provider default if unset")
-    path: Path | None = Field(None, description="local model dir (transformers) or recorded-output file (replay)")
+    api_key_env: EnvVarName | None = Field(None, description="environment variable holding the key; provider default if unset")
+    path: RecipePath | None = Field(None, description="local model dir (transformers) or recorded-output file (replay)")
     batch: bool = Field(False, description="use the provider's Batch API (half price, hours of latency)")
     max_concurrency: int = Field(16, ge=1)
     requests_per_minute: int | None = Field(None, ge=1)
@@ -93,17 +102,7 @@ class TeacherSpec(_Model):
     batch_size: int = Field(8, ge=1, description="local transformers: prompts per generate() call")
     batch_poll_s: float = Field(30, gt=0, description="Batch API: seconds between status polls")
 
-    @field_validator("path", mode="before")
-    @classmethod
-    def _expand(cls, v, info: ValidationInfo):
-        return expand_path(v, recipe_dir(info))
 
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not v.replace("_", "").isalnum():
-            raise ValueError("must be the NAME of an environment variable, not a key")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> "TeacherSpec":
@@ -183,15 +182,11 @@ class CorpusRef(_Model):
 
     name: str | None = None
     version: str | None = None
-    parquet: Path | None = None
+    parquet: RecipePath | None = None
     hub: str | None = None
     revision: str | None = None
     config: Literal["cot", "pot", "mixed"] = "mixed"
 
-    @field_validator("parquet", mode="before")
-    @classmethod
-    def _expand(cls, v, info: ValidationInfo):
-        return expand_path(v, recipe_dir(info))
 
     @model_validator(mode="after")
     def _one(self) -> "CorpusRef":
@@ -222,7 +217,7 @@ class TrainRecipe(_Model):
     student: str = Field(description="base model id or local path")
     revision: str | None = None
     corpus: CorpusRef
-    output_dir: Path
+    output_dir: RecipePath
     lora: LoraSettings = Field(default_factory=LoraSettings)
     mode_weights: dict[Mode, float] = Field(default_factory=lambda: {"cot": 1.0, "pot": 1.0})
     max_length: int = Field(1024, ge=16)
@@ -258,10 +253,6 @@ class TrainRecipe(_Model):
     save_total_limit: int | None = Field(3, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="default: save_steps")
 
-    @field_validator("output_dir", mode="before")
-    @classmethod
-    def _expand(cls, v, info: ValidationInfo):
-        return expand_path(v, recipe_dir(info))
 
     @model_validator(mode="after")
     def _check_train(self) -> "TrainRecipe":
@@ -289,11 +280,11 @@ class EvalRecipe(_Model):
     label: str | None = Field(None, description="row name in reports; default: the adapter's run folder, else model")
     model: str = Field(description="base model id/path, or the model name on an OpenAI-compatible server")
     revision: str | None = None
-    adapter: Path | None = Field(None, description="LoRA adapter folder (transformers, vllm)")
+    adapter: RecipePath | None = Field(None, description="LoRA adapter folder (transformers, vllm)")
     backend: Literal["transformers", "vllm", "openai-compatible", "replay"] = "transformers"
     base_url: str | None = None
-    api_key_env: str | None = Field(None, description="environment variable holding the server's key, if it needs one")
-    recordings: dict[Mode, Path] | None = Field(None, description="replay: recorded outputs per mode (teacher formats)")
+    api_key_env: EnvVarName | None = Field(None, description="environment variable holding the server's key, if it needs one")
+    recordings: dict[Mode, RecipePath] | None = Field(None, description="replay: recorded outputs per mode (teacher formats)")
     prompt: Literal["student", "few-shot"] = "student"
     prompt_template: str | None = Field(None, description="student: default the adapter's training template, else {input}\\n")
     shots: int = Field(4, ge=0, description="few-shot: exemplars per prompt")
@@ -310,15 +301,7 @@ class EvalRecipe(_Model):
     max_concurrency: int = Field(16, ge=1, description="openai-compatible: requests in flight")
     program_timeout_s: float = Field(2.0, gt=0, description="wall-clock limit per PoT program")
 
-    @field_validator("adapter", mode="before")
-    @classmethod
-    def _expand_adapter(cls, v, info: ValidationInfo):
-        return expand_path(v, recipe_dir(info))
 
-    @field_validator("recordings", mode="before")
-    @classmethod
-    def _expand_recordings(cls, v, info: ValidationInfo):
-        return v if not isinstance(v, dict) else {m: expand_path(p, recipe_dir(info)) for m, p in v.items()}
 
     @model_validator(mode="after")
     def _check_eval(self) -> "EvalRecipe":
@@ -344,12 +327,6 @@ class EvalRecipe(_Model):
             self.sampling = self.sampling.model_copy(update={"seed": 0})
         return self
 
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not v.replace("_", "").isalnum():
-            raise ValueError("must be the NAME of an environment variable, not a key")
-        return v
 
 
 Recipe = BuildRecipe | TrainRecipe | EvalRecipe

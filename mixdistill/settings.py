@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
+from pydantic import BeforeValidator
 
 HOME_ENV = "MIXDISTILL_HOME"
 REGISTRY_ENV = "MIXDISTILL_REGISTRY"
@@ -60,3 +62,7 @@ def expand_path(value: str | os.PathLike | None, base: Path | None = None) -> Pa
 def recipe_dir(info) -> Path | None:
     """The folder of the recipe being validated (pydantic validation context), if any."""
     return (info.context or {}).get("recipe_dir") if info is not None else None
+
+
+# A path field of a recipe: `~` and `$VARS` expanded, relative paths taken from the recipe file's folder.
+RecipePath = Annotated[Path, BeforeValidator(lambda value, info: expand_path(value, recipe_dir(info)))]

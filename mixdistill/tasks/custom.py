@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mixdistill.errors import TaskError
-from mixdistill.settings import expand_path, recipe_dir
+from mixdistill.settings import RecipePath
 from mixdistill.tasks.base import Problem, parse_gold_bool, parse_gold_number
 
 _READERS = {
@@ -27,7 +27,7 @@ class CustomTask(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$", description="task name used in the registry")
-    path: Path | None = Field(None, description="a local .parquet/.jsonl/.json/.csv file")
+    path: RecipePath | None = Field(None, description="a local .parquet/.jsonl/.json/.csv file")
     hub: str | None = Field(None, description="a Hub dataset id, loaded with datasets.load_dataset")
     hub_config: str | None = None
     revision: str | None = None
@@ -37,11 +37,6 @@ class CustomTask(BaseModel):
     id: str | None = Field(None, description="stable id column; the row number when absent")
     answer_type: Literal["number", "bool"] = "number"
     license: str = "unknown"
-
-    @field_validator("path", mode="before")
-    @classmethod
-    def _expand(cls, v, info: ValidationInfo):
-        return expand_path(v, recipe_dir(info))
 
     @model_validator(mode="after")
     def _one_source(self) -> "CustomTask":
