@@ -14,6 +14,7 @@ from mixdistill.corpus import CorpusError, CorpusVersion, build_version, export_
 from mixdistill.generate import GenerationReport, Plan, run_generation
 from mixdistill.recipe import BuildRecipe
 from mixdistill.registry import Registry
+from mixdistill.registry.runs import tracked_run
 from mixdistill.verify.pipeline import VerifySummary, verify_pending
 
 
@@ -34,13 +35,14 @@ def build(
     data_dir: Path | None = None,
     plan: Plan | None = None,
 ) -> BuildResult:
-    generation = run_generation(reg, recipe, progress, data_dir=data_dir, plan=plan)
-    if generation.stopped:
-        raise CorpusError(
-            f"generation stopped before the corpus was complete ({generation.stopped}); everything received is "
-            "stored: raise the budget or re-run to continue"
-        )
-    verification = verify_pending(reg, recipe.rule, progress)
-    version, configs = build_version(reg, recipe)
-    out = export_version(reg, version.ref, configs, export_path(out_root, recipe.name, recipe.version))
+    with tracked_run(reg, "build", f"{recipe.name}@{recipe.version}", recipe):
+        generation = run_generation(reg, recipe, progress, data_dir=data_dir, plan=plan)
+        if generation.stopped:
+            raise CorpusError(
+                f"generation stopped before the corpus was complete ({generation.stopped}); everything received is "
+                "stored: raise the budget or re-run to continue"
+            )
+        verification = verify_pending(reg, recipe.rule, progress)
+        version, configs = build_version(reg, recipe)
+        out = export_version(reg, version.ref, configs, export_path(out_root, recipe.name, recipe.version))
     return BuildResult(version, generation, verification, out)

@@ -24,6 +24,7 @@ from mixdistill.ids import canonical_json
 from mixdistill.prompts import Prompt, load_prompt, prompt_task
 from mixdistill.recipe import BuildRecipe, TaskRef
 from mixdistill.registry import Registry
+from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.registry.problems import save_problems
 from mixdistill.tasks import TASKS, Problem, load_problems
 from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher, request_key
@@ -174,17 +175,7 @@ def _store_plan(reg: Registry, plan: Plan, recipe: BuildRecipe, run_id: str) -> 
                 for t in plan.teachers
             ],
         )
-        reg.insert(
-            "runs",
-            [{"run_id": run_id, "kind": "generate", "name": recipe.name,
-              "recipe": canonical_json(recipe.model_dump(mode="json")), "status": "running"}],
-        )
-
-
-def _finish_run(reg: Registry, run_id: str, status: str, error: str | None = None) -> None:
-    reg.con.execute(
-        "UPDATE runs SET status = ?, error = ?, finished_at = current_timestamp WHERE run_id = ?", [status, error, run_id]
-    ).fetchall()
+        start_run(reg, "generate", recipe.name, recipe, run_id=run_id)
 
 
 def _cached(reg: Registry, teacher_ids: list[str]) -> dict[str, tuple[float, int]]:
@@ -454,8 +445,8 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
             if to_send or any(t.spec.batch for t in plan.teachers):  # batch teachers may have batches to collect
                 _run(_execute(reg, plan, pending, sink, budget, report, run_id))
         except BaseException as e:
-            _finish_run(reg, run_id, "failed", str(e)[:2000] if not isinstance(e, KeyboardInterrupt) else "interrupted")
+            finish_run(reg, run_id, "failed", describe_error(e))
             raise
-    _finish_run(reg, run_id, "stopped" if report.stopped else "done", report.stopped)
+    finish_run(reg, run_id, "stopped" if report.stopped else "done", report.stopped)
     report.elapsed_s = time.perf_counter() - started
     return report

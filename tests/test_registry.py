@@ -161,3 +161,23 @@ def test_audit_views_keep_rules_apart_and_count_each_generation_once(registry_pa
         ]
         cost = reg.query("SELECT rule, cost_usd, verified_correct, cost_per_verified FROM audit_cost ORDER BY rule")
         assert cost.rows() == [("pot-rounding", 1.0, 1, 1.0), ("strict", 1.0, 1, 1.0)]
+
+
+def test_tracked_runs_record_done_failed_and_interrupted(registry_path):
+    from mixdistill.registry.runs import tracked_run
+
+    with Registry.open(registry_path) as reg:
+        with tracked_run(reg, "build", "ok-run"):
+            pass
+        with pytest.raises(ValueError):
+            with tracked_run(reg, "build", "bad-run"):
+                raise ValueError("bad column 'x'\nsecond line")
+        with pytest.raises(KeyboardInterrupt):
+            with tracked_run(reg, "verify", "stopped-run"):
+                raise KeyboardInterrupt
+        rows = reg.query("SELECT name, kind, status, error, finished_at IS NOT NULL AS ended FROM runs ORDER BY name")
+        assert rows.rows() == [
+            ("bad-run", "build", "failed", "ValueError: bad column 'x'", True),
+            ("ok-run", "build", "done", None, True),
+            ("stopped-run", "verify", "failed", "interrupted", True),
+        ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from mixdistill.ids import canonical_json, content_hash
 from mixdistill.recipe import EvalRecipe, TaskRef
 from mixdistill.registry import Registry
 from mixdistill.registry.problems import save_problems
+from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.tasks import Problem, load_problems
 from mixdistill.verify.rules import get_rule
 from mixdistill.verify.sandbox import Sandbox, SandboxLimits
@@ -187,13 +187,11 @@ def run_eval(
     tasks = [(ref, *load_task(ref, i, data_dir)) for i, ref in enumerate(recipe.tasks)]
     backend = backend or make_backend(recipe)
     limits = SandboxLimits(timeout_s=recipe.program_timeout_s, cpu_s=min(1.0, recipe.program_timeout_s))
-    run_id = f"eval-{uuid.uuid4().hex[:12]}"
     results = []
     with Registry.open(registry_path) as reg:  # a locked registry is reported before a model is loaded
         backend.check()
         identity = backend.identity()
-        reg.insert("runs", [{"run_id": run_id, "kind": "eval", "name": recipe.name, "status": "running",
-                             "recipe": canonical_json(recipe.model_dump(mode="json"))}])
+        run_id = start_run(reg, "eval", recipe.name, recipe)
         try:
             with (Sandbox(limits=limits) if "pot" in recipe.modes else contextlib.nullcontext()) as sandbox, \
                     _progress(console, progress) as bar:
@@ -208,12 +206,11 @@ def run_eval(
                                               identity, ref, split, result)
                     results.append(result)
         except BaseException as e:
-            reg.con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = current_timestamp "
-                            "WHERE run_id = ?", [f"{type(e).__name__}: {str(e)[:500]}", run_id])
+            finish_run(reg, run_id, "failed", describe_error(e))
             raise
         finally:
             backend.close()
-        reg.con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp WHERE run_id = ?", [run_id])
+        finish_run(reg, run_id)
     return results
 
 

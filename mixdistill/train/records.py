@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +21,18 @@ def recipe_json(recipe: TrainRecipe) -> str:
 
 
 def start_run(registry_path: Path, recipe: TrainRecipe) -> str:
-    run_id = f"train-{uuid.uuid4().hex[:12]}"
+    """The training's `runs` row; the registry is opened only for this write (training must not hold its lock)."""
+    from mixdistill.registry import runs
+
     with _open(registry_path) as reg:
-        reg.insert("runs", [{"run_id": run_id, "kind": "train", "name": recipe.name, "recipe": recipe_json(recipe),
-                             "status": "running"}])
-    return run_id
+        return runs.start_run(reg, "train", recipe.name, recipe)
 
 
 def finish_run(registry_path: Path, run_id: str, error: str | None = None) -> None:
+    from mixdistill.registry import runs
+
     with _open(registry_path) as reg:
-        reg.con.execute(
-            "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
-            ["failed" if error else "done", error, datetime.now(timezone.utc).replace(tzinfo=None), run_id],
-        )
+        runs.finish_run(reg, run_id, "failed" if error else "done", error)
 
 
 def register_model(

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from mixdistill.ids import content_hash
 from mixdistill.registry import Registry
+from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.verify.answers import extract_cot_answer, format_number
 from mixdistill.verify.programs import extract_program
 from mixdistill.verify.rules import Rule, get_rule
@@ -109,8 +109,7 @@ def verify_pending(
     needs_run = pending.filter((pl.col("mode") == "pot") & pl.col("exec_status").is_null()).height
     own = sandbox is None and needs_run > 0
     sb = Sandbox(limits=limits).__enter__() if own else sandbox
-    run_id = content_hash({"kind": "verify", "rule": the_rule.name, "t": time.time_ns()})
-    reg.insert("runs", [{"run_id": run_id, "kind": "verify", "name": f"verify {the_rule.name}", "status": "running"}])
+    run_id = start_run(reg, "verify", f"verify {the_rule.name}")
     bar = _progress(pending.height, the_rule.name) if progress else None
     try:
         for offset in range(0, pending.height, CHUNK):
@@ -119,17 +118,14 @@ def verify_pending(
             if bar is not None:
                 bar.advance(bar.task_ids[0], chunk.height)
     except BaseException as e:
-        reg.con.execute(
-            "UPDATE runs SET status = 'failed', error = ?, finished_at = current_timestamp WHERE run_id = ?",
-            [type(e).__name__, run_id],
-        )
+        finish_run(reg, run_id, "failed", describe_error(e))
         raise
     finally:
         if bar is not None:
             bar.stop()
         if own:
             sb.close()
-    reg.con.execute("UPDATE runs SET status = 'done', finished_at = current_timestamp WHERE run_id = ?", [run_id])
+    finish_run(reg, run_id)
     summary.seconds = time.perf_counter() - started
     return summary
 
