@@ -8,7 +8,6 @@ Faults as for the OpenAI fake (`srv.inject("529")` gives Anthropic's "overloaded
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -74,14 +73,7 @@ class FakeAnthropic(LoopbackServer):
         }
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.seen(request, body)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        failed = self.auth_error(request) or await self.apply_fault(request) or self.model_error(body.get("model"))
-        if failed is not None:
-            return failed
-        return web.json_response(self.message(body))
+        return await self.answer(request, self.message)
 
     # ------------------------------------------------------------------ batches
     async def create_batch(self, request: web.Request) -> web.Response:

@@ -146,6 +146,22 @@ class LoopbackServer:
     def error(self, status: int, message: str, headers: dict | None = None, code: str | None = None) -> web.Response:
         raise NotImplementedError
 
+    def auth_error(self, request: web.Request) -> web.Response | None:
+        raise NotImplementedError
+
+    def model_error(self, model: str) -> web.Response | None:
+        raise NotImplementedError
+
+    async def answer(self, request: web.Request, respond: Callable[[dict], dict]) -> web.StreamResponse:
+        """One generation request, the same way for every provider: recorded, delayed by `latency`, then refused
+        for a bad key, an injected fault or an unknown model, else answered with `respond(body)`."""
+        body = await request.json()
+        self.seen(request, body)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        failed = self.auth_error(request) or await self.apply_fault(request) or self.model_error(body.get("model"))
+        return failed if failed is not None else web.json_response(respond(body))
+
     @staticmethod
     def count_tokens(text: str) -> int:
         return max(1, len(text.split()))

@@ -10,7 +10,6 @@ Run as a script it serves the echo responder until killed (used by `mixdistill b
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -86,14 +85,7 @@ class FakeOpenAI(LoopbackServer):
         return None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.seen(request, body)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        failed = self.auth_error(request) or await self.apply_fault(request) or self.model_error(body.get("model"))
-        if failed is not None:
-            return failed
-        return web.json_response(self.completion(body))
+        return await self.answer(request, self.completion)
 
     # ------------------------------------------------------------------ files and batches
     async def upload(self, request: web.Request) -> web.Response:
