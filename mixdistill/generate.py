@@ -56,19 +56,24 @@ class TeacherTally:
 
 @dataclass
 class GenerationReport:
-    """What one `run_generation` did. `sent` counts requests answered this run (ok + errors)."""
+    """What one `run_generation` did. The totals are sums over the per-teacher tallies, which are the only counters;
+    `sent` counts requests answered this run (ok + errors)."""
 
     run_id: str
     total: int = 0
-    cached: int = 0
-    ok: int = 0
-    errors: int = 0
-    missing: int = 0
-    cost_usd: float = 0.0
-    tokens: int = 0
     elapsed_s: float = 0.0
     stopped: str | None = None
     by_teacher: dict[str, TeacherTally] = field(default_factory=dict)
+
+    def _sum(self, name: str):
+        return sum(getattr(t, name) for t in self.by_teacher.values())
+
+    cached = property(lambda self: self._sum("cached"))
+    ok = property(lambda self: self._sum("ok"))
+    errors = property(lambda self: self._sum("errors"))
+    missing = property(lambda self: self._sum("missing"))
+    cost_usd = property(lambda self: self._sum("cost_usd"))
+    tokens = property(lambda self: self._sum("tokens"))
 
     @property
     def sent(self) -> int:
@@ -209,14 +214,10 @@ class Sink:
             tokens = (r.prompt_tokens or 0) + (r.completion_tokens or 0)
             if r.status == "ok":
                 tally.ok += 1
-                self.report.ok += 1
             else:
                 tally.errors += 1
-                self.report.errors += 1
             tally.cost_usd += r.cost_usd or 0.0
             tally.tokens += tokens
-            self.report.cost_usd += r.cost_usd or 0.0
-            self.report.tokens += tokens
         self.buffer.extend(results)
         if len(self.buffer) >= FLUSH_ROWS:
             self._due.set()
@@ -427,8 +428,6 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
                 todo.append(r)
                 meta[r.request_key] = (teacher.teacher_id, r)
         pending[teacher.teacher_id] = todo
-    report.cached = sum(t.cached for t in report.by_teacher.values())
-    report.missing = sum(t.missing for t in report.by_teacher.values())
     to_send = sum(len(v) for v in pending.values())
     budget = Budget(recipe, report, cost_before, tokens_before)
 
