@@ -15,7 +15,7 @@ import polars as pl
 
 from mixdistill.errors import MixdistillError
 from mixdistill.ids import canonical_json, content_hash
-from mixdistill.mix import mix, model_input
+from mixdistill.mix import input_column, mix
 from mixdistill.recipe import BuildRecipe
 from mixdistill.registry import Registry
 from mixdistill.tasks import TASKS
@@ -315,8 +315,7 @@ def version_frames(reg: Registry, ref: str) -> dict[str, pl.DataFrame]:
     )
     df = _with_rationale(df).with_columns(
         pl.col("id").str.split("-").list.last().cast(pl.Int64).alias("_i"),
-        pl.struct("mode", "question").map_elements(lambda r: model_input(r["mode"], r["question"]),
-                                                   return_dtype=pl.String).alias("input"),
+        input_column(),
     )
     return {
         name: sort_rows(df.filter(pl.col("config") == name)).select(*ROW_COLUMNS, "split") for name in CONFIGS

@@ -37,6 +37,11 @@ def model_input(mode: str, question: str) -> str:
     return f"{MODE_PREFIX[mode]} {question}"
 
 
+def input_column() -> pl.Expr:
+    """`model_input` over the `mode` and `question` columns of a frame, as the `input` column."""
+    return pl.format("{} {}", pl.col("mode").replace_strict(MODE_PREFIX, return_dtype=pl.String), "question").alias("input")
+
+
 def normalise_rationale(mode: str, text: str) -> str:
     """A canonical form for near-duplicate detection: programs by their AST (comments and layout drop out),
     prose by lower-cased, whitespace-collapsed text."""
@@ -132,9 +137,7 @@ def to_rows(df: pl.DataFrame) -> pl.DataFrame:
     """Final corpus rows: id, model input with its mode prefix, and the lineage columns."""
     df = sort_rows(df).with_columns(
         pl.concat_str(["task", "source_id", "mode", pl.col("_i").cast(pl.String)], separator="-").alias("id"),
-        pl.struct("mode", "question").map_elements(
-            lambda r: model_input(r["mode"], r["question"]), return_dtype=pl.String
-        ).alias("input"),
+        input_column(),
     )
     return df.select(*ROW_COLUMNS, "split")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from mixdistill.mix import mix, normalise_rationale
+from mixdistill.mix import input_column, mix, model_input, normalise_rationale
 from mixdistill.recipe import MixPolicy
 
 
@@ -95,3 +95,8 @@ def test_split_by_problem_never_leaks_and_is_deterministic():
 def test_missing_columns_are_rejected():
     with pytest.raises(ValueError, match="candidates lack columns: rationale"):
         mix(frame([cand("a", "cot", "x")]).drop("rationale"), MixPolicy(), set())
+
+
+def test_input_column_is_model_input():
+    df = pl.DataFrame({"mode": ["cot", "pot"], "question": ["How many? ", "Why {x}?"]})
+    assert df.select(input_column())["input"].to_list() == [model_input("cot", "How many? "), model_input("pot", "Why {x}?")]
