@@ -79,7 +79,9 @@ def test_answer_kinds(sb):
     assert res["inf"].answer_number == math.inf
     assert res["huge int"].answer_number == math.inf and "bits" in res["huge int"].answer
     assert res["sympy"].answer_number == 3.5
-    assert res["complex"].answer_number == 2.0
+    # bool and complex are not numbers (a numeric task judges them `non-numeric`)
+    assert (res["complex"].answer, res["complex"].answer_number, res["complex"].answer_kind) == ("(2+0j)", None, "complex")
+    assert res["bool"].answer_number is None
 
 
 def test_stdout_head_truncated_and_never_invalid_utf8(sb):
@@ -116,8 +118,11 @@ def test_scratch_writes_and_cwd(sb):
 
 
 def test_isolation_report_and_status_vocabulary(sb):
-    assert set(sb.isolation) >= {"network namespace", "uid nobody", "no_new_privs", "landlock", "seccomp", "rlimits"}
-    assert STATUSES == ("ok", "error", "timeout", "memory", "forbidden", "no-answer")
+    assert set(sb.isolation) >= {"network namespace", "IPC namespace", "PID namespace", "private /proc", "uid per slot",
+                                 "scratch quota", "private directories hidden", "no_new_privs", "landlock", "seccomp",
+                                 "rlimits"}
+    assert all(v == "on" or v.startswith(("on (", "off: ")) for v in sb.isolation.values()), sb.isolation
+    assert STATUSES == ("ok", "error", "timeout", "memory", "forbidden", "no-answer", "crashed")
 
 
 def test_to_row_matches_the_executions_table():

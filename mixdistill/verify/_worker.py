@@ -1,12 +1,20 @@
-"""A warm sandbox worker: `python -m mixdistill.verify._worker CONFIG_JSON`, driven by `Sandbox` over its stdin/stdout.
+"""A sandbox slot: `python -I -c <bootstrap> CONFIG_JSON`, driven by `Sandbox` over its stdin/stdout.
 
-The worker isolates itself once (network namespace, private mounts, Landlock, seccomp; see `isolation`), then for
-each program forks a child that becomes `nobody` (when the worker is root), adds per-program limits and a stricter
-seccomp filter, runs the program and reports one JSON result on a pipe. The per-program cost is a fork, not an
-interpreter start. The child is untrusted: the worker parses what it reports as bounded JSON and never lets it touch
-the host's stdin/stdout.
+Process shape (see `isolation` for each OS layer and `Sandbox.isolation` for what this machine allowed):
 
-Wire format both ways: 4-byte big-endian length + UTF-8 JSON.
+    host --pipes--> slot process W: enters private network, IPC and mount namespaces, mounts a small tmpfs as
+                    scratch, unshares a PID namespace and forks
+                      zygote Z (PID 1 of that namespace): private /proc, Landlock, seccomp; then, per program,
+                        forks child C *before* the program exists anywhere in Z: C reads its program straight from
+                        the host's pipe, drops to the slot's own uid, adds per-program limits and a stricter seccomp
+                        filter, forgets the zygote's objects, runs the program and writes one JSON result.
+
+Z never parses, keeps or even sees a program or a result: it forwards the child's result bytes (from one reused,
+zeroed buffer) with its own measurements to the host, which reads them as untrusted input (`results`). So no child
+inherits another program's source or output, live or freed, and nothing a child writes can crash Z.
+
+Host -> slot: per program a `REQUEST` header (id, modules to preload, source length) then the UTF-8 source.
+Slot -> host: one ready frame (4-byte length + JSON), then per program a `REPLY` header + the child's result bytes.
 """
 
 from __future__ import annotations
@@ -27,16 +35,29 @@ from decimal import Decimal
 from fractions import Fraction
 
 _HEADER = struct.Struct(">I")
+REQUEST = struct.Struct(">IBI")  # program id, preload mask (bits of LAZY_MODULES), source length in bytes
+REPLY = struct.Struct(">IBiQI")  # program id, outcome, wait status, wall ns, result length
+EXITED, WALL_TIMEOUT = 0, 1
+READ_MARK = b"R"  # the child's first byte: it has read its whole program (the stream is in step)
 MAX_RESULT_BYTES = 1 << 18
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-# Modules a worker imports on demand (a program mentions them) so a child does not pay for them; never a name taken
-# from the program itself. `random` (also imported by `statistics`) is not eager: it reseeds in every forked child,
-# which costs more than the whole rest of a typical program.
+# Modules a zygote imports on demand (the host sees a program mention them) so a child does not pay for them.
+# `random` (also imported by `statistics`) is not eager: it reseeds in every forked child, which costs more than the
+# whole rest of a typical program.
 LAZY_MODULES = ("sympy", "numpy", "statistics", "random")
 EAGER_MODULES = (
     "math cmath fractions decimal itertools functools collections re datetime string operator heapq bisect json"
 ).split()
-_LAZY_RE = re.compile(r"\b(" + "|".join(LAZY_MODULES) + r")\b")
+LAZY_RE = re.compile(r"\b(" + "|".join(LAZY_MODULES) + r")\b")
+
+# Everything the zygote holds that a child must not keep: the child takes what it needs, then clears it.
+_STATE: dict = {}
+
+
+def preload_mask(program: str) -> int:
+    """Bits of the lazy modules a program mentions (computed by the host, so Z never sees the program)."""
+    names = set(LAZY_RE.findall(program))
+    return sum(1 << i for i, name in enumerate(LAZY_MODULES) if name in names)
 
 
 # ------------------------------------------------------------------------------------------------ framing
@@ -45,22 +66,13 @@ def write_frame(fd: int, obj) -> None:
     _write_all(fd, _HEADER.pack(len(data)) + data)
 
 
-def _write_all(fd: int, data: bytes, write=os.write) -> None:
+def _write_all(fd: int, data, write=os.write) -> None:
     view = memoryview(data)
     while view:
         n = write(fd, view)
         if not isinstance(n, int) or n <= 0:
             raise OSError("short write")
         view = view[n:]
-
-
-def read_frame(fd: int):
-    """Blocking read of one frame; None at end of stream."""
-    head = _read_exact(fd, _HEADER.size)
-    if head is None:
-        return None
-    body = _read_exact(fd, _HEADER.unpack(head)[0])
-    return None if body is None else json.loads(body)
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -157,48 +169,82 @@ def _audit_guard(scratch: str, attempts: list):
     return hook
 
 
-_NUMERIC_TYPES = (bool, int, float)
 
 
-def _describe_answer(value, float_=float, repr_=repr, type_=type, isinstance_=isinstance):
-    """(text, number, kind) of an answer, using builtins captured before the program ran.
+def _exact_numbers() -> dict:
+    """Exact classes whose value the child may state as a number, with the slot readers captured before any program
+    runs: a program can patch `Fraction.__float__` or a sympy method, not a C slot read through a captured
+    descriptor. Subclasses and look-alikes (an object claiming to come from `sympy`) are never numbers."""
+    table = {int: "int", float: "float", Fraction: "fraction", Decimal: "decimal", bool: "bool", complex: "complex"}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        for t in (np.float16, np.float32, np.float64):
+            table[t] = "np-float"
+        for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
+            table[t] = "np-int"
+        table[np.bool_] = "bool"
+    sp = sys.modules.get("sympy")
+    if sp is not None:
+        numbers = sp.core.numbers
+        for t in (numbers.Integer, numbers.Zero, numbers.One, numbers.NegativeOne):
+            table[t] = "sp-int"
+        for t in (numbers.Rational, numbers.Half):
+            table[t] = "sp-rational"
+        table[numbers.Float] = "sp-float"
+        table["sp-p"], table["sp-q"] = numbers.Rational.__dict__["p"], numbers.Rational.__dict__["q"]
+    return table
 
-    Only exact types are converted, so a program cannot smuggle an object whose `__eq__` or `__float__` lies.
-    """
+
+_FRACTION_NUM, _FRACTION_DEN = Fraction.__dict__["_numerator"], Fraction.__dict__["_denominator"]
+_MAX_INT_BITS = 14_000  # about 4,200 digits: a longer int is reported by size only (Python refuses to print it)
+
+
+def _int_text(value: int, int_repr=int.__repr__) -> str:
+    if value.bit_length() > _MAX_INT_BITS:
+        return f"{'-' if value < 0 else ''}<int with {value.bit_length()} bits>"
+    return int_repr(value)
+
+
+def describe_answer(value, exact: dict, type_=type, float_repr=float.__repr__):
+    """(text, kind) of an answer. The host derives the number from the text (`results.number_of`), so the number
+    judged is always the text stored; only exact classes get a numeric kind."""
+    kind = exact.get(type_(value))
+    if kind in ("int", "float", "fraction", "decimal", "bool", "complex"):
+        if kind == "int":
+            return _int_text(value), "int"
+        if kind == "float":
+            return float_repr(value), "float"
+        if kind == "fraction":
+            return f"{_int_text(_FRACTION_NUM.__get__(value))}/{_int_text(_FRACTION_DEN.__get__(value))}", "fraction"
+        if kind == "decimal":
+            return Decimal.__str__(value), "decimal"
+        if kind == "bool":
+            return ("True" if value else "False"), "bool"
+        return complex.__repr__(value), "complex"
+    if kind == "np-float":
+        return float_repr(float(value)), "float"
+    if kind == "np-int":
+        return _int_text(int(value)), "int"
+    if kind == "sp-float":
+        return float_repr(float(value)), "float"
+    if kind in ("sp-int", "sp-rational"):
+        p = int(exact["sp-p"].__get__(value))
+        q = int(exact["sp-q"].__get__(value)) if kind == "sp-rational" else 1
+        return (_int_text(p), "int") if q == 1 else (f"{_int_text(p)}/{_int_text(q)}", "fraction")
     t = type_(value)
-    if t in _NUMERIC_TYPES or t in (Fraction, Decimal):
-        try:
-            number = float_(value)
-        except OverflowError:
-            number = float_("inf") if value > 0 else float_("-inf")
-        try:
-            text = repr_(value) if t is not float else repr_(number)
-        except ValueError:  # int too large to print
-            text = f"<int with {value.bit_length()} bits>"
-        return text, number, "bool" if t is bool else "number"
-    if t is complex:
-        return repr_(value), (value.real if value.imag == 0 else None), "number" if value.imag == 0 else "complex"
-    mod = getattr(t, "__module__", "") or ""
-    if mod.startswith("numpy") and t.__name__ != "ndarray" and "numpy" in sys.modules:
-        import numpy
-
-        if isinstance_(value, numpy.generic):
-            return _describe_answer(value.item(), float_, repr_, type_, isinstance_)
-    if mod.startswith("sympy") and "sympy" in sys.modules:
-        import sympy
-
-        if isinstance_(value, sympy.Basic):
-            try:
-                return str(value), float_(sympy.N(value)), "number"
-            except (TypeError, ValueError):
-                return str(value)[:1000], None, "expression"
     if t is str:
-        return value[:1000], None, "str"
+        return str.__str__(value)[:1000], "str"
+    sp = sys.modules.get("sympy")
+    if sp is not None and isinstance(value, sp.Basic) and type_(value).__module__.startswith("sympy."):
+        try:
+            return str(value)[:1000], "expression"
+        except Exception:  # noqa: BLE001
+            return "<sympy expression>", "expression"
     try:
-        text = object.__repr__(value) if not isinstance_(value, (list, tuple, dict, set)) else repr_(value)
-    except Exception:
+        text = repr(value) if t in (list, tuple, dict, set) else object.__repr__(value)
+    except Exception:  # noqa: BLE001
         text = f"<{t.__name__}>"
-    return text[:1000], None, {list: "list", tuple: "tuple", dict: "dict", set: "set"}.get(t, "object")
+    return text[:1000], {list: "list", tuple: "tuple", dict: "dict", set: "set"}.get(t, "object")
 
 
 def _classify_exception(exc: BaseException, attempts: list) -> str:
@@ -211,45 +257,48 @@ def _classify_exception(exc: BaseException, attempts: list) -> str:
     return "error"
 
 
-class ChildKit:
-    """What a child needs that does not depend on the program, built in the worker before the fork: a child that
-    builds it itself pays for copy-on-write page faults on every object it touches."""
-
-    def __init__(self, cfg: dict, child_seccomp, confine):
-        self.cfg, self.child_seccomp, self.confine = cfg, child_seccomp, confine
-        self.out = _BoundedText(cfg["max_output"])
-        self.attempts: list[str] = []
-        self.hook = _audit_guard(cfg["scratch"], self.attempts)
-        self.stdin = io.StringIO("")
-
-
-def run_child(program: str, result_fd: int, kit: ChildKit) -> None:
-    """Runs in the forked child; never returns. Writes exactly one JSON result to `result_fd` and `_exit`s.
-
-    Builtins a program patches are not restored: the child ends with the program, the next one is a fresh fork, and
-    a patched builtin can at worst break this harness (an `error` result), never the comparison, done in the host.
-    """
-    cfg = kit.cfg
-    devnull = cfg["devnull_fd"]
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+def _child(length: int, result_fd: int) -> None:
+    """The forked child; never returns. Reads its program from the host's pipe, confines itself, forgets every object
+    of the zygote (so the program's frame has no parent holding a fd, the seccomp kit or ctypes), runs the program
+    and writes one JSON result after `READ_MARK`."""
+    st = _STATE
+    os.close(st["out_fd"])
+    source = _read_exact(st["in_fd"], length)
+    os.close(st["in_fd"])
+    if source is None:
+        os._exit(71)
+    os.write(result_fd, READ_MARK)
+    cfg, seccomp, confine, exact = st["cfg"], st["child_seccomp"], st["confine"], st["exact"]
+    devnull = st["devnull_fd"]
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
     os.chdir(cfg["scratch"])
-    kit.confine()
-    if kit.child_seccomp is not None:
-        kit.child_seccomp.install()
+    confine()
+    if seccomp is not None:
+        seccomp.install()
+    for namespace in st["forget"]:  # the isolation module's globals: its libc handle and ctypes function pointers
+        namespace.clear()
+    st.clear()
+    del seccomp, confine, st
+    _run_program(source.decode("utf-8", "replace"), result_fd, cfg, exact)
 
-    out, attempts = kit.out, kit.attempts
+
+def _run_program(program: str, result_fd: int, cfg: dict, exact: dict) -> None:
+    """Builtins a program patches are not restored: the child ends with the program and the next one is a fresh
+    fork. Whatever the program does to this harness, it can at most change its own result, which the host reads
+    as untrusted bytes."""
+    out = _BoundedText(cfg["max_output"])
+    attempts: list[str] = []
     dumps, monotonic, exit_, write = json.dumps, time.perf_counter, os._exit, os.write
     sys.stdout = sys.stderr = out
-    sys.stdin = kit.stdin
+    sys.stdin = io.StringIO("")
     if cfg["python_guard"]:
-        sys.addaudithook(kit.hook)
-
-    res = {"status": "ok", "answer": None, "answer_number": None, "answer_kind": None,
-           "error_class": None, "error_message": None}
-    start = monotonic()
+        sys.addaudithook(_audit_guard(cfg["scratch"], attempts))
+    res = {"status": "ok", "answer": None, "answer_kind": None, "error_class": None, "error_message": None}
     g = {"__name__": "__main__", "__builtins__": builtins}
+    del cfg
+    start = monotonic()
     try:
         exec(compile(program, "<program>", "exec"), g)
         if g.get("ans") is not None:
@@ -276,7 +325,7 @@ def run_child(program: str, result_fd: int, kit: ChildKit) -> None:
             res["status"] = "no-answer"
         else:
             try:
-                res["answer"], res["answer_number"], res["answer_kind"] = _describe_answer(value)
+                res["answer"], res["answer_kind"] = describe_answer(value, exact)
             except BaseException as exc:  # noqa: BLE001
                 res.update(status="error", error_class=type(exc).__name__, error_message="answer could not be read")
     res["stdout_head"] = out.head()
@@ -287,185 +336,158 @@ def run_child(program: str, result_fd: int, kit: ChildKit) -> None:
         exit_(0)
 
 
-# ------------------------------------------------------------------------------------------------ the worker
-class Worker:
-    def __init__(self, cfg: dict):
-        self.cfg = cfg
-        self.report: dict[str, str] = {}
-        self.child_seccomp = None
+# ------------------------------------------------------------------------------------------------ the zygote
+def _zygote() -> None:
+    """PID 1 of the slot's namespace: one program at a time, answered in order. Returns when the host closes the
+    pipe or the stream can no longer be trusted to be in step (the host then replaces this slot)."""
+    in_fd, out_fd = _STATE["in_fd"], _STATE["out_fd"]
+    write_frame(out_fd, {"ready": True, "isolation": _STATE["report"]})
+    while (head := _read_exact(in_fd, REQUEST.size)) is not None:
+        program_id, mask, length = REQUEST.unpack(head)
+        if mask:
+            _preload(mask)
+        if not _run_one(program_id, length):
+            return
 
-    def isolate(self) -> None:
-        """Set up everything that is per worker (once). Each layer that the machine refuses is reported, not fatal."""
-        from mixdistill.verify import isolation
 
-        cfg, rep = self.cfg, self.report
-        worker_filter = None
-        if cfg.get("seccomp_worker") and cfg.get("seccomp_child"):
-            worker_filter = isolation.SeccompProgram(bytes.fromhex(cfg["seccomp_worker"]))
-            self.child_seccomp = isolation.SeccompProgram(bytes.fromhex(cfg["seccomp_child"]))
-        else:
-            rep["seccomp"] = f"unavailable: {cfg.get('seccomp_error', 'no filter')}"
-        err = isolation.enter_network_namespace()
-        rep["network namespace"] = err or "on"
-        err = isolation.can_drop_to_nobody(cfg["scratch"])
-        if err is None:
-            staging = cfg["scratch"] + ".mounts"
-            os.mkdir(staging, 0o700)
-            paths = {sys.base_prefix, sys.prefix, *(p for p in sys.path if p)}
-            hidden = isolation.expose_python_only(sorted(paths), staging)
-            if hidden is not None:
-                err = f"Python installation not readable by nobody and cannot be exposed ({hidden})"
-        cfg["drop_uid"] = err is None
-        rep["uid nobody"] = err or "on"
-        err = isolation.no_new_privs()
-        rep["no_new_privs"] = err or "on"
-        abi, err = isolation.landlock_scratch_only(cfg["scratch"])
-        rep["landlock"] = err or f"on (ABI {abi})"
-        if worker_filter is not None:
-            rep["seccomp"] = worker_filter.install() or "on"
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        rep["rlimits"] = "on"
-        limits, drop = isolation.child_rlimits, isolation.become_nobody if cfg["drop_uid"] else None
-
-        def confine() -> None:
-            limits(cfg["cpu_s"], cfg["address_space"], cfg["file_bytes"])
-            if drop is not None:
-                drop()
-
-        self.confine, self.address_space_in_use = confine, isolation.address_space_in_use
-        # A program that wants ctypes must import it afresh, which the Python guard refuses; the worker keeps its
-        # own references through the functions above.
-        for name in ("ctypes", "_ctypes", "ctypes._endian", "mixdistill.verify.isolation"):
-            sys.modules.pop(name, None)
-
-    def preload(self, program: str) -> None:
-        for name in set(_LAZY_RE.findall(program)):
-            if name not in sys.modules:
-                try:
-                    __import__(name)
-                except Exception:  # noqa: BLE001  (not installed: the child will report the ImportError)
-                    pass
-                self._set_address_space()
-                gc.freeze()
-
-    def _set_address_space(self) -> None:
-        self.cfg["address_space"] = self.address_space_in_use() + self.cfg["memory_bytes"]
-
-    def run(self, program: str) -> dict:
-        self.preload(program)
-        kit = ChildKit(self.cfg, self.child_seccomp, self.confine)
-        r, w = os.pipe()
-        t0 = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            os.close(self.cfg["in_fd"])
-            os.close(self.cfg["out_fd"])
+def _preload(mask: int) -> None:
+    st = _STATE
+    for i, name in enumerate(LAZY_MODULES):
+        if mask & (1 << i) and name not in sys.modules:
             try:
-                run_child(program, w, kit)
-            finally:
-                os._exit(70)
-        os.close(w)
+                __import__(name)
+            except Exception:  # noqa: BLE001  (not installed: the child will report the ImportError)
+                pass
+            st["cfg"]["address_space"] = st["address_space_in_use"]() + st["cfg"]["memory_bytes"]
+            st["exact"] = _exact_numbers()
+            gc.freeze()
+
+
+def _run_one(program_id: int, length: int) -> bool:
+    r, w = os.pipe()
+    t0 = time.perf_counter_ns()
+    pid = os.fork()
+    if pid == 0:
         try:
-            data, status = self._collect(pid, r, t0 + self.cfg["timeout_s"])
-        finally:
             os.close(r)
-        wall = time.perf_counter() - t0
-        self._clean_scratch()
-        return _interpret(data, status, wall, self.cfg)
-
-    def _collect(self, pid: int, r: int, deadline: float) -> tuple[bytes, int | None]:
-        """Read the child's result until it exits or the wall deadline passes (then SIGKILL). Returns (bytes, wait
-        status or None when killed for time)."""
-        data = bytearray()
-        pidfd = os.pidfd_open(pid)
-        poller = select.poll()
-        poller.register(r, select.POLLIN)
-        poller.register(pidfd, select.POLLIN)
-        reading = True
-        try:
-            while True:
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    return bytes(data), None
-                events = dict(poller.poll(left * 1000))
-                if reading and r in events:
-                    chunk = os.read(r, 65536)
-                    if not chunk:
-                        poller.unregister(r)
-                        reading = False
-                    elif len(data) < MAX_RESULT_BYTES:
-                        data += chunk
-                if pidfd in events:
-                    while reading:  # drain what the child wrote before exiting
-                        chunk = os.read(r, 65536)
-                        if not chunk:
-                            break
-                        if len(data) < MAX_RESULT_BYTES:
-                            data += chunk
-                    return bytes(data), os.waitpid(pid, 0)[1]
+            _child(length, w)
         finally:
-            os.close(pidfd)
-
-    def _clean_scratch(self) -> None:
-        scratch = self.cfg["scratch"]
-        with os.scandir(scratch) as it:
-            entries = list(it)
-        if entries:
-            import shutil
-
-            for e in entries:
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.path, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(e.path)
-                    except OSError:
-                        pass
-
-    def serve(self) -> None:
-        in_fd, out_fd = self.cfg["in_fd"], self.cfg["out_fd"]
-        write_frame(out_fd, {"ready": True, "isolation": self.report, "pid": os.getpid()})
-        while (batch := read_frame(in_fd)) is not None:  # a list of [id, program]; answered as one frame
-            write_frame(out_fd, [[i, self.run(program)] for i, program in batch])
-
-
-def _interpret(data: bytes, status: int | None, wall: float, cfg: dict) -> dict:
-    """Turn what a child left behind into a result dict; never trusts its shape."""
-    base = {"status": "error", "answer": None, "answer_number": None, "answer_kind": None, "stdout_head": "",
-            "error_class": None, "error_message": None, "runtime_s": wall}
-    if status is None:
-        return {**base, "status": "timeout", "error_class": "Timeout",
-                "error_message": f"wall time limit {cfg['timeout_s']}s exceeded"}
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        if sig in (signal.SIGPROF, signal.SIGXCPU, signal.SIGKILL):
-            return {**base, "status": "timeout", "error_class": "Timeout",
-                    "error_message": f"CPU time limit {cfg['cpu_s']}s exceeded"}
-        if sig == signal.SIGSYS:
-            return {**base, "status": "forbidden", "error_class": "Forbidden", "error_message": "blocked system call"}
-        return {**base, "error_class": "Crash", "error_message": f"killed by {signal.Signals(sig).name}"}
+            os._exit(70)
+    os.close(w)
+    st = _STATE
     try:
-        res = json.loads(data.decode("utf-8")) if data else None
-    except (UnicodeDecodeError, ValueError):
-        res = None
-    if not isinstance(res, dict) or res.get("status") not in {"ok", "error", "memory", "forbidden", "no-answer"}:
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        return {**base, "error_class": "EarlyExit", "error_message": f"program exited (code {code}) without a result"}
-    out = {**base}
-    for key in ("status", "answer", "answer_kind", "stdout_head", "error_class", "error_message"):
-        value = res.get(key)
-        out[key] = value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else None
-    out["stdout_head"] = out["stdout_head"] or ""
-    number = res.get("answer_number")
-    out["answer_number"] = float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else None
-    runtime = res.get("runtime_s")
-    out["runtime_s"] = float(runtime) if isinstance(runtime, (int, float)) and 0 <= runtime <= wall else wall
-    return out
+        outcome, status, n = _collect(pid, r, t0, st)
+    finally:
+        os.close(r)
+    wall = time.perf_counter_ns() - t0
+    view = st["view"]
+    in_step = n > 0 and view[0] == READ_MARK[0]
+    if not in_step and outcome == WALL_TIMEOUT:  # killed before it had read its program
+        return False
+    os.writev(st["out_fd"], [REPLY.pack(program_id, outcome, status, wall, n), view[:n]])
+    view[:n] = st["zeros"][:n]  # no later child inherits this result, not even as freed memory
+    if not in_step:
+        return False
+    try:
+        _reset_scratch(st["cfg"]["scratch"])
+    except (OSError, RecursionError):
+        return False
+    return not (st["check_sysv"] and _sysv_objects_left())
 
 
+def _collect(pid: int, r: int, t0: int, st: dict) -> tuple[int, int, int]:
+    """Read the child's bytes until it exits or its wall deadline passes (then SIGKILL). The deadline starts when
+    the child has read its program; reading it may take until `read_deadline`."""
+    view, spill = st["view"], st["spill"]
+    timeout_ns, n = int(st["cfg"]["timeout_s"] * 1e9), 0
+    deadline = t0 + 30 * 10**9  # only while the child reads its source
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    reading = True
+    try:
+        while True:
+            left = deadline - time.perf_counter_ns()
+            if left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return WALL_TIMEOUT, 0, n
+            events = dict(poller.poll(left / 1e6))
+            if reading and r in events:
+                got = os.readv(r, [view[n:]] if n < MAX_RESULT_BYTES else [spill])
+                if not got:
+                    poller.unregister(r)
+                    reading = False
+                elif n < MAX_RESULT_BYTES:
+                    if n == 0:
+                        deadline = time.perf_counter_ns() + timeout_ns
+                    n += got
+            if pidfd in events:
+                while reading:  # drain what the child wrote before exiting
+                    got = os.readv(r, [view[n:]] if n < MAX_RESULT_BYTES else [spill])
+                    if not got:
+                        break
+                    n += got if n < MAX_RESULT_BYTES else 0
+                spill[:] = st["zeros"][: len(spill)]
+                return EXITED, os.waitpid(pid, 0)[1], n
+    finally:
+        os.close(pidfd)
+
+
+def _reset_scratch(scratch: str) -> None:
+    """Empty the scratch directory and reset its permissions, whatever the program left: trees of any depth (entries
+    are hoisted to the top, so neither recursion nor path length grows), directories it made unreadable."""
+    if os.stat(scratch).st_mode & 0o7777 != 0o700:
+        os.chmod(scratch, 0o700)
+    root = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        empty_directory(root)
+    finally:
+        os.close(root)
+
+
+def empty_directory(root: int) -> None:
+    """Remove everything inside the directory open as `root` (a fd), iteratively; also used by the host."""
+    hoisted = 0
+    while True:
+        with os.scandir(root) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        if not entries:
+            return
+        for name, is_dir in entries:
+            if not is_dir:
+                os.unlink(name, dir_fd=root)
+                continue
+            try:
+                os.rmdir(name, dir_fd=root)
+                continue
+            except OSError:
+                pass
+            os.chmod(name, 0o700, dir_fd=root)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
+            try:
+                with os.scandir(fd) as it:
+                    inner = [e.name for e in it]
+                for sub in inner:
+                    hoisted += 1
+                    os.rename(sub, f".hoisted-{hoisted}", src_dir_fd=fd, dst_dir_fd=root)
+            finally:
+                os.close(fd)
+
+
+def _sysv_objects_left() -> bool:
+    for kind in ("shm", "msg", "sem"):
+        try:
+            with open(f"/proc/sysvipc/{kind}", "rb") as f:
+                if len(f.read().splitlines()) > 1:
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+# ------------------------------------------------------------------------------------------------ the slot
 _WARMUP = """
 import math
 def solution():
@@ -478,23 +500,90 @@ ans = f"{solution()} {sum(x) // 2 % 5 ** 2}" if x else None
 """
 
 
-def main() -> None:
-    cfg = json.loads(sys.argv[1])
+def _setup(cfg: dict) -> None:
+    """Everything per slot, once. Each layer that the machine refuses is reported, not fatal. Fills `_STATE`; in
+    the slot process W, returns after forking the zygote (W then waits for it and exits)."""
+    from mixdistill.verify import isolation
+
+    st, rep = _STATE, {}
     # keep the protocol pipes off fds 0/1 so nothing (a library's print, a child) can write into the stream
-    cfg["in_fd"], cfg["out_fd"] = os.dup(0), os.dup(1)
-    cfg["devnull_fd"] = os.open(os.devnull, os.O_RDWR)
+    st["in_fd"], st["out_fd"] = os.dup(0), os.dup(1)
+    st["devnull_fd"] = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
-        os.dup2(cfg["devnull_fd"], fd)
+        os.dup2(st["devnull_fd"], fd)
     for name in EAGER_MODULES:
         __import__(name)
-    worker = Worker(cfg)
-    worker.isolate()
+    worker_filter = child_filter = None
+    if cfg.get("seccomp_worker") and cfg.get("seccomp_child"):
+        worker_filter = isolation.SeccompProgram(bytes.fromhex(cfg["seccomp_worker"]))
+        child_filter = isolation.SeccompProgram(bytes.fromhex(cfg["seccomp_child"]))
+    else:
+        rep["seccomp"] = f"off: {cfg.get('seccomp_error', 'no filter')}"
+    scratch = cfg["scratch"]
+    root = os.getuid() == 0
+    rep["network namespace"] = isolation.enter_network_namespace() or "on"
+    ipc = isolation.unshare(isolation.CLONE_NEWIPC, "IPC")
+    rep["IPC namespace"] = ipc or "on (per slot; SysV IPC also refused by seccomp)"
+    mounts = isolation.private_mounts()
+    if mounts is None:
+        err = isolation.mount_scratch(scratch, cfg["scratch_bytes"], cfg["uid"] if root else os.getuid())
+        rep["scratch quota"] = err or f"on (tmpfs, {cfg['scratch_bytes'] >> 20} MB, {isolation.SCRATCH_INODES} inodes)"
+    else:
+        rep["scratch quota"] = f"off: {mounts}"
+    if root:
+        os.chown(scratch, cfg["uid"], cfg["uid"])
+        os.chmod(scratch, 0o700)
+    paths = sorted({sys.base_prefix, sys.prefix, *(p for p in sys.path if p)})
+    hide_err = f"off: {mounts}" if mounts is not None else isolation.hide_private_dirs(paths, scratch + ".mounts")
+    rep["private directories hidden"] = hide_err or "on (home directories; the Python installation bound back)"
+    drop = root and (hide_err is None or not isolation.python_blocked(paths))
+    rep["uid per slot"] = f"on (uid {cfg['uid']})" if drop else (
+        "off: not root (children keep the invoking user's uid)" if not root
+        else "off: the Python installation is not readable by other users and could not be exposed")
+    cfg["drop_uid"] = drop
+    pid_err = isolation.unshare(isolation.CLONE_NEWPID, "PID")
+    zygote = os.fork() if pid_err is None else 0
+    if zygote:  # the slot process W: holds nothing a program could reach; lives as long as the zygote
+        for fd in (st["in_fd"], st["out_fd"], st["devnull_fd"], 0, 1):
+            os.close(fd)
+        status = os.waitpid(zygote, 0)[1]
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    isolation.die_with_parent()
+    rep["PID namespace"] = pid_err or "on (per slot)"
+    if pid_err is None and mounts is None:
+        rep["private /proc"] = isolation.mount_proc() or "on"
+    else:
+        rep["private /proc"] = f"off: {pid_err or mounts}"
+    rep["no_new_privs"] = isolation.no_new_privs() or "on"
+    abi, err = isolation.landlock_scratch_only(scratch)
+    rep["landlock"] = err or f"on (ABI {abi})"
+    if worker_filter is not None:
+        rep["seccomp"] = worker_filter.install() or "on"
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    rep["rlimits"] = "on"
+    limits, become = isolation.child_rlimits, isolation.become_uid
+    uid = cfg["uid"] if drop else None
+
+    def confine() -> None:
+        limits(cfg["cpu_s"], cfg["address_space"], cfg["file_bytes"])
+        if uid is not None:
+            become(uid)
+
+    st.update(cfg=cfg, report=rep, child_seccomp=child_filter, confine=confine, exact=_exact_numbers(),
+              address_space_in_use=isolation.address_space_in_use, forget=[vars(isolation)],
+              check_sysv=child_filter is None and ipc is None,
+              view=memoryview(bytearray(MAX_RESULT_BYTES)), spill=memoryview(bytearray(1 << 16)),
+              zeros=memoryview(bytes(MAX_RESULT_BYTES)))
+    # A program that wants ctypes must import it afresh, which the Python guard refuses; the zygote keeps its own
+    # references through the functions above, and each child clears them before the program runs.
+    for name in ("ctypes", "_ctypes", "ctypes._endian", "mixdistill.verify.isolation"):
+        sys.modules.pop(name, None)
     # The first compile in a process initialises the parser; done here once, not in every forked child.
     exec(compile(_WARMUP, "<warmup>", "exec"), {})
-    worker._set_address_space()
-    gc.freeze()  # forked children then do not touch (copy) the worker's objects when the collector runs
-    worker.serve()
+    cfg["address_space"] = isolation.address_space_in_use() + cfg["memory_bytes"]
+    gc.freeze()  # forked children then do not touch (copy) the zygote's objects when the collector runs
 
 
-if __name__ == "__main__":
-    main()
+def main() -> None:
+    _setup(json.loads(sys.argv[1]))
+    _zygote()

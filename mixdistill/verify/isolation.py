@@ -19,12 +19,16 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
-NOBODY = 65534
+SLOT_UID_BASE = 3_500_000  # slot i's children run as uid/gid SLOT_UID_BASE + i: no sibling shares a uid
+SCRATCH_INODES = 1024  # files and directories a program may have in its scratch tmpfs at once
 
 # Syscalls no worker needs: process replacement, networking, tracing other processes, kernel and mount control.
 WORKER_DENY = (
@@ -34,10 +38,13 @@ WORKER_DENY = (
     "io_uring_enter io_uring_register userfaultfd personality acct settimeofday clock_settime sethostname "
     "setdomainname open_by_handle_at name_to_handle_at fanotify_init quotactl syslog vhangup"
 ).split()
-# Added per program: no new processes or threads (fork bombs, threads outliving the program), no signals to others.
+# Added per program: no new processes or threads (fork bombs, threads outliving the program), no signals to others,
+# no resource limits of other processes, no SysV or POSIX message-queue IPC (math programs never need it; objects
+# would outlive the program).
 CHILD_DENY = (
     "fork vfork clone clone3 kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_open pidfd_send_signal "
-    "pidfd_getfd setpgid setsid prctl"
+    "pidfd_getfd setpgid setsid prctl prlimit64 shmget shmat shmctl shmdt msgget msgsnd msgrcv msgctl semget semop "
+    "semtimedop semctl mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr"
 ).split()
 
 
@@ -68,24 +75,24 @@ def enter_network_namespace() -> str | None:
     return None
 
 
-def can_drop_to_nobody(scratch: str) -> str | None:
-    """When the worker runs as root, each child becomes `nobody` (`become_nobody`): root-owned files turn read-only
-    or unreadable to programs, other processes' /proc entries (environment!) become unreadable, and RLIMIT_NPROC is
-    enforced (root ignores it). The worker itself stays root so it can still import modules from a root-only Python
-    install (e.g. under /root). Returns None when children will drop, else why not."""
-    if os.getuid() != 0:
-        return "not root: children keep the invoking user's uid"
-    os.chown(scratch, NOBODY, NOBODY)
-    return None
+def unshare(flag: int, name: str) -> str | None:
+    """A private namespace of one kind (IPC: SysV objects and POSIX queues; PID: applies to the next fork)."""
+    return None if _libc.unshare(flag) == 0 else _errno_fail(f"unshare({name})")
 
 
-def become_nobody() -> None:
+def become_uid(uid: int) -> None:
+    """Children of a root slot run as the slot's own uid: root-owned files turn read-only or unreadable, other
+    processes' /proc entries become unreadable, RLIMIT_NPROC is enforced, and no sibling slot shares the uid."""
     os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
 
 
-MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+def die_with_parent() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
 
 
 def _blocked_ancestor(path: str) -> str | None:
@@ -108,21 +115,65 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
         raise OSError(ctypes.get_errno(), f"mount {target}: {os.strerror(ctypes.get_errno())}")
 
 
-def expose_python_only(paths: list[str], staging: str) -> str | None:
-    """Root only, for children that run as `nobody`: in a private mount namespace, cover each directory that hides
-    the Python installation from `nobody` (e.g. /root for a pyenv under it) with an empty tmpfs, and bind the
-    installation back in. Programs can then import the standard library, while the rest of that directory (a root
-    user's keys and tokens) is not even visible to them. Returns None on success or when nothing is hidden."""
-    hidden = {}
-    for path in paths:
-        if os.path.isdir(path) and (top := _blocked_ancestor(path)) is not None:
-            hidden.setdefault(top, set()).add(os.path.abspath(path))
-    if not hidden:
-        return None
+def private_mounts() -> str | None:
+    """A mount namespace of the slot's own, nothing propagating back to the host."""
     if _libc.unshare(CLONE_NEWNS) != 0:
         return _errno_fail("unshare(CLONE_NEWNS)")
     try:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def mount_scratch(scratch: str, size: int, uid: int) -> str | None:
+    """A small tmpfs as the slot's scratch: a quota for the whole directory (bytes and inodes), gone with the slot."""
+    opts = f"size={max(size, 1 << 16)},nr_inodes={SCRATCH_INODES},mode=0700,uid={uid},gid={uid}"
+    try:
+        _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def mount_proc() -> str | None:
+    """A /proc of the slot's PID namespace: children see only their own slot's processes."""
+    try:
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError as e:
+        return str(e)
+    return None
+
+
+def python_blocked(paths: list[str]) -> bool:
+    return any(os.path.isdir(p) and _blocked_ancestor(p) is not None for p in paths)
+
+
+def _private_dirs() -> set[str]:
+    home = os.path.expanduser("~")
+    return {d for d in (home, "/root", "/home") if d not in ("", "/") and os.path.isdir(d)}
+
+
+def hide_private_dirs(paths: list[str], staging: str) -> str | None:
+    """In the slot's mount namespace, cover home directories (the user's keys and tokens, e.g.
+    ~/.cache/huggingface/token) and every directory that hides the Python installation from other users with an
+    empty tmpfs, and bind the installation back in. Programs can then import the standard library while the rest of
+    those directories is not even visible to them. Returns None on success."""
+    hidden: dict[str, set[str]] = {d: set() for d in _private_dirs()}
+    for path in paths:
+        if os.path.isdir(path) and (top := _blocked_ancestor(path)) is not None:
+            hidden.setdefault(top, set())
+    for top in list(hidden):
+        if staging.startswith(top + os.sep) or any(top != other and top.startswith(other + os.sep) for other in hidden):
+            del hidden[top]  # covered by a directory above it
+    for path in paths:
+        for top in hidden:
+            if os.path.isdir(path) and (path == top or path.startswith(top + os.sep)):
+                hidden[top].add(os.path.abspath(path))
+    if not hidden:
+        return None
+    try:
+        os.makedirs(staging, mode=0o700, exist_ok=True)
         for n, (top, inside) in enumerate(sorted(hidden.items())):
             keep = sorted(p for p in inside if not any(p != q and p.startswith(q + os.sep) for q in inside))
             held = []
@@ -131,7 +182,7 @@ def expose_python_only(paths: list[str], staging: str) -> str | None:
                 os.mkdir(hold, 0o700)
                 _mount(path, hold, None, MS_BIND | MS_REC)
                 held.append((hold, path))
-            _mount("tmpfs", top, "tmpfs", 0, "mode=0755,size=1m")
+            _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
             for hold, path in held:
                 os.makedirs(path, mode=0o755, exist_ok=True)
                 _mount(hold, path, None, MS_BIND | MS_REC)

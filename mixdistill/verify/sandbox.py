@@ -1,11 +1,15 @@
-"""Run untrusted PoT programs: a pool of warm, self-isolating worker processes that fork one child per program.
+"""Run untrusted PoT programs: a pool of warm, self-isolating sandbox slots, each forking one child per program.
 
 Independent of the registry, so evaluation can execute student programs the same way. See `_worker` for the
-per-program mechanics and `isolation` for the OS-level layers; `Sandbox.isolation` says which layers are active on
-this machine.
+per-program mechanics, `isolation` for the OS-level layers and `results` for how a child's bytes are read;
+`Sandbox.isolation` says which layers are active on this machine.
 
     with Sandbox() as sb:
         results = sb.run_many(programs, progress=True)
+
+Nothing a program does stalls `run_many`: a child that dies, forges or corrupts its result is `crashed` with the
+reason; a slot that dies (or stops answering) is replaced, and the programs it had not answered run again one at a
+time, each alone on a slot; a program that took a slot down twice is `crashed` and not retried.
 """
 
 from __future__ import annotations
@@ -16,48 +20,31 @@ import json
 import os
 import select
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
-from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
+import mixdistill
 from mixdistill.errors import MixdistillError
-from mixdistill.verify._worker import _HEADER
+from mixdistill.verify._worker import _HEADER, MAX_RESULT_BYTES, READ_MARK, REPLY, REQUEST, WALL_TIMEOUT, \
+    empty_directory, preload_mask
+from mixdistill.verify.results import STATUSES, ExecResult, Status, crashed, read_result
+
+__all__ = ["SANDBOX_VERSION", "STATUSES", "ExecResult", "Sandbox", "SandboxError", "SandboxLimits", "Status"]
 
 # Bump when a change can alter a program's status or answer; stored with every execution row.
-SANDBOX_VERSION = "1"
-
-Status = Literal["ok", "error", "timeout", "memory", "forbidden", "no-answer"]
-STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "memory", "forbidden", "no-answer")
+# 2: `crashed`; bool and complex answers are not numbers; the number is read from the answer's text.
+SANDBOX_VERSION = "2"
 
 
 class SandboxError(MixdistillError):
     """The sandbox could not start its workers."""
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """What running one program produced. `answer` is the text of `ans` (or `solution()`'s return); `answer_number`
-    is set only for numeric answers (bool/int/float/Fraction/Decimal/numpy/sympy numbers, NaN and inf included)."""
-
-    status: Status
-    answer: str | None = None
-    answer_number: float | None = None
-    answer_kind: str | None = None  # number | bool | str | list | tuple | dict | set | complex | expression | object
-    stdout_head: str = ""
-    error_class: str | None = None
-    error_message: str | None = None
-    runtime_s: float = 0.0
-
-    def to_row(self) -> dict:
-        row = asdict(self)
-        row.pop("answer_kind")
-        return row
 
 
 @dataclass(frozen=True)
@@ -73,9 +60,13 @@ class SandboxLimits:
     cpu_s: float = 1.0
     memory_mb: int = 512  # address space a program may add to the warm worker's
     file_mb: int = 1  # RLIMIT_FSIZE: largest file a program may write in its scratch directory
+    scratch_mb: int = 8  # the whole scratch directory (a tmpfs per slot, where the machine allows mounting one)
     max_output_chars: int = 2000  # stdout/stderr kept (stdout_head)
     max_source_bytes: int = 1_000_000  # longer programs are refused without running
     python_guard: bool = True  # the audit-hook tripwire; off only to test that the OS-level layers hold alone
+
+
+DEPTH = 8  # programs queued per slot, so a zygote never waits for the host
 
 
 @dataclass
@@ -85,18 +76,18 @@ class _Proc:
     out_fd: int
     outbox: bytearray = field(default_factory=bytearray)
     inbox: bytearray = field(default_factory=bytearray)
-    pending: deque = field(default_factory=deque)  # batches sent (lists of program indices), in order
+    pending: deque = field(default_factory=deque)  # program indices sent, answered in this order
+    solo: bool = False  # running one retried program alone
+    last_progress: float = field(default_factory=time.monotonic)
 
 
 class Sandbox:
-    """A context manager holding `workers` warm worker processes (default: two per CPU, so one worker's fork and
-    reaping overlap another's program)."""
+    """A context manager holding `workers` warm slots (default: two per CPU, so one slot's fork and reaping overlap
+    another's program). `batch` is accepted for compatibility; programs stream to slots individually."""
 
     def __init__(self, workers: int | None = None, limits: SandboxLimits | None = None, batch: int = 16):
         self.n_workers = workers or 2 * (os.cpu_count() or 1)
         self.limits = limits or SandboxLimits()
-        self.batch = batch  # programs per message: fewer wake-ups of the host on a machine with few cores
-        self._solo: set[int] = set()  # programs from a batch whose worker died: rerun one per batch
         self.isolation: dict[str, str] = {}
         self._procs: list[_Proc] = []
         self._scratch_root: str | None = None
@@ -107,7 +98,7 @@ class Sandbox:
         if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
             raise SandboxError("the PoT sandbox needs Linux 5.3 or newer (pidfd, namespaces, seccomp, Landlock)")
         self._scratch_root = tempfile.mkdtemp(prefix="mixdistill-sandbox-")
-        os.chmod(self._scratch_root, 0o711)  # children may run as nobody: they must reach their own scratch dir
+        os.chmod(self._scratch_root, 0o711)  # children run as their slot's uid: they must reach their scratch dir
         self._sel = selectors.DefaultSelector()
         try:
             for i in range(self.n_workers):
@@ -121,16 +112,20 @@ class Sandbox:
         self.close()
 
     def _spawn(self, index: int) -> _Proc:
+        from mixdistill.verify.isolation import SLOT_UID_BASE  # imports ctypes: only when a pool starts
+
         scratch = os.path.join(self._scratch_root, f"w{index}-{time.monotonic_ns()}")
         os.mkdir(scratch, 0o700)
         lim = self.limits
         cfg = {
             **_seccomp_filters(),
             "scratch": scratch,
+            "uid": SLOT_UID_BASE + index,
             "timeout_s": lim.timeout_s,
             "cpu_s": lim.cpu_s,
             "memory_bytes": lim.memory_mb << 20,
             "file_bytes": lim.file_mb << 20,
+            "scratch_bytes": lim.scratch_mb << 20,
             "max_output": lim.max_output_chars,
             "python_guard": lim.python_guard,
         }
@@ -140,14 +135,14 @@ class Sandbox:
         log = os.path.join(self._scratch_root, f"worker{index}.log")
         with open(log, "wb") as stderr:
             popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "mixdistill.verify._worker", json.dumps(cfg)],
+                [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg), _PACKAGE_ROOT],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                 env=env, cwd=scratch, close_fds=True, start_new_session=True,
             )
         proc = _Proc(popen, popen.stdin.fileno(), popen.stdout.fileno())
-        ready = self._read_blocking(proc, timeout=60)
+        ready = self._read_ready(proc, timeout=60)
         if not ready or not ready.get("ready"):
-            popen.kill()
+            self._kill(proc)
             with open(log, encoding="utf-8", errors="replace") as f:
                 tail = f.read().strip().splitlines()[-1:] or ["no output"]
             raise SandboxError(f"sandbox worker {index} did not start ({sys.executable}): {tail[0]}")
@@ -165,7 +160,7 @@ class Sandbox:
             self._sel.close()
             self._sel = None
         if self._scratch_root:
-            shutil.rmtree(self._scratch_root, ignore_errors=True)
+            remove_tree(self._scratch_root)
             self._scratch_root = None
 
     def _stop(self, proc: _Proc) -> None:
@@ -173,7 +168,11 @@ class Sandbox:
             self._sel.unregister(proc.out_fd)
         except (KeyError, ValueError, AttributeError):
             pass
-        try:  # workers hold nothing worth a graceful stop; the group takes a running program's child with it
+        self._kill(proc)
+
+    @staticmethod
+    def _kill(proc: _Proc) -> None:
+        try:  # slots hold nothing worth a graceful stop; the group takes the zygote and a running child with it
             os.killpg(proc.popen.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
@@ -189,45 +188,67 @@ class Sandbox:
         return self.run_many([program])[0]
 
     def run_many(self, programs: Sequence[str], progress: bool = False) -> list[ExecResult]:
-        """Run every program (each in its own child process); results in input order."""
+        """Run every program (each in its own child process); results in input order. Always returns."""
         if not self._procs:
             raise SandboxError("the sandbox is not started: use `with Sandbox() as sb:`")
         results: list[ExecResult | None] = [None] * len(programs)
-        self._solo.clear()
+        encoded: dict[int, bytes] = {}
         todo: deque[int] = deque()
         for i, program in enumerate(programs):
             refused = self._refuse(program)
             if refused is None:
                 todo.append(i)
+                source = program.encode("utf-8", "replace")
+                encoded[i] = REQUEST.pack(i, preload_mask(program), len(source)) + source
             else:
                 results[i] = refused
+        run = _Run(results, encoded, todo)
         bar = _progress(len(programs), progress)
-        done = len(programs) - len(todo)
         if bar:
-            bar.update(bar.task_ids[0], advance=done)
+            bar.update(bar.task_ids[0], advance=len(programs) - len(todo))
+        stall = 2 * self.limits.timeout_s + 30.0  # a slot silent this long with work queued is replaced
         try:
-            while todo or any(p.pending for p in self._procs):
-                for proc in self._procs:
-                    while todo and len(proc.pending) < 2:  # two batches each: a worker never waits for the host
-                        size = max(1, min(self.batch, len(todo) // (2 * len(self._procs))))
-                        ids = [todo.popleft()]
-                        while todo and len(ids) < size and not self._solo.intersection((ids[0], todo[0])):
-                            ids.append(todo.popleft())
-                        proc.pending.append(ids)
-                        proc.outbox += _frame([[i, programs[i]] for i in ids])
-                    self._flush(proc)
+            while run.todo or run.retry or any(p.pending for p in self._procs):
+                for index, proc in enumerate(self._procs):
+                    self._feed(proc, run)
+                    self._flush(index, proc, run)
                 for key, events in self._sel.select(timeout=1.0):
                     proc = key.data
+                    index = self._procs.index(proc)
                     if events & selectors.EVENT_WRITE:
-                        self._flush(proc)
-                    if events & selectors.EVENT_READ:
-                        finished = self._receive(proc, results, todo)
+                        self._flush(index, proc, run)
+                    if events & selectors.EVENT_READ and self._procs[index] is proc:
+                        finished = self._receive(index, proc, run)
                         if bar and finished:
                             bar.update(bar.task_ids[0], advance=finished)
+                now = time.monotonic()
+                for index, proc in enumerate(self._procs):
+                    if proc.pending and now - proc.last_progress > stall:
+                        self._replace_dead(index, proc, run, "stopped answering")
         finally:
             if bar:
                 bar.stop()
         return results  # type: ignore[return-value]
+
+    def _feed(self, proc: _Proc, run: "_Run") -> None:
+        """Queue programs on a slot: retried ones alone on an idle slot (they go first), others up to DEPTH."""
+        if proc.solo and proc.pending:
+            return
+        proc.solo = False
+        if run.retry:
+            if not proc.pending:
+                i = run.retry.popleft()
+                proc.solo = True
+                self._send(proc, run, i)
+            return
+        while run.todo and len(proc.pending) < DEPTH:
+            self._send(proc, run, run.todo.popleft())
+
+    def _send(self, proc: _Proc, run: "_Run", i: int) -> None:
+        if not proc.pending:
+            proc.last_progress = time.monotonic()
+        proc.pending.append(i)
+        proc.outbox += run.encoded[i]
 
     def _refuse(self, program) -> ExecResult | None:
         if not isinstance(program, str):
@@ -240,53 +261,69 @@ class Sandbox:
             )
         return None
 
-    def _flush(self, proc: _Proc) -> None:
+    def _flush(self, index: int, proc: _Proc, run: "_Run") -> None:
+        if self._procs[index] is not proc:
+            return
         if proc.outbox:
             try:
                 n = os.write(proc.in_fd, proc.outbox)
                 del proc.outbox[:n]
             except BlockingIOError:
                 pass
-            except BrokenPipeError:
-                proc.outbox.clear()
+            except (BrokenPipeError, OSError):
+                proc.outbox.clear()  # the slot is gone: its end of stream is seen on the read side
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if proc.outbox else 0)
         self._sel.modify(proc.out_fd, events, proc)
 
-    def _receive(self, proc: _Proc, results: list, todo: deque) -> int:
-        chunk = os.read(proc.out_fd, 1 << 20)
+    def _receive(self, index: int, proc: _Proc, run: "_Run") -> int:
+        try:
+            chunk = os.read(proc.out_fd, 1 << 20)
+        except OSError:
+            chunk = b""
         if not chunk:
-            return self._replace_dead(proc, results, todo)
+            return self._replace_dead(index, proc, run, "died")
         proc.inbox += chunk
         finished = 0
-        while len(proc.inbox) >= _HEADER.size:
-            (n,) = _HEADER.unpack_from(proc.inbox)
-            if len(proc.inbox) < _HEADER.size + n:
+        while len(proc.inbox) >= REPLY.size:
+            program_id, outcome, status, wall_ns, n = REPLY.unpack_from(proc.inbox)
+            if n > MAX_RESULT_BYTES or not proc.pending or program_id != proc.pending[0]:
+                return finished + self._replace_dead(index, proc, run, "sent a reply out of step")
+            if len(proc.inbox) < REPLY.size + n:
                 break
-            answered = json.loads(proc.inbox[_HEADER.size : _HEADER.size + n])
-            del proc.inbox[: _HEADER.size + n]
-            ids = proc.pending.popleft()
-            assert [i for i, _ in answered] == ids, "sandbox worker answered out of order"
-            for i, res in answered:
-                results[i] = ExecResult(**res)
-            finished += len(ids)
+            data = bytes(proc.inbox[REPLY.size : REPLY.size + n])
+            del proc.inbox[: REPLY.size + n]
+            proc.pending.popleft()
+            proc.last_progress = time.monotonic()
+            run.results[program_id] = self._result(data, outcome, status, wall_ns / 1e9)
+            finished += 1
         return finished
 
-    def _replace_dead(self, proc: _Proc, results: list, todo: deque) -> int:
-        """A worker died (a bug or the OOM killer, never a program's doing by design): the program it was running
-        gets an error, the rest are re-queued, and a fresh worker takes its place."""
-        index = self._procs.index(proc)
-        self._stop(proc)
-        lost = [i for ids in proc.pending for i in ids]
-        if lost:  # which one killed it is unknown: each is retried alone, on a fresh worker
-            if len(lost) == 1:
-                results[lost[0]] = ExecResult("error", error_class="WorkerCrash", error_message="sandbox worker died")
-            else:
-                self._solo.update(lost)
-                todo.extendleft(reversed(lost))
-        self._procs[index] = self._spawn(index)
-        return 1 if len(lost) == 1 else 0
+    def _result(self, data: bytes, outcome: int, status: int, wall_s: float) -> ExecResult:
+        if not data.startswith(READ_MARK):
+            return crashed("the program's process ended before it read its program", wall_s)
+        if outcome == WALL_TIMEOUT:
+            return ExecResult("timeout", error_class="Timeout",
+                              error_message=f"wall time limit {self.limits.timeout_s}s exceeded", runtime_s=wall_s)
+        return read_result(data[len(READ_MARK):], status, wall_s, self.limits.cpu_s)
 
-    def _read_blocking(self, proc: _Proc, timeout: float):
+    def _replace_dead(self, index: int, proc: _Proc, run: "_Run", how: str) -> int:
+        """A slot died or misbehaved: the program it was running is charged with it, every program it had not
+        answered runs again alone, and one charged twice is `crashed`. A fresh slot takes its place."""
+        self._stop(proc)
+        lost = list(proc.pending)
+        finished = 0
+        if lost:
+            run.crashes[lost[0]] += 1
+            for i in reversed(lost):
+                if run.crashes[i] >= 2:
+                    run.results[i] = crashed(f"the sandbox worker {how} twice while running this program")
+                    finished += 1
+                else:
+                    run.retry.appendleft(i)
+        self._procs[index] = self._spawn(index)
+        return finished
+
+    def _read_ready(self, proc: _Proc, timeout: float):
         deadline = time.monotonic() + timeout
         buf = bytearray()
         while time.monotonic() < deadline:
@@ -299,9 +336,44 @@ class Sandbox:
             buf += chunk
             if len(buf) >= _HEADER.size:
                 (n,) = _HEADER.unpack_from(buf)
+                if n > 1 << 16:
+                    return None
                 if len(buf) >= _HEADER.size + n:
                     return json.loads(buf[_HEADER.size : _HEADER.size + n])
         return None
+
+
+@dataclass
+class _Run:
+    results: list
+    encoded: dict
+    todo: deque
+    retry: deque = field(default_factory=deque)  # programs whose slot died: each runs alone
+    crashes: Counter = field(default_factory=Counter)  # slot deaths charged to a program
+
+
+def remove_tree(path: str) -> None:
+    """Delete a directory tree of any depth (a program's 3,000 nested directories included); never raises."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        empty_directory(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+# The slot runs the same mixdistill as the host (not whichever one `python -I` would find installed).
+_PACKAGE_ROOT = str(Path(mixdistill.__file__).resolve().parent.parent)
+_BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv.pop()); "
+              "from mixdistill.verify._worker import main; main()")
 
 
 @functools.lru_cache(maxsize=1)
@@ -316,11 +388,6 @@ def _seccomp_filters() -> dict[str, str]:
         }
     except (ImportError, OSError, RuntimeError) as e:  # libseccomp missing: the worker reports seccomp as off
         return {"seccomp_error": str(e)[:200]}
-
-
-def _frame(obj) -> bytes:
-    data = json.dumps(obj, ensure_ascii=True).encode()
-    return _HEADER.pack(len(data)) + data
 
 
 def _progress(total: int, enabled: bool):
