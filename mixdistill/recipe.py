@@ -19,6 +19,7 @@ from mixdistill.settings import RecipePath
 from mixdistill.tasks import TASKS, CustomTask
 
 Mode = Literal["cot", "pot"]
+CotReading = Literal["stated", "expression"]  # mixdistill.verify.answers.COT_READINGS
 
 
 def _env_var_name(value: str) -> str:
@@ -154,6 +155,7 @@ class BuildRecipe(_Model):
     shots: int = Field(4, ge=0, description="few-shot exemplars in each prompt")
     sampling: Sampling = Field(default_factory=Sampling)
     rule: str = Field("strict", description="answer-equivalence rule used for verdicts")
+    cot_reading: CotReading = Field("stated", description="CoT answer reading: stated | expression (README)")
     mix: MixPolicy = Field(default_factory=MixPolicy)
     budget: Budget = Field(default_factory=Budget)
 
@@ -297,6 +299,7 @@ class EvalRecipe(_Model):
         default_factory=lambda: ["pot", "cot"], description="MD vote ties: the answer met first in this mode order wins"
     )
     rule: str = "strict"
+    cot_reading: CotReading = Field("stated", description="CoT answer reading: stated | expression (README)")
     batch_size: int = Field(8, ge=1, description="problems per generate() call (x k sequences)")
     max_concurrency: int = Field(16, ge=1, description="openai-compatible: requests in flight")
     program_timeout_s: float = Field(2.0, gt=0, description="wall-clock limit per PoT program")

@@ -15,9 +15,27 @@ def test_registry_of_rules():
     assert set(RULES) == {"strict", "pot-rounding", "math-verify"}
     for rule in RULES.values():
         assert rule.name and rule.version
-    assert mv.version.startswith("1+mv")
+    assert mv.version.startswith("2+mv") and mv.version.endswith("+cot-stated")
+    # the CoT reading is part of the version, so a verdict or eval row names it
+    assert (strict.version, get_rule("strict", "expression").version) == ("2+cot-stated", "2+cot-expression")
     with pytest.raises(UnknownRule, match="pot-rounding"):
         get_rule("fuzzy")
+    with pytest.raises(UnknownRule, match="stated, expression"):
+        get_rule("strict", "loose")
+
+
+class _FakeFloat(float):
+    pass
+
+
+@pytest.mark.parametrize("rule", [strict, pot, mv], ids=lambda r: r.name)
+def test_only_exact_builtin_numbers_compare(rule):
+    """bool and complex are not numbers for a numeric task; a float subclass is not taken at its word."""
+    assert not rule.equal(True, 1.0)
+    assert not rule.equal(False, 0.0)
+    assert not rule.equal(complex(5, 0), 5.0)  # type: ignore[arg-type]
+    assert not rule.equal(_FakeFloat(5.0), 5.0)
+    assert rule.equal(5.0, 5.0) and rule.equal("5", 5.0)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ def verify(
     cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="CPU seconds per program (RLIMIT_CPU)"),
     memory_mb: int = typer.Option(_DEFAULTS.memory_mb, "--memory-mb", help="memory a program may allocate"),
     workers: Optional[int] = typer.Option(None, "--workers", help="sandbox workers (default: 2 per CPU)"),
+    cot_reading: str = typer.Option("stated", "--cot-reading", help="CoT answer reading: stated | expression"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Verify every generation that has no verdict from the rule's current version (never calls a teacher).
@@ -40,11 +41,11 @@ def verify(
     from mixdistill.verify.pipeline import verify_pending
     from mixdistill.verify.sandbox import Sandbox
 
-    rules = [get_rule(name) for name in rule]  # unknown names fail before anything runs
+    rules = [get_rule(name, cot_reading) for name in rule]  # unknown names fail before anything runs
     limits = _limits(timeout, cpu, memory_mb)
     with Registry.open(state.registry) as reg, Sandbox(workers=workers, limits=limits) as sb:
         for r in rules:
-            s = verify_pending(reg, r.name, progress=progress, sandbox=sb)
+            s = verify_pending(reg, r.name, progress=progress, sandbox=sb, cot_reading=cot_reading)
             acc = "n/a" if s.accuracy is None else f"{s.accuracy:.2%}"
             console.print(
                 f"rule {s.rule} v{s.rule_version}: {s.verified} verified ({s.pending} pending), {s.correct} correct "

@@ -41,7 +41,7 @@ def judge_answer(rule: Rule, problem: Problem, answer: str | None) -> bool:
 
 
 def judge_cot(rule: Rule, problem: Problem, text: str | None) -> JudgedPath:
-    answer = extract_cot_answer(text, problem.answer_type)
+    answer = extract_cot_answer(text, problem.answer_type, rule.cot_reading)
     j = judge(rule, problem.answer_type, problem.gold_number, problem.gold_bool, answer)
     return JudgedPath(answer, j.correct, j.reason)
 

@@ -1,8 +1,20 @@
-"""Final-answer extraction from chain-of-thought text, and numbers from the ways people write them.
+"""Final-answer extraction from chain-of-thought text: a text commits to an answer or abstains (None).
 
-Order of evidence, strongest first: `\\boxed{...}`, "The answer is ...", "Answer: ...", then the last number in the
-text. A completion that runs on into a hallucinated next exemplar ("\\n\\nQ: ...") is cut there first, as the
-distilling-step-by-step loader does, so the next exemplar's numbers never count.
+The rule (README, "CoT answer rule"), in order:
+1. A completion that runs on into a hallucinated next exemplar ("\\nQ: ..." / "\\nQuestion: ...") is cut there, as
+   the distilling-step-by-step loader does, so the next exemplar's words never count.
+2. The statement of the answer, strongest first: the last `\\boxed{...}`; the last "#### ..." line; the last answer
+   phrase ("the answer is", "final answer:", "**Answer:**", "Answer:" and the like, with an optional qualifier in
+   parentheses between "answer" and its verb: "Therefore, the answer (arabic numerals) is 42",
+   "So the answer (Yes or No) is yes"). The qualifier is never read as the answer. No statement: None (`no-answer`);
+   a last number or a yes/no word elsewhere in the text is never taken.
+3. What the statement says, read from its start (up to the end of its sentence or line): yes/no tasks need a yes/no
+   word (yes, no, true, false) as its first word; numeric tasks need a number or an arithmetic expression first
+   (after optional "$", "**", or "about"/"approximately"), and `a = b = 42` counts its last value. Anything else is
+   None: "the answer is not known", "it depends".
+4. An arithmetic expression as the answer ("The answer is (91676 - 61619).") is read by the named CoT *reading*:
+   `stated` (default) takes its value only when the text also writes that value as a number, else None; `expression`
+   evaluates it (right for equation-labelled data such as distilling-step-by-step's SVAMP labels).
 """
 
 from __future__ import annotations
@@ -17,8 +29,19 @@ from fractions import Fraction
 NUMBER_RE = re.compile(
     r"(?<![\w.])[-\u2212]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?"
 )
-_ANSWER_IS = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s*(?:is|:|=)\s*:?", re.IGNORECASE)
+_ANSWER_IS = re.compile(
+    r"(?<![A-Za-z])(?:final\s+answer|answer)(?:\s*\([^()\n]{0,40}\))?\s*(?:\*\*|__)?\s*"
+    r"(?:is\b|would\s+be\b|will\s+be\b|:|=)\s*:?\s*(?:\*\*|__)?",
+    re.IGNORECASE,
+)
+_HASHES = re.compile(r"^\s*####\s*(.*)$", re.MULTILINE)
+_LEAD = re.compile(r"^(?:\s|\*|_|`|\$|\\\(|:|=|\b(?:about|approximately|around|roughly|exactly)\b)*", re.IGNORECASE)
+_EXPRESSION_HEAD = re.compile(r"[-+*/×÷^().\d\s,]+")
+_OPERATOR_NEXT = re.compile(r"\s*[-+*/×÷^]\s*[\d(.]")
+_PLAIN_PARENS = re.compile(r"\((-?\d+(?:\.\d+)?)\)")
 _CONTINUATION = re.compile(r"\n\s*(?:Q|Question)\s*:")
+CotReading = str  # "stated" | "expression"
+COT_READINGS = ("stated", "expression")
 _YES = {"yes", "true", "correct"}
 _NO = {"no", "false", "incorrect"}
 _BOOL_WORD = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
@@ -44,13 +67,28 @@ def last_boxed(text: str) -> str | None:
 
 
 def answer_segment(text: str) -> str | None:
-    """The words after the last "The answer is" / "Answer:", up to the end of that sentence or line."""
+    """The words after the last answer phrase, up to the end of that sentence or line."""
     matches = list(_ANSWER_IS.finditer(text))
     if not matches:
         return None
-    rest = text[matches[-1].end() :]
+    return _sentence(text[matches[-1].end() :])
+
+
+def _sentence(rest: str) -> str:
     end = re.search(r"\n|\.(?:\s|$)(?![\d])|$", rest)
     return rest[: end.start()].strip()
+
+
+def answer_statement(text: str) -> str | None:
+    """Where the text states its answer (rule step 2): the last boxed content, the last "####" line, or the words
+    after the last answer phrase. None when it states none."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed.replace("\\frac{", "(").replace("}{", ")/(").replace("}", ")").replace("{", "(")
+    hashes = _HASHES.findall(text)
+    if hashes:
+        return _sentence(hashes[-1])
+    return answer_segment(text)
 
 
 def parse_number(text: str) -> float | None:
@@ -117,14 +155,34 @@ def evaluate_arithmetic(expr: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def number_from_segment(segment: str) -> float | None:
-    """A number from the words that state an answer: the value after the last "=", an arithmetic expression's
-    value ("(10 * 45)"), else the first number written there."""
-    segment = segment.strip().rstrip(".").strip()
+def _numbers_written(text: str) -> list[float]:
+    out = []
+    for m in NUMBER_RE.finditer(text.replace("\u2212", "-")):
+        if any(ch.isdigit() for ch in m.group(0)) and (v := parse_number(m.group(0))) is not None:
+            out.append(v)
+    return out
+
+
+def number_from_segment(segment: str, reading: CotReading = "expression", text: str = "") -> float | None:
+    """The number an answer statement gives (rule step 3-4): the value after its last "=", else a number or an
+    arithmetic expression at its start. An expression that is more than one number is read by `reading`: evaluated
+    (`expression`), or accepted only when `text` also writes its value as a number (`stated`)."""
+    segment = _LEAD.sub("", segment.strip()).rstrip(".").strip()
     if "=" in segment:
-        segment = segment.rsplit("=", 1)[1]
-    value = evaluate_arithmetic(segment)
-    return value if value is not None else parse_number(segment)
+        segment = _LEAD.sub("", segment.rsplit("=", 1)[1]).strip()
+    segment = _PLAIN_PARENS.sub(r"\1", segment.replace("$", "")).strip()
+    number = NUMBER_RE.match(segment)
+    after = segment[number.end() :] if number and number.group(0).strip() else None
+    if after is not None and not _OPERATOR_NEXT.match(after):  # one number: 3/4, 1,234, 1e3, 25% included
+        return parse_number(number.group(0))
+    head = _EXPRESSION_HEAD.match(segment)
+    value = evaluate_arithmetic(head.group(0).strip().rstrip(",")) if head else None
+    if value is None:
+        return None
+    if reading == "expression":
+        return value
+    written = _numbers_written(text.replace(head.group(0).strip(), " "))
+    return value if any(abs(v - value) <= 1e-9 * max(1.0, abs(value)) for v in written) else None
 
 
 def parse_bool(text: str) -> bool | None:
@@ -141,29 +199,20 @@ def format_number(value: float) -> str:
     return repr(value)
 
 
-def extract_cot_answer(text: str | None, answer_type: str = "number") -> str | None:
-    """The final answer of a CoT completion, as canonical text ("450", "0.75", "yes"), or None when it states none.
-
-    `answer_type` is the problem's: "number" or "bool" (StrategyQA's yes/no).
-    """
+def extract_cot_answer(text: str | None, answer_type: str = "number", reading: CotReading = "stated") -> str | None:
+    """The final answer a CoT completion states, as canonical text ("450", "0.75", "yes"), or None when it states
+    none (module docstring: the rule). `answer_type` is the problem's: "number" or "bool" (StrategyQA's yes/no)."""
+    if reading not in COT_READINGS:
+        raise ValueError(f"unknown CoT reading {reading!r}; readings: {', '.join(COT_READINGS)}")
     if not text or not text.strip():
         return None
     body = strip_continuation(text)
+    statement = answer_statement(body)
+    if statement is None:
+        return None
     if answer_type == "bool":
-        for candidate in (last_boxed(body), answer_segment(body)):
-            if candidate and (b := parse_bool(candidate)) is not None:
-                return "yes" if b else "no"
-        words = _BOOL_WORD.findall(body)
-        return None if not words else ("yes" if words[-1].lower() in _YES else "no")
-    boxed = last_boxed(body)
-    if boxed is not None:
-        value = number_from_segment(boxed.replace("\\frac{", "(").replace("}{", ")/(").replace("}", ")"))
-        if value is not None:
-            return format_number(value)
-    segment = answer_segment(body)
-    if segment:
-        value = number_from_segment(segment)
-        if value is not None:
-            return format_number(value)
-    value = last_number(body)
+        first = re.match(r"[\s*_`\"'(:]*([A-Za-z]+)", statement)
+        word = first.group(1).lower() if first else ""
+        return "yes" if word in _YES else "no" if word in _NO else None
+    value = number_from_segment(statement, reading, body)
     return None if value is None else format_number(value)

@@ -62,7 +62,7 @@ class Judgement:
 
 def judge(rule: Rule, answer_type: str | None, gold_number, gold_bool, pred) -> Judgement:
     """Compare one prediction with gold. `pred` is a float, text, or None (nothing extracted)."""
-    extracted = format_number(pred) if isinstance(pred, float) and math.isfinite(pred) else (
+    extracted = format_number(pred) if type(pred) is float and math.isfinite(pred) else (
         None if pred is None else str(pred)
     )
     gold = gold_bool if answer_type == "bool" else gold_number
@@ -70,7 +70,7 @@ def judge(rule: Rule, answer_type: str | None, gold_number, gold_bool, pred) -> 
         return Judgement(extracted, False, "gold-missing")
     if pred is None:
         return Judgement(extracted, False, "no-answer")
-    if isinstance(pred, float) and not math.isfinite(pred):
+    if type(pred) is float and not math.isfinite(pred):
         return Judgement(extracted, False, "non-finite")
     ok = rule.equal(pred, gold)
     return Judgement(extracted, ok, "correct" if ok else "wrong-answer")
@@ -96,9 +96,11 @@ def verify_pending(
     *,
     sandbox: Sandbox | None = None,
     limits: SandboxLimits | None = None,
+    cot_reading: str = "stated",
 ) -> VerifySummary:
-    """Verify every generation without a verdict from `rule`'s current version; returns counts by reason."""
-    the_rule = get_rule(rule)
+    """Verify every generation without a verdict from `rule`'s current version (which names the CoT reading);
+    returns counts by reason."""
+    the_rule = get_rule(rule, cot_reading)
     started = time.perf_counter()
     pending = reg.query(
         _PENDING_SQL, {"rule": the_rule.name, "version": the_rule.version, "sandbox": SANDBOX_VERSION}
@@ -161,7 +163,7 @@ def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | N
             j = judge_execution(rule, r["answer_type"], r["gold_number"], r["gold_bool"],
                                 r["exec_status"], r["exec_answer"], r["exec_number"])
         else:
-            text = extract_cot_answer(r["response_text"], r["answer_type"] or "number")
+            text = extract_cot_answer(r["response_text"], r["answer_type"] or "number", rule.cot_reading)
             j = judge(rule, r["answer_type"], r["gold_number"], r["gold_bool"], text)
         verdicts.append({"request_key": r["request_key"], "rule": rule.name, "rule_version": rule.version,
                          "extracted": j.extracted, "correct": j.correct, "reason": j.reason})

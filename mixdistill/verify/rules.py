@@ -7,16 +7,20 @@ sandbox version on its own: programs from an older sandbox run again.)
 - `pot-rounding`: the Program-of-Thoughts repo's `finqa_equal`: both numbers rounded to the smaller number of decimal
   places in their `str()`, a value without "." counting as 5 places; lets its published accuracies be reproduced.
 - `math-verify`: Hugging Face math-verify, for answers that are expressions (fractions, LaTeX, symbolic forms).
+
+Each rule is also configured with the CoT *reading* (`stated` or `expression`, see `answers`), which enters its
+version: `strict` at revision 2 read `stated` is version `2+cot-stated`, so verdicts and eval rows name the reading.
+Revision 2 (all rules): CoT extraction commits or abstains; only exact builtin numbers compare (never bool).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from mixdistill.errors import MixdistillError
-from mixdistill.verify.answers import parse_bool, parse_number
+from mixdistill.verify.answers import COT_READINGS, parse_bool, parse_number
 
 Value = str | float | int | bool | None
 
@@ -27,7 +31,8 @@ class UnknownRule(MixdistillError):
 
 class Rule(Protocol):
     name: str
-    version: str
+    version: str  # revision + the CoT reading
+    cot_reading: str
 
     def equal(self, pred: Value, gold: Value) -> bool: ...
 
@@ -35,32 +40,40 @@ class Rule(Protocol):
 def as_number(value: Value) -> float | None:
     """A float from a stored answer: numbers pass through, text is parsed ("1,234", "3/4", "25%"); booleans and
     unparseable text give None."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
+    if type(value) in (int, float):
         return float(value)
-    return parse_number(str(value))
+    if type(value) is str:
+        return parse_number(value)
+    return None  # bool, complex and any other object are not numbers
 
 
 def as_bool(value: Value) -> bool | None:
-    if isinstance(value, bool) or value is None:
+    if type(value) is bool or value is None:
         return value
-    if isinstance(value, (int, float)):
-        return None
-    return parse_bool(str(value))
+    if type(value) is str:
+        return parse_bool(value)
+    return None
 
 
 def _booleans(pred: Value, gold: Value) -> tuple[bool | None, bool] | None:
     """When gold is a boolean: (pred as bool, gold). Else None."""
-    if isinstance(gold, bool) or (isinstance(gold, str) and gold.strip().lower() in {"yes", "no", "true", "false"}):
+    if type(gold) is bool or (type(gold) is str and gold.strip().lower() in {"yes", "no", "true", "false"}):
         return as_bool(pred), bool(as_bool(gold))
     return None
 
 
 @dataclass(frozen=True)
-class StrictRule:
+class _Versioned:
+    @property
+    def version(self) -> str:
+        return f"{self.revision}+cot-{self.cot_reading}"
+
+
+@dataclass(frozen=True)
+class StrictRule(_Versioned):
     name: str = "strict"
-    version: str = "1"
+    revision: str = "2"
+    cot_reading: str = "stated"
     abs_tol: float = 1e-4
     rel_tol: float = 1e-6
 
@@ -81,9 +94,9 @@ def _decimal_places(text: str) -> int:
 def _pot_text(value: Value) -> str | None:
     """The `str()` the PoT rule counts decimals in: a number's own str(), or the number as written in text
     ("17" counts 5 places, like the int 17 would)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if type(value) in (int, float):
         return str(value)
-    if isinstance(value, str):
+    if type(value) is str:
         number = as_number(value)
         if number is None:
             return None
@@ -97,9 +110,10 @@ def _pot_text(value: Value) -> str | None:
 
 
 @dataclass(frozen=True)
-class PotRoundingRule:
+class PotRoundingRule(_Versioned):
     name: str = "pot-rounding"
-    version: str = "1"
+    revision: str = "2"
+    cot_reading: str = "stated"
 
     def equal(self, pred: Value, gold: Value) -> bool:
         if (pair := _booleans(pred, gold)) is not None:
@@ -124,17 +138,18 @@ def _math_verify_version() -> str:
 
 
 @dataclass(frozen=True)
-class MathVerifyRule:
+class MathVerifyRule(_Versioned):
     """Its version includes the library's: a math-verify upgrade can change verdicts, so it re-verifies."""
 
     name: str = "math-verify"
-    version: str = f"1+mv{_math_verify_version()}"
+    revision: str = f"2+mv{_math_verify_version()}"
+    cot_reading: str = "stated"
 
     def equal(self, pred: Value, gold: Value) -> bool:
         if (pair := _booleans(pred, gold)) is not None:
             return pair[0] is not None and pair[0] == pair[1]
-        if pred is None or gold is None:
-            return False
+        if type(pred) not in (int, float, str) or type(gold) not in (int, float, str):
+            return False  # None, bool, complex, any other object
         from math_verify import parse, verify
 
         parsed_gold, parsed_pred = parse(_latexish(gold)), parse(_latexish(pred))
@@ -145,15 +160,19 @@ class MathVerifyRule:
 
 def _latexish(value: Value) -> str:
     """math-verify looks for math in text; a bare number or expression is wrapped so it is read as one."""
-    text = repr(float(value)) if isinstance(value, (int, float)) else str(value)
+    text = repr(float(value)) if type(value) in (int, float) else str(value)
     return text if "$" in text or "\\" in text else f"${text}$"
 
 
 RULES: dict[str, Rule] = {r.name: r for r in (StrictRule(), PotRoundingRule(), MathVerifyRule())}
 
 
-def get_rule(name: str) -> Rule:
+def get_rule(name: str, cot_reading: str = "stated") -> Rule:
+    """A rule by name, configured with a CoT reading (`stated` or `expression`)."""
     try:
-        return RULES[name]
+        rule = RULES[name]
     except KeyError:
         raise UnknownRule(f"unknown rule {name!r}; rules: {', '.join(RULES)}") from None
+    if cot_reading not in COT_READINGS:
+        raise UnknownRule(f"unknown CoT reading {cot_reading!r}; readings: {', '.join(COT_READINGS)}")
+    return replace(rule, cot_reading=cot_reading)
