@@ -31,7 +31,7 @@ def test_build_from_published_outputs_then_cache_hit(cli, tmp_path, shared_data)
     mixed = pl.read_parquet(export / "mixed" / "train.parquet")
     csv = cli("sql", "SELECT teacher || '/' || mode, correct FROM audit_pass_rate", "-f", "csv")[1]
     stats = dict(line.split(",") for line in csv.splitlines()[1:])
-    assert stats == {"codex/pot": "680", "palm-540b/cot": "595"}
+    assert stats == {"codex/pot": "680", "palm-540b/cot": "553"}  # CoT read `stated` (the default)
     assert set(mixed["teacher"]) == {"codex", "palm-540b"}
     assert (mixed.filter(pl.col("mode") == "pot")["rationale"].str.contains("ans").all())
 

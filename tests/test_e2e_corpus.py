@@ -55,9 +55,10 @@ def test_full_svamp_two_teachers_four_samples(registry_path, shared_data, tmp_pa
     with Registry.open(registry_path, read_only=True) as reg:
         rates = dict(reg.query("SELECT teacher || '/' || mode AS k, pass_rate FROM audit_pass_rate").rows())
     # every sample carries the one published answer, so both teachers score the same, near the published accuracy
-    # (Codex PoT 85.2% on 999 problems, PaLM CoT ~74%; exact counts are proven in test_published_outputs.py)
+    # (Codex PoT 85.2% on 999 problems; PaLM CoT ~74% with its expressions evaluated, ~70% read `stated`, the
+    # default; exact counts are proven in test_published_outputs.py)
     assert rates["gpt/pot"] == rates["claude/pot"] and 0.84 < rates["gpt/pot"] < 0.86
-    assert rates["gpt/cot"] == rates["claude/cot"] and 0.70 < rates["gpt/cot"] < 0.78
+    assert rates["gpt/cot"] == rates["claude/cot"] and 0.67 < rates["gpt/cot"] < 0.72
 
     ds = datasets.load_dataset("parquet", data_files={"train": str(export / "mixed" / "train.parquet")})["train"]
     mixed = pl.read_parquet(export / "mixed" / "train.parquet")

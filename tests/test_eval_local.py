@@ -69,7 +69,7 @@ def test_whole_loop_counts_and_determinism(tiny, task_file, tmp_path):
                                          "max(sample_index) AS last FROM eval_samples GROUP BY mode ORDER BY mode")
     assert counts == [{"mode": "cot", "n": 15, "problems": 5, "last": 2}, {"mode": "pot", "n": 15, "problems": 5, "last": 2}]
     evals = rows(tmp_path / "a.duckdb", "SELECT mode, k, n, rule FROM evals ORDER BY mode")
-    assert evals == [{"mode": m, "k": 3, "n": 5, "rule": "strict"} for m in ("cot", "md", "pot")]
+    assert evals == [{"mode": m, "k": 3, "n": 5, "rule": "strict@2+cot-stated"} for m in ("cot", "md", "pot")]
     inputs = {(r["mode"], r["input"]) for r in rows(tmp_path / "a.duckdb", "SELECT mode, input FROM eval_samples")}
     assert inputs == {(m, f"{prefix} {q}\n") for m, prefix in (("cot", "[CoT]"), ("pot", "[PoT]")) for q in QUESTIONS}
     assert {r["status"] for r in rows(tmp_path / "a.duckdb", "SELECT status FROM eval_samples")} <= STATUSES

@@ -64,7 +64,9 @@ def test_md_vote_over_published_cot_and_pot(shared_data, registry_path):
     r = recipe(recordings={"cot": shared_data / COT_DIR, "pot": shared_data / POT_FILE})
     [result] = run_eval(r, registry_path, shared_data, progress=False)
     acc = {m.mode: m.score for m in result.modes}
-    assert (acc["cot"].correct, acc["pot"].correct, acc["md"].correct) == (156, 168, 168)
+    # CoT read `stated` (the eval default): PaLM's expression answers count only where it also wrote the value;
+    # read `expression`, 156 (tests/test_published_outputs.py)
+    assert (acc["cot"].correct, acc["pot"].correct, acc["md"].correct) == (142, 168, 168)
     # k=1 per mode: both agree, or they tie and PoT's answer wins; CoT decides only where PoT gave no answer
     cot = {s["problem_id"]: s for s in samples(registry_path, result.modes[0].eval_id)}
     pot = {s["problem_id"]: s for s in samples(registry_path, result.modes[1].eval_id)}
@@ -73,7 +75,7 @@ def test_md_vote_over_published_cot_and_pot(shared_data, registry_path):
     assert acc["md"].correct == expected
     assert acc["md"].ties == sum(1 for p in pot if pot[p]["status"] in voting and cot[p]["status"] in voting
                                  and float(pot[p]["extracted"]) != float(cot[p]["extracted"]))
-    assert acc["md"].oracle == 181  # a problem is right in at least one mode
+    assert acc["md"].oracle == 180  # a problem is right in at least one mode (181 with CoT read `expression`)
 
 
 def test_crashing_programs_are_wrong_paths(tmp_path, registry_path):

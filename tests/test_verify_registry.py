@@ -110,13 +110,17 @@ def test_reverify_only_missing_or_newer_rule_versions(registry_path, sandbox, mo
         assert (late.pending, late.correct, late.executed) == (1, 1, 0)
 
         # a newer version of the rule re-judges everything, reusing the stored executions (no program re-runs)
-        monkeypatch.setitem(rules.RULES, "strict", replace(rules.get_rule("strict"), version="2"))
+        old = rules.get_rule("strict").version
+        monkeypatch.setitem(rules.RULES, "strict", replace(rules.get_rule("strict"), revision="next"))
         newer = verify_pending(reg, "strict", progress=False, sandbox=sandbox)
         assert newer.pending == 13 and newer.executed == 0 and newer.reused_executions == 8
         counts = dict(reg.query("SELECT rule_version, count(*) AS n FROM verdicts GROUP BY ALL").iter_rows())
-        assert counts == {"1": 13, "2": 13}  # the old verdicts stay, the views read the newest
-        latest = reg.scalar("SELECT count(*) FROM latest_verdicts WHERE rule_version = '2'")
+        assert counts == {old: 13, "next+cot-stated": 13}  # the old verdicts stay, the views read the newest
+        latest = reg.scalar("SELECT count(*) FROM latest_verdicts WHERE rule_version = 'next+cot-stated'")
         assert latest == 13
+        # another CoT reading is another rule version: everything is re-judged, no program runs again
+        other = verify_pending(reg, "strict", progress=False, sandbox=sandbox, cot_reading="expression")
+        assert (other.pending, other.executed, other.rule_version) == (13, 0, "next+cot-expression")
         runs = reg.query("SELECT status FROM runs WHERE kind = 'verify'")["status"].to_list()
         assert runs and set(runs) == {"done"}
 
@@ -167,8 +171,8 @@ def test_cli_verify(registry_path):
     result = runner.invoke(app, ["--registry", str(registry_path), "verify", "--no-progress", "--timeout", "1.5",
                                  "--cpu", "1", "--workers", "2", "--rule", "strict", "--rule", "pot-rounding"])
     assert result.exit_code == 0, result.output
-    assert "rule strict v1: 12 verified" in result.output
-    assert "rule pot-rounding v1: 12 verified" in result.output and "reused 8" in result.output
+    assert "rule strict v2+cot-stated: 12 verified" in result.output
+    assert "rule pot-rounding v2+cot-stated: 12 verified" in result.output and "reused 8" in result.output
 
 
 def test_cli_unknown_rule_is_one_line_exit_2(registry_path, monkeypatch, capsys):
