@@ -53,6 +53,7 @@ class Table:
     columns: list[str]
     rows: list[tuple[str, str, list[float | None]]]  # (model label, mode label, accuracy per column)
     n: dict[str, int]
+    rules: tuple[str, ...] = ()  # rule@version of the rows, naming the CoT reading (`+cot-stated`)
 
     def markdown(self) -> str:
         head = ["model", "mode", *[f"{c} (n={self.n[c]})" for c in self.columns]]
@@ -78,7 +79,7 @@ def comparison_table(df: pl.DataFrame) -> Table:
         (label, mode_label(mode, k) + (f" [{rule}]" if len(rules) > 1 else ""), [cells[(label, mode, k, rule)].get(c) for c in columns])
         for label, mode, k, rule in keys
     ]
-    return Table(columns, rows, n)
+    return Table(columns, rows, n, tuple(sorted(rules)))
 
 
 def plot_png(table: Table) -> bytes:
@@ -110,7 +111,9 @@ def write_report(table: Table, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md, png = out_dir / "eval_report.md", out_dir / "eval_report.png"
     md.write_text("# Evaluation\n\nAccuracy (%) per model and mode (rows) and task split (columns). `k=N`: the "
-                  "majority of N sampled paths (MD: pooled over CoT and PoT); no k: one greedy path.\n\n"
+                  "majority of N sampled paths (MD: pooled over CoT and PoT); no k: one greedy path. Answer rule "
+                  "(its version names the CoT reading, `stated` or `expression`): "
+                  + (", ".join(f"`{r}`" for r in table.rules) or "n/a") + ".\n\n"
                   + table.markdown() + f"\n![accuracy]({png.name})\n", encoding="utf-8")
     png.write_bytes(plot_png(table))
     return md, png

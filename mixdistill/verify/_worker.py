@@ -130,7 +130,7 @@ def _audit_guard(scratch: str, attempts: list):
         "os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty subprocess.Popen pty.spawn socket.__new__ "
         "socket.connect socket.bind socket.getaddrinfo socket.gethostbyname socket.sendto ctypes.dlopen ctypes.dlsym "
         "ctypes.cdata os.kill os.killpg signal.pthread_kill os.putenv os.unsetenv os.chown os.setxattr "
-        "sys.remote_exec _posixsubprocess.fork_exec".split()
+        "sys.remote_exec _posixsubprocess.fork_exec gc.get_objects gc.get_referrers gc.get_referents".split()
     )
     path_events = frozenset("os.remove os.rename os.rmdir os.truncate os.link os.symlink os.chmod os.mkdir os.utime "
                             "shutil.rmtree shutil.copyfile shutil.move".split())
@@ -277,27 +277,28 @@ def _child(length: int, result_fd: int) -> None:
     confine()
     if seccomp is not None:
         seccomp.install()
-    for namespace in st["forget"]:  # the isolation module's globals: its libc handle and ctypes function pointers
+    for namespace in st["forget"]:  # the libc handle (its cached function pointers) and the isolation module
         namespace.clear()
     st.clear()
-    del seccomp, confine, st
-    _run_program(source.decode("utf-8", "replace"), result_fd, cfg, exact)
+    settings = (cfg["max_output"], cfg["python_guard"], cfg["scratch"])
+    del seccomp, confine, st, cfg
+    _run_program(source.decode("utf-8", "replace"), result_fd, settings, exact)
 
 
-def _run_program(program: str, result_fd: int, cfg: dict, exact: dict) -> None:
+def _run_program(program: str, result_fd: int, settings: tuple, exact: dict) -> None:
     """Builtins a program patches are not restored: the child ends with the program and the next one is a fresh
     fork. Whatever the program does to this harness, it can at most change its own result, which the host reads
     as untrusted bytes."""
-    out = _BoundedText(cfg["max_output"])
+    max_output, guard, scratch = settings
+    out = _BoundedText(max_output)
     attempts: list[str] = []
     dumps, monotonic, exit_, write = json.dumps, time.perf_counter, os._exit, os.write
     sys.stdout = sys.stderr = out
     sys.stdin = io.StringIO("")
-    if cfg["python_guard"]:
-        sys.addaudithook(_audit_guard(cfg["scratch"], attempts))
+    if guard:
+        sys.addaudithook(_audit_guard(scratch, attempts))
     res = {"status": "ok", "answer": None, "answer_kind": None, "error_class": None, "error_message": None}
     g = {"__name__": "__main__", "__builtins__": builtins}
-    del cfg
     start = monotonic()
     try:
         exec(compile(program, "<program>", "exec"), g)
@@ -570,7 +571,7 @@ def _setup(cfg: dict) -> None:
             become(uid)
 
     st.update(cfg=cfg, report=rep, child_seccomp=child_filter, confine=confine, exact=_exact_numbers(),
-              address_space_in_use=isolation.address_space_in_use, forget=[vars(isolation)],
+              address_space_in_use=isolation.address_space_in_use, forget=[vars(isolation._libc), vars(isolation)],
               check_sysv=child_filter is None and ipc is None,
               view=memoryview(bytearray(MAX_RESULT_BYTES)), spill=memoryview(bytearray(1 << 16)),
               zeros=memoryview(bytes(MAX_RESULT_BYTES)))
