@@ -28,6 +28,7 @@ def test_eval_then_report(cli, shared_data, tmp_path):
     assert code == 0, err
     md = (tmp_path / "rep" / "eval_report.md").read_text()
     assert "| model | mode | svamp/test (n=40) |" in md
+    assert "Answer rule (its version names the CoT reading, `stated` or `expression`): `strict@2+cot-stated`" in md
     assert "| PaLM-540B CoT + Codex PoT (published) | MD vote |" in md
     assert (tmp_path / "rep" / "eval_report.png").read_bytes()[:4] == b"\x89PNG"
 

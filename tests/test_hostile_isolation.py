@@ -268,3 +268,18 @@ def test_mixdistill_verify_returns_with_one_verdict_per_generation(registry_path
     assert verdicts["forged"] == verdicts["rt-signal"] == "crashed"
     assert verdicts["huge-int"] == "non-finite" and verdicts["deep"] in {"wrong-answer", "error"}
     assert all(verdicts[f"ok-{i}"] == "correct" for i in range(6))
+
+
+def test_an_unknown_cot_reading_is_one_line_naming_the_field(tmp_path, registry_path):
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "e.yaml"
+    recipe.write_text("kind: eval\nname: e\nmodel: m\ntasks: [{task: svamp}]\ncot_reading: loose\n")
+    done = subprocess.run([sys.executable, "-m", "mixdistill", "--registry", str(registry_path), "eval", str(recipe)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "cot_reading" in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
+        done.stderr
+    done = subprocess.run([sys.executable, "-m", "mixdistill", "--registry", str(registry_path), "verify",
+                           "--cot-reading", "loose"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown CoT reading 'loose'" in done.stderr, done.stderr
