@@ -52,6 +52,8 @@ class TeacherTally:
     missing: int = 0
     cost_usd: float = 0.0
     tokens: int = 0
+    unmatched: int = 0  # replay: recorded questions that match no requested problem
+    unmatched_examples: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -414,6 +416,7 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
     cost_before = tokens_before = 0
     for teacher in plan.teachers:
         tally = report.by_teacher.setdefault(teacher.teacher_id, TeacherTally(name=teacher.spec.label))
+        tally.unmatched, tally.unmatched_examples = getattr(teacher, "unmatched", (0, []))
         todo = []
         for r in plan.requests[teacher.teacher_id]:
             tally.requests += 1

@@ -22,6 +22,16 @@ Mode = Literal["cot", "pot"]
 CotReading = Literal["stated", "expression"]  # mixdistill.verify.answers.COT_READINGS
 
 
+class ReplayFields(BaseModel):
+    """Where a replayed JSON/JSONL keeps the question, the response and the mode (`mode` may instead be the mode
+    itself, `cot` or `pot`, for a file of one mode)."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str = "question"
+    response: str = "response"
+    mode: str = "mode"
+
+
 def _env_var_name(value: str) -> str:
     if not value.replace("_", "").isalnum():
         raise ValueError("must be the NAME of an environment variable, not a key")
@@ -91,6 +101,7 @@ class TeacherSpec(_Model):
     base_url: str | None = Field(None, description="for openai-compatible servers (vLLM, llama.cpp, Ollama, ...)")
     api_key_env: EnvVarName | None = Field(None, description="environment variable holding the key; provider default if unset")
     path: RecipePath | None = Field(None, description="local model dir (transformers) or recorded-output file (replay)")
+    fields: ReplayFields | None = Field(None, description="replay: field names of a JSON/JSONL of other records")
     batch: bool = Field(False, description="use the provider's Batch API (half price, hours of latency)")
     max_concurrency: int = Field(16, ge=1)
     requests_per_minute: int | None = Field(None, ge=1)
@@ -287,6 +298,7 @@ class EvalRecipe(_Model):
     base_url: str | None = None
     api_key_env: EnvVarName | None = Field(None, description="environment variable holding the server's key, if it needs one")
     recordings: dict[Mode, RecipePath] | None = Field(None, description="replay: recorded outputs per mode (teacher formats)")
+    fields: ReplayFields | None = Field(None, description="replay: field names of a JSON/JSONL of other records")
     prompt: Literal["student", "few-shot"] = "student"
     prompt_template: str | None = Field(None, description="student: default the adapter's training template, else {input}\\n")
     shots: int = Field(4, ge=0, description="few-shot: exemplars per prompt")

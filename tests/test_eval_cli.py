@@ -24,6 +24,8 @@ def test_eval_then_report(cli, shared_data, tmp_path):
     code, out, err = cli("eval", str(RECIPES / "eval-published-svamp.yaml"), "--limit", "40")
     assert code == 0, err
     assert "MD vote" in out and "generated 80 paths" in out
+    # the recordings cover all 1000 SVAMP problems; 40 are evaluated: the rest are counted and shown, never silent
+    assert "recordings.pot: 959 recorded questions match no problem of svamp/test (first:" in out, out
     code, out, err = cli("report", "--out", str(tmp_path / "rep"))
     assert code == 0, err
     md = (tmp_path / "rep" / "eval_report.md").read_text()

@@ -56,7 +56,7 @@ def test_vote_over_published_programs_equals_reexecution(shared_data, registry_p
         summary = reg.query("SELECT n, correct, accuracy, k FROM evals WHERE eval_id = ?", [pot.eval_id]).to_dicts()
     mismatched = [r for r in rows if by_question.get(normalize_question(r["question"]), False) != r["correct"]]
     assert mismatched == []
-    assert [r["status"] for r in rows].count("generation-error") == 1
+    assert [r["status"] for r in rows].count("no-recording") == 1  # chal-1000: its own status, not a backend error
     assert summary == [{"n": 1000, "correct": 848, "accuracy": 0.848, "k": 1}]
 
 

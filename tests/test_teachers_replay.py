@@ -115,3 +115,41 @@ def test_a_json_list_of_records(tmp_path, registry_path):
                modes=["pot"], samples={"pot": 1})
     with Registry.open(registry_path) as reg:
         assert run_generation(reg, r, progress=False).ok == 1
+
+
+def test_normalisation_fields_mapping_and_unmatched_records_through_the_console_script(tmp_path, registry_path):
+    """Questions match up to NFKC, case, whitespace and punctuation; other field names are mapped by `fields:`;
+    records that match no problem are counted and shown."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from mixdistill.teachers.replay import normalize_question
+
+    assert normalize_question("Sam has ３ pens…\nHow many?") == normalize_question("sam has 3 pens how many")
+    assert normalize_question("It costs 3.5 dollars.") != normalize_question("It costs 35 dollars")
+    task = synthetic_task(tmp_path, 3)
+    records = [
+        # a final "." where the task has "?", full-width digits, odd spacing
+        {"problem": "Sam has ０ pens and finds ３ more.  How many pens does Sam have.", "output": "ans = 0 + 3"},
+        {"problem": "SAM HAS 1 PENS AND FINDS 4 MORE, HOW MANY PENS DOES SAM HAVE", "output": "ans = 1 + 4"},
+        {"problem": "A question no problem of the recipe asks?", "output": "ans = 99"},
+    ]
+    path = tmp_path / "tool-outputs.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in records), encoding="utf-8")
+    teacher = {"provider": "replay", "model": "mine", "path": str(path),
+               "fields": {"question": "problem", "response": "output", "mode": "pot"}}
+    spec = recipe([task], [teacher], modes=["pot"], samples={"pot": 1})
+    recipe_file = tmp_path / "build.yaml"
+    recipe_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
+    done = subprocess.run([sys.executable, "-m", "mixdistill", "--registry", str(registry_path), "generate",
+                           str(recipe_file), "--no-progress"], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    assert "1 recorded questions match no problem of the recipe (first: 'a question no problem of the recipe asks')" \
+        in done.stdout, done.stdout
+    assert "1 without a recording" in done.stdout
+    with Registry.open(registry_path, read_only=True) as reg:
+        rows = reg.query("SELECT response_text FROM generations ORDER BY ALL")["response_text"].to_list()
+    assert rows == ["ans = 0 + 3", "ans = 1 + 4"]

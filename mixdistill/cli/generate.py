@@ -52,6 +52,10 @@ def generate(
         f"{report.total} requests: {report.cached} cached, {report.sent} sent ({report.ok} ok, {report.errors} errors), "
         f"{report.missing} without a recording; spent ${report.cost_usd:.4f} this run", highlight=False
     )
+    for t in report.by_teacher.values():
+        if t.unmatched:
+            console.print(f"[yellow]{t.name}:[/] {t.unmatched} recorded questions match no problem of the recipe "
+                          f"(first: {'; '.join(repr(q[:80]) for q in t.unmatched_examples)})", highlight=False)
     if report.stopped:
         console.print(f"[yellow]stopped early:[/] {report.stopped}; re-run to continue", highlight=False)
     if report.errors:

@@ -34,6 +34,9 @@ class EvalError(MixdistillError):
     """An evaluation cannot run as configured (model, adapter, backend, task split...)."""
 
 
+NO_RECORDING = "no-recording"  # a replayed problem without a recorded output: its own status, not a backend error
+
+
 @dataclass(frozen=True)
 class PathRequest:
     """The prompt for the k paths of one (problem, mode)."""
@@ -410,7 +413,7 @@ class ReplayBackend:
         for mode in self.recipe.modes:
             path = self.recipe.recordings[mode]
             try:
-                found = load_recordings(path, self.recipe.model)
+                found = load_recordings(path, self.recipe.model, self.recipe.fields)
             except TeacherError as e:
                 raise EvalError(f"recordings.{mode}: {e}") from None
             self.recordings[mode] = {q: texts for (q, m), texts in found.items() if m == mode}
@@ -429,9 +432,16 @@ class ReplayBackend:
         out = []
         for r in batch:
             texts = self.recordings[r.mode].get(normalize_question(r.problem.question), [])
-            out.append([Completion(texts[i]) if i < len(texts) else Completion(None, 0, "no recorded output")
+            out.append([Completion(texts[i]) if i < len(texts) else Completion(None, 0, NO_RECORDING)
                         for i in range(k)])
         return out
+
+    def unmatched(self, problems: list[Problem], mode: str) -> tuple[int, list[str]]:
+        """Recorded questions of `mode` that match none of `problems` (count, first examples)."""
+        from mixdistill.teachers.replay import unmatched_recordings
+
+        recorded = {(q, mode): texts for q, texts in self.recordings[mode].items()}
+        return unmatched_recordings(recorded, [(p.question, mode) for p in problems])
 
     def close(self) -> None:
         pass

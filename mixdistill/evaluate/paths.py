@@ -4,7 +4,8 @@ CoT: the answer stated in the text (`extract_cot_answer`). PoT: the program in t
 the sandbox; a program that crashes, times out, is refused or returns a non-number for a numeric task is a wrong path
 with that status, never an error of the run. `status` uses the verification pipeline's reasons (correct,
 wrong-answer, no-answer, error, timeout, memory, forbidden, non-numeric, non-finite, gold-missing) plus
-`generation-error` for a path the backend could not produce.
+`generation-error` for a path the backend could not produce and `no-recording` for a replayed problem without a
+recorded output.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from rich.progress import (
 from mixdistill.evaluate.backends import (
     Backend,
     Completion,
+    NO_RECORDING,
     EvalError,
     PathRequest,
     make_backend,
@@ -146,7 +147,7 @@ def judge_batch(rule, requests: list[PathRequest], completions: list[list[Comple
     judged = []
     for r, c in flat:
         if c.error is not None:
-            judged.append(JudgedPath(None, False, "generation-error"))
+            judged.append(JudgedPath(None, False, NO_RECORDING if c.error == NO_RECORDING else "generation-error"))
         elif r.mode == "pot":
             judged.append(judge_pot(rule, r.problem, next(results)))
         else:
@@ -201,6 +202,11 @@ def run_eval(
                     ids = eval_ids(recipe, identity, ref.name, split, problems)
                     result = TaskResult(ref.name, split)
                     for mode in recipe.modes:
+                        n, first = backend.unmatched(problems, mode) if hasattr(backend, "unmatched") else (0, [])
+                        if n:
+                            console.print(f"[yellow]recordings.{mode}:[/] {n} recorded questions match no problem of "
+                                          f"{ref.name}/{split} (first: {'; '.join(repr(q[:80]) for q in first)})",
+                                          highlight=False)
                         _generate_mode(reg, recipe, backend, rule, sandbox, ids[mode], problems, mode, result, bar,
                                        f"{ref.name}/{split} {mode}")
                     result.modes = _summarise(reg, recipe, rule, ids, problems, model_key(reg, recipe), run_id,

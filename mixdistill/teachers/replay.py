@@ -5,15 +5,19 @@ Sources (`path` of the teacher):
 - a folder or file of distilling-step-by-step PaLM completions (`datasets/<task>/llm/{split}_CoT_{i}.json`, lists of
   raw completions aligned with `../<task>_{split}.json` in blocks of 500; the text after the first "Q:" is the model
   running on into a hallucinated next question and is cut, as the upstream loader does),
-- a JSONL of `{"question", "mode", "response"}` records,
+- a JSONL (or JSON list) of `{"question", "mode", "response"}` records, or of records with other field names mapped
+  by the recipe's `fields:` (`{question: ..., response: ..., mode: ...}`; `mode: pot` for a file of one mode),
 - another registry (`*.duckdb`): its `ok` generations of the teacher whose name or model is this teacher's `model`.
-Recorded answer i of a (question, mode) serves sample index i. Requests without a recording are not answered.
+Questions match after `normalize_question`. Recorded answer i of a (question, mode) serves sample index i. Requests
+without a recording are not answered; recorded questions that match no requested problem are counted
+(`unmatched`), with their first examples, so a file that silently misses problems is visible.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,11 +28,23 @@ _DSS_FILE = re.compile(r"^(?P<split>[a-z]+)_CoT_(?P<idx>\d+)\.json$")
 
 
 def normalize_question(text: str) -> str:
-    """Whitespace and case do not identify a problem: "Body\\nQuestion" and "Body Question" are the same question."""
-    return " ".join(str(text).split()).lower()
+    """What identifies a problem's question, so published outputs match as users have them: Unicode NFKC (full-width
+    digits, ligatures, non-breaking spaces), case (casefold), punctuation (dropped, except a `.`, `,`, `/` or `:`
+    between two digits, so "3.5" and "35" stay apart) and whitespace (collapsed). "Body\\nQuestion?" and
+    "body question." are the same question."""
+    text = unicodedata.normalize("NFKC", str(text)).casefold()
+    out = []
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch).startswith("P"):
+            between_digits = 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit()
+            out.append(ch if between_digits and ch in ".,/:" else " ")
+        else:
+            out.append(ch)
+    return " ".join("".join(out).split())
 
 
 Recordings = dict[tuple[str, str], list[str]]  # (normalized question, mode) -> responses in sample order
+UNMATCHED_EXAMPLES = 3
 
 
 def _dss_files(path: Path) -> list[Path]:
@@ -71,9 +87,24 @@ def _records(path: Path):
                 raise TeacherError(f"replay file {path}: line {n} is not JSON") from None
 
 
-def _load_jsonl(path: Path) -> Recordings:
+def _mapped(rec: dict, fields) -> dict:
+    """A record with the recipe's field names mapped to question / response / mode."""
+    out = {k: v for k, v in rec.items() if k not in ("question", "response", "mode")}
+    for name in ("question", "response"):
+        if getattr(fields, name) in rec:
+            out[name] = rec[getattr(fields, name)]
+    if fields.mode in rec:
+        out["mode"] = rec[fields.mode]
+    elif fields.mode in ("cot", "pot"):
+        out["mode"] = fields.mode
+    return out
+
+
+def _load_jsonl(path: Path, fields=None) -> Recordings:
     out: Recordings = defaultdict(list)
     for n, rec in _records(path):
+        if isinstance(rec, dict) and fields is not None:
+            rec = _mapped(rec, fields)
         if not isinstance(rec, dict) or "question" not in rec:
             continue  # header lines (a PoT file's "demonstration"/"prompt" lines) carry no problem
         if "generated" in rec:  # Program-of-Thoughts outputs
@@ -83,7 +114,9 @@ def _load_jsonl(path: Path) -> Recordings:
         elif "response" in rec and rec.get("mode") in ("cot", "pot"):
             out[(normalize_question(rec["question"]), rec["mode"])].append(str(rec["response"]))
         else:
-            raise TeacherError(f"replay file {path}: record {n}: need 'generated' or 'mode' + 'response' fields")
+            names = ("'mode' + 'response'" if fields is None
+                     else f"{fields.mode!r} + {fields.response!r} (the recipe's fields:)")
+            raise TeacherError(f"replay file {path}: record {n}: need 'generated' or {names} fields")
     return out
 
 
@@ -103,7 +136,7 @@ def _load_registry(path: Path, teacher: str) -> Recordings:
     return out
 
 
-def load_recordings(path: Path, teacher: str) -> Recordings:
+def load_recordings(path: Path, teacher: str, fields=None) -> Recordings:
     path = Path(path).expanduser()
     if not path.exists():
         raise TeacherError(f"replay file not found: {path}")
@@ -112,8 +145,16 @@ def load_recordings(path: Path, teacher: str) -> Recordings:
     if _dss_files(path):
         return _load_dss(path)
     if path.is_file() and path.suffix in (".jsonl", ".json"):
-        return _load_jsonl(path)
+        return _load_jsonl(path, fields)
     raise TeacherError(f"replay file {path}: not a PoT outputs JSONL, a PaLM CoT folder, a records JSONL or a .duckdb")
+
+
+def unmatched_recordings(recordings: Recordings, asked) -> tuple[int, list[str]]:
+    """How many recorded (question, mode) pairs match none of `asked` ((question, mode) pairs), and the first few of
+    their questions (normalised)."""
+    wanted = {(normalize_question(q), m) for q, m in asked}
+    missing = [q for q, m in recordings if (q, m) not in wanted]
+    return len(missing), missing[:UNMATCHED_EXAMPLES]
 
 
 class ReplayTeacher(Teacher):
@@ -122,10 +163,11 @@ class ReplayTeacher(Teacher):
     def __init__(self, spec, prices=None):
         super().__init__(spec, prices)
         self.recordings: Recordings = {}
+        self.unmatched: tuple[int, list[str]] = (0, [])  # recorded questions no request asks, first examples
 
     def check(self) -> None:
         super().check()
-        self.recordings = load_recordings(self.spec.path, self.spec.model)
+        self.recordings = load_recordings(self.spec.path, self.spec.model, self.spec.fields)
         if not self.recordings:
             raise TeacherError(f"replay file {self.spec.path}: no recorded outputs found")
 
@@ -147,7 +189,9 @@ class ReplayTeacher(Teacher):
         return [requests[i : i + 512] for i in range(0, len(requests), 512)]
 
     def check_coverage(self, requests: list[TeacherRequest]) -> None:
-        """Refuse a recording made for another task or mode: at least one request must have a recorded answer."""
+        """Refuse a recording made for another task or mode: at least one request must have a recorded answer. Count
+        the recorded questions that match no request (`unmatched`)."""
+        self.unmatched = unmatched_recordings(self.recordings, ((r.question, r.mode) for r in requests))
         if not any(self.answerable(r) for r in requests):
             recorded = "/".join(sorted({m for _, m in self.recordings}))
             asked = "/".join(sorted({r.mode for r in requests})) or "none of its modes"
