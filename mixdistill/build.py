@@ -42,7 +42,8 @@ def build(
                 f"generation stopped before the corpus was complete ({generation.stopped}); everything received is "
                 "stored: raise the budget or re-run to continue"
             )
-        verification = verify_pending(reg, recipe.rule, progress, cot_reading=recipe.cot_reading)
+        verification = verify_pending(reg, recipe.rule, progress, cot_reading=recipe.cot_reading,
+                                      pot_conventions=tuple(recipe.pot_conventions))
         version, configs = build_version(reg, recipe)
         out = export_version(reg, version.ref, configs, export_path(out_root, recipe.name, recipe.version))
     return BuildResult(version, generation, verification, out)

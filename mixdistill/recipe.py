@@ -20,6 +20,7 @@ from mixdistill.tasks import TASKS, CustomTask
 
 Mode = Literal["cot", "pot"]
 CotReading = Literal["stated", "expression"]  # mixdistill.verify.answers.COT_READINGS
+PotConvention = Literal["printed", "first-of-tuple"]  # mixdistill.verify.rules.POT_CONVENTIONS
 
 
 class ReplayFields(BaseModel):
@@ -167,6 +168,9 @@ class BuildRecipe(_Model):
     sampling: Sampling = Field(default_factory=Sampling)
     rule: str = Field("strict", description="answer-equivalence rule used for verdicts")
     cot_reading: CotReading = Field("stated", description="CoT answer reading: stated | expression (README)")
+    pot_conventions: list[PotConvention] = Field(
+        default_factory=list, description="opt-in PoT answers beyond ans/solution(): printed, first-of-tuple"
+    )
     mix: MixPolicy = Field(default_factory=MixPolicy)
     budget: Budget = Field(default_factory=Budget)
 
@@ -312,6 +316,9 @@ class EvalRecipe(_Model):
     )
     rule: str = "strict"
     cot_reading: CotReading = Field("stated", description="CoT answer reading: stated | expression (README)")
+    pot_conventions: list[PotConvention] = Field(
+        default_factory=list, description="opt-in PoT answers beyond ans/solution(): printed, first-of-tuple"
+    )
     batch_size: int = Field(8, ge=1, description="problems per generate() call (x k sequences)")
     max_concurrency: int = Field(16, ge=1, description="openai-compatible: requests in flight")
     program_timeout_s: float = Field(2.0, gt=0, description="wall-clock limit per PoT program")

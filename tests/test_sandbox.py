@@ -125,9 +125,15 @@ def test_isolation_report_and_status_vocabulary(sb):
     assert STATUSES == ("ok", "error", "timeout", "memory", "forbidden", "no-answer", "crashed")
 
 
-def test_to_row_matches_the_executions_table():
+def test_to_row_matches_the_executions_table(registry_path):
+    from mixdistill.registry import Registry
+
     row = ExecResult("ok", "1", 1.0, "number").to_row()
-    assert set(row) == {"status", "answer", "answer_number", "stdout_head", "error_class", "error_message", "runtime_s"}
+    assert set(row) == {"status", "answer", "answer_number", "stdout_head", "error_class", "error_message", "runtime_s",
+                        "printed", "first_answer", "first_number"}
+    with Registry.open(registry_path) as reg:
+        columns = set(reg.query("SELECT * FROM executions LIMIT 0").columns)
+    assert set(row) <= columns
 
 
 def test_sandbox_must_be_started():
@@ -180,3 +186,27 @@ def test_bench_sandbox_command_runs_all_three_ways(tmp_path):
     assert "Without the 2 that hit the limit" in out
     missing = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "nowhere"), "bench", "sandbox"])
     assert missing.exit_code != 0 and "missing benchmark file" in str(missing.exception)
+
+
+def test_opt_in_pot_conventions_printed_and_first_of_tuple(sb):
+    """`printed` and `first-of-tuple` are off by default, enter the rule version, and judge from the stored
+    execution (no re-run)."""
+    from mixdistill.verify.pipeline import judge_execution
+    from mixdistill.verify.rules import get_rule
+
+    printed, tupled, chatty = sb.run_many([
+        "x = 6 * 7\nprint('working...')\nprint(x)",
+        "def solution():\n    return 42, 'forty-two'\nans = solution()",
+        "print('the total is 42')",
+    ])
+    assert (printed.status, printed.printed, tupled.first_answer, tupled.first_number) == ("no-answer", "42", "42", 42)
+    plain, opted = get_rule("strict"), get_rule("strict", pot_conventions=["printed", "first-of-tuple"])
+    assert opted.version == "2+cot-stated+pot-first-of-tuple+printed" and plain.version == "2+cot-stated"
+
+    def judged(rule, r):
+        return judge_execution(rule, "number", 42.0, None, r.status, r.answer, r.answer_number, r.printed,
+                               r.first_answer, r.first_number)
+
+    assert [judged(plain, r).reason for r in (printed, tupled)] == ["no-answer", "non-numeric"]
+    assert [judged(opted, r).correct for r in (printed, tupled)] == [True, True]
+    assert judged(opted, chatty).reason == "no-answer"  # the last line must be one number, not a sentence with one

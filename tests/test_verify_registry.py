@@ -121,6 +121,10 @@ def test_reverify_only_missing_or_newer_rule_versions(registry_path, sandbox, mo
         # another CoT reading is another rule version: everything is re-judged, no program runs again
         other = verify_pending(reg, "strict", progress=False, sandbox=sandbox, cot_reading="expression")
         assert (other.pending, other.executed, other.rule_version) == (13, 0, "next+cot-expression")
+        # so is an opt-in PoT convention: the stored executions keep what it reads
+        printed = verify_pending(reg, "strict", progress=False, sandbox=sandbox, pot_conventions=("printed",))
+        assert (printed.pending, printed.executed, printed.reused_executions) == (13, 0, 8)
+        assert printed.rule_version == "next+cot-stated+pot-printed"
         runs = reg.query("SELECT status FROM runs WHERE kind = 'verify'")["status"].to_list()
         assert runs and set(runs) == {"done"}
 

@@ -31,6 +31,8 @@ def verify(
     memory_mb: int = typer.Option(_DEFAULTS.memory_mb, "--memory-mb", help="memory a program may allocate"),
     workers: Optional[int] = typer.Option(None, "--workers", help="sandbox workers (default: 2 per CPU)"),
     cot_reading: str = typer.Option("stated", "--cot-reading", help="CoT answer reading: stated | expression"),
+    pot_convention: list[str] = typer.Option([], "--pot-convention",
+                                             help="opt-in PoT answer convention (repeatable): printed, first-of-tuple"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Verify every generation that has no verdict from the rule's current version (never calls a teacher).
@@ -41,11 +43,12 @@ def verify(
     from mixdistill.verify.pipeline import verify_pending
     from mixdistill.verify.sandbox import Sandbox
 
-    rules = [get_rule(name, cot_reading) for name in rule]  # unknown names fail before anything runs
+    rules = [get_rule(name, cot_reading, pot_convention) for name in rule]  # unknown names fail before anything runs
     limits = _limits(timeout, cpu, memory_mb)
     with Registry.open(state.registry) as reg, Sandbox(workers=workers, limits=limits) as sb:
         for r in rules:
-            s = verify_pending(reg, r.name, progress=progress, sandbox=sb, cot_reading=cot_reading)
+            s = verify_pending(reg, r.name, progress=progress, sandbox=sb, cot_reading=cot_reading,
+                               pot_conventions=r.pot_conventions)
             acc = "n/a" if s.accuracy is None else f"{s.accuracy:.2%}"
             console.print(
                 f"rule {s.rule} v{s.rule_version}: {s.verified} verified ({s.pending} pending), {s.correct} correct "

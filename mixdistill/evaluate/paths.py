@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mixdistill.tasks import Problem
 from mixdistill.verify.answers import extract_cot_answer, format_number, parse_bool
-from mixdistill.verify.pipeline import judge, judge_execution
+from mixdistill.verify.pipeline import apply_conventions, judge, judge_execution
 from mixdistill.verify.programs import extract_program
 from mixdistill.verify.rules import Rule
 from mixdistill.verify.sandbox import ExecResult, Sandbox
@@ -60,6 +60,9 @@ def execution_answer(problem: Problem, res: ExecResult) -> str | None:
 
 
 def judge_pot(rule: Rule, problem: Problem, res: ExecResult) -> JudgedPath:
+    status, text, number = apply_conventions(rule, problem.answer_type, res.status, res.answer, res.answer_number,
+                                             res.printed, res.first_answer, res.first_number)
+    res = replace(res, status=status, answer=text, answer_number=number)
     j = judge_execution(rule, problem.answer_type, problem.gold_number, problem.gold_bool,
                         res.status, res.answer, res.answer_number)
     answer = execution_answer(problem, res)

@@ -112,7 +112,7 @@ def eval_ids(recipe: EvalRecipe, identity: dict, task: str, split: str, problems
     """One id per mode (and `md`): what defines the paths, the problem set and the rule."""
     base = {
         "model": identity, "task": task, "split": split, "k": recipe.k, "rule": recipe.rule,
-        "cot_reading": recipe.cot_reading,
+        "cot_reading": recipe.cot_reading, "pot_conventions": sorted(recipe.pot_conventions),
         "problems": content_hash([p.problem_id for p in problems]),
         # greedy single paths do not depend on the sampling settings, only on the length limit
         "sampling": recipe.sampling.model_dump() if recipe.k > 1 else {"max_tokens": recipe.sampling.max_tokens},
@@ -185,7 +185,7 @@ def run_eval(
 ) -> list[TaskResult]:
     """Evaluate the recipe's model on each task split; returns the scores (also stored in `evals`)."""
     console = console or Console()
-    rule = get_rule(recipe.rule, recipe.cot_reading)  # an unknown rule stops here, before any model is loaded
+    rule = get_rule(recipe.rule, recipe.cot_reading, recipe.pot_conventions)  # an unknown rule stops here, before any model is loaded
     tasks = [(ref, *load_task(ref, i, data_dir)) for i, ref in enumerate(recipe.tasks)]
     backend = backend or make_backend(recipe)
     limits = SandboxLimits(timeout_s=recipe.program_timeout_s, cpu_s=min(1.0, recipe.program_timeout_s))

@@ -335,3 +335,14 @@ def m003_audit_views_per_rule(con: duckdb.DuckDBPyConnection) -> None:
         ORDER BY ALL;
         """
     )
+
+
+@migration
+def m004_execution_conventions(con: duckdb.DuckDBPyConnection) -> None:
+    """What opt-in PoT answer conventions read, kept with each execution so a rule that uses them re-judges stored
+    executions without running them again: the last line a program printed, and the first element of a tuple."""
+    con.execute("""
+        ALTER TABLE executions ADD COLUMN printed VARCHAR;
+        ALTER TABLE executions ADD COLUMN first_answer VARCHAR;
+        ALTER TABLE executions ADD COLUMN first_number DOUBLE;
+    """)

@@ -90,7 +90,7 @@ class _BoundedText(io.TextIOBase):
     """stdout/stderr for a program: keeps the first `limit` characters, drops the rest (huge output costs nothing)."""
 
     def __init__(self, limit: int):
-        self.limit, self.parts, self.size = limit, [], 0
+        self.limit, self.parts, self.size, self.tail = limit, [], 0, ""
         self.buffer = _BoundedBytes(self)
 
     def writable(self) -> bool:
@@ -101,10 +101,16 @@ class _BoundedText(io.TextIOBase):
         if self.size < self.limit:
             self.parts.append(s[: self.limit - self.size])
             self.size += len(self.parts[-1])
+        self.tail = (self.tail + s[-400:])[-400:]
         return len(s)
 
     def head(self) -> str:
         return "".join(self.parts)
+
+    def last_line(self) -> str | None:
+        """The last non-empty line printed (for the opt-in `printed` answer convention), at most 200 characters."""
+        lines = [ln.strip() for ln in self.tail.splitlines() if ln.strip()]
+        return lines[-1][:200] if lines else None
 
 
 class _BoundedBytes(io.RawIOBase):
@@ -327,9 +333,12 @@ def _run_program(program: str, result_fd: int, settings: tuple, exact: dict) -> 
         else:
             try:
                 res["answer"], res["answer_kind"] = describe_answer(value, exact)
+                if type(value) is tuple and value:  # for the opt-in `first-of-tuple` convention
+                    res["first_answer"], res["first_kind"] = describe_answer(value[0], exact)
             except BaseException as exc:  # noqa: BLE001
                 res.update(status="error", error_class=type(exc).__name__, error_message="answer could not be read")
     res["stdout_head"] = out.head()
+    res["printed"] = out.last_line()
     res["runtime_s"] = elapsed
     try:
         _write_all(result_fd, dumps(res, ensure_ascii=True).encode(), write)

@@ -17,7 +17,7 @@ import polars as pl
 
 from mixdistill.registry import Registry
 from mixdistill.registry.runs import describe_error, finish_run, start_run
-from mixdistill.verify.answers import extract_cot_answer, format_number
+from mixdistill.verify.answers import NUMBER_RE, extract_cot_answer, format_number, parse_number
 from mixdistill.verify.programs import extract_program
 from mixdistill.verify.rules import Rule, get_rule
 from mixdistill.verify.sandbox import SANDBOX_VERSION, ExecResult, Sandbox, SandboxLimits
@@ -26,7 +26,8 @@ CHUNK = 2000  # generations per transaction: a killed run keeps every finished c
 
 _PENDING_SQL = """
 SELECT g.request_key, g.mode, g.response_text, p.answer_type, p.gold_number, p.gold_bool,
-       e.status AS exec_status, e.answer AS exec_answer, e.answer_number AS exec_number
+       e.status AS exec_status, e.answer AS exec_answer, e.answer_number AS exec_number, e.printed AS exec_printed,
+       e.first_answer AS exec_first, e.first_number AS exec_first_number
 FROM generations g
 LEFT JOIN problems p USING (problem_id)
 LEFT JOIN verdicts v ON v.request_key = g.request_key AND v.rule = $rule AND v.rule_version = $version
@@ -76,9 +77,32 @@ def judge(rule: Rule, answer_type: str | None, gold_number, gold_bool, pred) -> 
     return Judgement(extracted, ok, "correct" if ok else "wrong-answer")
 
 
-def judge_execution(rule: Rule, answer_type, gold_number, gold_bool, status, answer, answer_number) -> Judgement:
+def apply_conventions(rule: Rule, answer_type, status, answer, answer_number, printed=None, first_answer=None,
+                      first_number=None) -> tuple[str, str | None, float | None]:
+    """(status, answer, number) after the rule's opt-in PoT conventions: `first-of-tuple` takes a tuple answer's
+    first element; `printed` takes the last line printed by a program that set no answer, when that line is one
+    number (or, on a yes/no task, one yes/no word)."""
+    conventions = getattr(rule, "pot_conventions", ())
+    if "first-of-tuple" in conventions and status == "ok" and first_answer is not None:
+        return status, first_answer, first_number
+    if "printed" in conventions and status == "no-answer" and printed:
+        line = printed.strip().rstrip(".").strip()
+        if answer_type == "bool":
+            if line.lower() in ("yes", "no", "true", "false"):
+                return "ok", line, None
+        elif (m := NUMBER_RE.fullmatch(line.replace("\u2212", "-"))) and any(ch.isdigit() for ch in m.group(0)):
+            number = parse_number(line)
+            if number is not None:
+                return "ok", line, number
+    return status, answer, answer_number
+
+
+def judge_execution(rule: Rule, answer_type, gold_number, gold_bool, status, answer, answer_number, printed=None,
+                    first_answer=None, first_number=None) -> Judgement:
     """A verdict from a program's execution: failures keep their status as the reason; a numeric task needs a
     numeric answer (a list or a string is wrong even if it contains the number)."""
+    status, answer, answer_number = apply_conventions(rule, answer_type, status, answer, answer_number, printed,
+                                                      first_answer, first_number)
     if status != "ok":
         return Judgement(answer, False, status)
     if answer_type == "bool":
@@ -97,10 +121,11 @@ def verify_pending(
     sandbox: Sandbox | None = None,
     limits: SandboxLimits | None = None,
     cot_reading: str = "stated",
+    pot_conventions: tuple[str, ...] = (),
 ) -> VerifySummary:
     """Verify every generation without a verdict from `rule`'s current version (which names the CoT reading);
     returns counts by reason."""
-    the_rule = get_rule(rule, cot_reading)
+    the_rule = get_rule(rule, cot_reading, pot_conventions)
     started = time.perf_counter()
     pending = reg.query(
         _PENDING_SQL, {"rule": the_rule.name, "version": the_rule.version, "sandbox": SANDBOX_VERSION}
@@ -153,15 +178,17 @@ def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | N
             "no-answer", error_class="NoProgram", error_message="no Python program found in the response"
         )
         executions.append({"request_key": r["request_key"], "sandbox_version": SANDBOX_VERSION, **res.to_row()})
-        r.update(exec_status=res.status, exec_answer=res.answer, exec_number=res.answer_number)
+        r.update(exec_status=res.status, exec_answer=res.answer, exec_number=res.answer_number,
+                 exec_printed=res.printed, exec_first=res.first_answer, exec_first_number=res.first_number)
     summary.executed += len(runnable)
     summary.reused_executions += sum(1 for r in records if r["mode"] == "pot") - len(to_run)
 
     verdicts = []
     for r in records:
         if r["mode"] == "pot":
-            j = judge_execution(rule, r["answer_type"], r["gold_number"], r["gold_bool"],
-                                r["exec_status"], r["exec_answer"], r["exec_number"])
+            j = judge_execution(rule, r["answer_type"], r["gold_number"], r["gold_bool"], r["exec_status"],
+                                r["exec_answer"], r["exec_number"], r["exec_printed"], r["exec_first"],
+                                r["exec_first_number"])
         else:
             text = extract_cot_answer(r["response_text"], r["answer_type"] or "number", rule.cot_reading)
             j = judge(rule, r["answer_type"], r["gold_number"], r["gold_bool"], text)
@@ -179,7 +206,7 @@ def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | N
 _EXEC_SCHEMA = {
     "request_key": pl.String, "sandbox_version": pl.String, "status": pl.String, "answer": pl.String,
     "answer_number": pl.Float64, "stdout_head": pl.String, "error_class": pl.String, "error_message": pl.String,
-    "runtime_s": pl.Float64,
+    "runtime_s": pl.Float64, "printed": pl.String, "first_answer": pl.String, "first_number": pl.Float64,
 }
 _VERDICT_SCHEMA = {
     "request_key": pl.String, "rule": pl.String, "rule_version": pl.String, "extracted": pl.String,

@@ -23,7 +23,8 @@ Status = Literal["ok", "error", "timeout", "memory", "forbidden", "no-answer", "
 STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "memory", "forbidden", "no-answer", "crashed")
 NUMERIC_KINDS = ("int", "float", "fraction", "decimal")
 _CHILD_STATUSES = {"ok", "error", "memory", "forbidden", "no-answer"}
-_KEYS = {"status", "answer", "answer_kind", "stdout_head", "error_class", "error_message", "runtime_s"}
+_KEYS = {"status", "answer", "answer_kind", "stdout_head", "error_class", "error_message", "runtime_s", "printed",
+         "first_answer", "first_kind"}
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _INT = re.compile(r"-?\d{1,4400}")
 _BIG_INT = re.compile(r"(-?)<int with \d+ bits>")
@@ -44,6 +45,9 @@ class ExecResult:
     error_class: str | None = None
     error_message: str | None = None
     runtime_s: float = 0.0
+    printed: str | None = None  # the last line printed (the opt-in `printed` convention reads it)
+    first_answer: str | None = None  # a tuple answer's first element (the opt-in `first-of-tuple` convention)
+    first_number: float | None = None
 
     def to_row(self) -> dict:
         row = asdict(self)
@@ -136,6 +140,9 @@ def read_result(data: bytes, wait_status: int, wall_s: float, cpu_s: float) -> E
     number = number_of(answer, kind) if answer is not None and kind in NUMERIC_KINDS else None
     runtime = res.get("runtime_s")
     runtime = float(runtime) if type(runtime) in (int, float) and 0 <= runtime <= wall_s else wall_s
+    first, first_kind = _text(res.get("first_answer"), 1000), _text(res.get("first_kind"), 20)
+    first_number = number_of(first, first_kind) if first is not None and first_kind in NUMERIC_KINDS else None
+    ok = res["status"] == "ok"
     return ExecResult(
         status=res["status"],
         answer=answer if res["status"] == "ok" else None,
@@ -145,4 +152,7 @@ def read_result(data: bytes, wait_status: int, wall_s: float, cpu_s: float) -> E
         error_class=_text(res.get("error_class"), 200),
         error_message=_text(res.get("error_message"), 1000),
         runtime_s=runtime,
+        printed=_text(res.get("printed"), 200) if res["status"] in ("ok", "no-answer") else None,
+        first_answer=first if ok else None,
+        first_number=first_number if ok else None,
     )

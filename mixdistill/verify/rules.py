@@ -11,6 +11,8 @@ sandbox version on its own: programs from an older sandbox run again.)
 Each rule is also configured with the CoT *reading* (`stated` or `expression`, see `answers`), which enters its
 version: `strict` at revision 2 read `stated` is version `2+cot-stated`, so verdicts and eval rows name the reading.
 Revision 2 (all rules): CoT extraction commits or abstains; only exact builtin numbers compare (never bool).
+Opt-in PoT answer conventions beyond `ans` / `solution()` (`POT_CONVENTIONS`) enter the version too:
+`2+cot-stated+pot-first-of-tuple+printed`.
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ from mixdistill.verify.answers import COT_READINGS, parse_bool, parse_number
 Value = str | float | int | bool | None
 
 
+POT_CONVENTIONS = ("first-of-tuple", "printed")
+
+
 class UnknownRule(MixdistillError):
     """A rule name that is not registered."""
 
 
 class Rule(Protocol):
     name: str
-    version: str  # revision + the CoT reading
+    version: str  # revision + the CoT reading (+ PoT conventions)
     cot_reading: str
+    pot_conventions: tuple[str, ...]
 
     def equal(self, pred: Value, gold: Value) -> bool: ...
 
@@ -66,7 +72,8 @@ def _booleans(pred: Value, gold: Value) -> tuple[bool | None, bool] | None:
 class _Versioned:
     @property
     def version(self) -> str:
-        return f"{self.revision}+cot-{self.cot_reading}"
+        pot = f"+pot-{'+'.join(self.pot_conventions)}" if self.pot_conventions else ""
+        return f"{self.revision}+cot-{self.cot_reading}{pot}"
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class StrictRule(_Versioned):
     name: str = "strict"
     revision: str = "2"
     cot_reading: str = "stated"
+    pot_conventions: tuple[str, ...] = ()
     abs_tol: float = 1e-4
     rel_tol: float = 1e-6
 
@@ -114,6 +122,7 @@ class PotRoundingRule(_Versioned):
     name: str = "pot-rounding"
     revision: str = "2"
     cot_reading: str = "stated"
+    pot_conventions: tuple[str, ...] = ()
 
     def equal(self, pred: Value, gold: Value) -> bool:
         if (pair := _booleans(pred, gold)) is not None:
@@ -144,6 +153,7 @@ class MathVerifyRule(_Versioned):
     name: str = "math-verify"
     revision: str = f"2+mv{_math_verify_version()}"
     cot_reading: str = "stated"
+    pot_conventions: tuple[str, ...] = ()
 
     def equal(self, pred: Value, gold: Value) -> bool:
         if (pair := _booleans(pred, gold)) is not None:
@@ -167,12 +177,15 @@ def _latexish(value: Value) -> str:
 RULES: dict[str, Rule] = {r.name: r for r in (StrictRule(), PotRoundingRule(), MathVerifyRule())}
 
 
-def get_rule(name: str, cot_reading: str = "stated") -> Rule:
-    """A rule by name, configured with a CoT reading (`stated` or `expression`)."""
+def get_rule(name: str, cot_reading: str = "stated", pot_conventions=()) -> Rule:
+    """A rule by name, configured with a CoT reading (`stated` or `expression`) and opt-in PoT conventions."""
     try:
         rule = RULES[name]
     except KeyError:
         raise UnknownRule(f"unknown rule {name!r}; rules: {', '.join(RULES)}") from None
     if cot_reading not in COT_READINGS:
         raise UnknownRule(f"unknown CoT reading {cot_reading!r}; readings: {', '.join(COT_READINGS)}")
-    return replace(rule, cot_reading=cot_reading)
+    for c in pot_conventions:
+        if c not in POT_CONVENTIONS:
+            raise UnknownRule(f"unknown PoT answer convention {c!r}; conventions: {', '.join(POT_CONVENTIONS)}")
+    return replace(rule, cot_reading=cot_reading, pot_conventions=tuple(sorted(set(pot_conventions))))
