@@ -283,3 +283,27 @@ def test_an_unknown_cot_reading_is_one_line_naming_the_field(tmp_path, registry_
     done = subprocess.run([sys.executable, "-m", "mixdistill", "--registry", str(registry_path), "verify",
                            "--cot-reading", "loose"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "unknown CoT reading 'loose'" in done.stderr, done.stderr
+
+
+def test_the_programs_frame_has_no_parent_holding_the_zygote(sb):
+    """Walking up its frames and its open fds, a program finds only its own harness: its source, its result pipe."""
+    sibling = "marker = 'sibling-" + uuid.uuid4().hex + "'\nans = marker"
+    probe = (
+        "import os, sys\nhits = []\nf = sys._getframe(1)\n"
+        "while f is not None:\n"
+        "    for k, v in f.f_locals.items():\n"
+        "        kind = type(v).__name__\n"
+        "        text = v.decode('latin-1') if isinstance(v, bytes) else v if isinstance(v, str) else ''\n"
+        "        if kind in ('SeccompProgram', 'CDLL', 'Worker', 'ChildKit') \\\n"
+        "                or k in ('cfg', 'kit', 'confine', 'seccomp', 'st', 'report') or 'sib' + 'ling-' in text \\\n"
+        "                or isinstance(v, dict) and ('child_seccomp' in v or 'in_fd' in v):\n"
+        "            hits.append(f'{f.f_code.co_name}.{k}:{kind}')\n"
+        "    f = f.f_back\n"
+        "ans = f\"{hits}|{sorted(int(x) for x in os.listdir('/proc/self/fd'))}\""
+    )
+    first, res = sb.run_many([sibling, probe])
+    assert res.status == "ok", res
+    hits, fds = res.answer.split("|")
+    assert hits == "[]", hits
+    # 0, 1, 2 (/dev/null), its own result pipe, and the fd of the listing itself: no pipe to the host or the zygote
+    assert len(fds.strip("[]").split(",")) <= 5, fds
