@@ -307,3 +307,61 @@ def test_the_programs_frame_has_no_parent_holding_the_zygote(sb):
     assert hits == "[]", hits
     # 0, 1, 2 (/dev/null), its own result pipe, and the fd of the listing itself: no pipe to the host or the zygote
     assert len(fds.strip("[]").split(",")) <= 5, fds
+
+
+NON_ROOT_UID = 1000
+_NON_ROOT_PROBE = """
+import os, sys
+from mixdistill.verify.sandbox import Sandbox
+token = os.path.join(os.environ["HOME"], ".cache", "huggingface", "token")
+with Sandbox(workers=1) as sb:
+    res = sb.run_many([f"ans = open({token!r}).read()", f"import os\\nans = len(os.listdir({os.environ['HOME']!r}))",
+                       "ans = 6 * 7"])
+    print(repr(([(r.status, r.answer) for r in res], sb.isolation)))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not all(os.path.exists(f"/usr/bin/{b}") for b in ("unshare", "setpriv")),
+                    reason="needs root (to become an ordinary user for the test) and util-linux")
+def test_on_a_non_root_host_the_users_home_is_hidden(tmp_path):
+    """Run as an ordinary user (uid 1000) whose 0600 token sits in its home: programs cannot even see the home."""
+    import ast
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    home = Path(tempfile.mkdtemp(prefix="mixdistill-home-", dir="/tmp"))
+    try:
+        (home / ".cache" / "huggingface").mkdir(parents=True)
+        (home / ".cache" / "huggingface" / "token").write_text("hf_not_for_programs")
+        for p in (home, home / ".cache", home / ".cache" / "huggingface", home / ".cache" / "huggingface" / "token"):
+            os.chown(p, NON_ROOT_UID, NON_ROOT_UID)
+        os.chmod(home, 0o700)
+        os.chmod(home / ".cache" / "huggingface" / "token", 0o600)
+        base = sys.base_prefix
+        stage = home.parent / (home.name + "-python")
+        stage.mkdir()
+        probe = home.parent / (home.name + "-probe.py")
+        probe.write_text(_NON_ROOT_PROBE)
+        os.chmod(probe, 0o644)
+        # test harness only: this machine's Python lives under root's 0700 home; show it to uid 1000 in a private
+        # mount namespace, as a user's own Python install would be
+        top = "/" + base.strip("/").split("/")[0]
+        script = (f"set -e; mount --bind {top} {stage}; mount -t tmpfs -o mode=0755 tmpfs {top}; "
+                  f"mkdir -p {base}; mount --bind {stage}{base[len(top):]} {base}; "
+                  f"cd /tmp; exec setpriv --reuid={NON_ROOT_UID} --regid={NON_ROOT_UID} --clear-groups "
+                  f"{sys.executable} {probe}")
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0 and "Operation not permitted" in done.stderr:
+            pytest.skip(f"cannot set up the non-root run here: {done.stderr.strip()[-200:]}")
+        assert done.returncode == 0, done.stderr
+        results, isolation = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    finally:
+        for leftover in (home, home.parent / (home.name + "-python"), home.parent / (home.name + "-probe.py")):
+            subprocess.run(["rm", "-rf", str(leftover)], check=False)
+    assert results[0][0] == "error" and results[1] == ("ok", "0") and results[2] == ("ok", "42"), results
+    assert isolation["private directories hidden"].startswith("on"), isolation
+    assert isolation["uid per slot"].startswith("off: not root"), isolation  # reported, never faked

@@ -544,7 +544,7 @@ def _setup(cfg: dict) -> None:
         os.chown(scratch, cfg["uid"], cfg["uid"])
         os.chmod(scratch, 0o700)
     paths = sorted({sys.base_prefix, sys.prefix, *(p for p in sys.path if p)})
-    hide_err = f"off: {mounts}" if mounts is not None else isolation.hide_private_dirs(paths, scratch + ".mounts")
+    hide_err = f"off: {mounts}" if mounts is not None else isolation.hide_private_dirs(paths, scratch + ".mounts", cfg["home"])
     rep["private directories hidden"] = hide_err or "on (home directories; the Python installation bound back)"
     drop = root and (hide_err is None or not isolation.python_blocked(paths))
     rep["uid per slot"] = f"on (uid {cfg['uid']})" if drop else (

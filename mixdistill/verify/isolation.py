@@ -149,17 +149,16 @@ def python_blocked(paths: list[str]) -> bool:
     return any(os.path.isdir(p) and _blocked_ancestor(p) is not None for p in paths)
 
 
-def _private_dirs() -> set[str]:
-    home = os.path.expanduser("~")
+def _private_dirs(home: str) -> set[str]:
     return {d for d in (home, "/root", "/home") if d not in ("", "/") and os.path.isdir(d)}
 
 
-def hide_private_dirs(paths: list[str], staging: str) -> str | None:
+def hide_private_dirs(paths: list[str], staging: str, home: str) -> str | None:
     """In the slot's mount namespace, cover home directories (the user's keys and tokens, e.g.
     ~/.cache/huggingface/token) and every directory that hides the Python installation from other users with an
     empty tmpfs, and bind the installation back in. Programs can then import the standard library while the rest of
     those directories is not even visible to them. Returns None on success."""
-    hidden: dict[str, set[str]] = {d: set() for d in _private_dirs()}
+    hidden: dict[str, set[str]] = {d: set() for d in _private_dirs(home)}
     for path in paths:
         if os.path.isdir(path) and (top := _blocked_ancestor(path)) is not None:
             hidden.setdefault(top, set())

@@ -121,6 +121,7 @@ class Sandbox:
             **_seccomp_filters(),
             "scratch": scratch,
             "uid": SLOT_UID_BASE + index,
+            "home": os.path.expanduser("~"),  # the host user's (slots run with a clean environment): hidden from programs
             "timeout_s": lim.timeout_s,
             "cpu_s": lim.cpu_s,
             "memory_bytes": lim.memory_mb << 20,
