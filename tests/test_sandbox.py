@@ -142,7 +142,7 @@ def test_sandbox_must_be_started():
 
 
 def test_a_dead_worker_is_replaced_and_its_batch_retried():
-    with Sandbox(workers=1, limits=LIMITS, batch=4) as sb:
+    with Sandbox(workers=1, limits=LIMITS) as sb:
         first = sb._procs[0].popen.pid
         # the worker is killed from outside while it runs a slow program; every program still gets a result
         programs = ["import time\ntime.sleep(1.0)\nans = 1"] + [f"ans = {i}" for i in range(2, 6)]

@@ -40,8 +40,7 @@ _EXPRESSION_HEAD = re.compile(r"[-+*/×÷^().\d\s,]+")
 _OPERATOR_NEXT = re.compile(r"\s*[-+*/×÷^]\s*[\d(.]")
 _PLAIN_PARENS = re.compile(r"\((-?\d+(?:\.\d+)?)\)")
 _CONTINUATION = re.compile(r"\n\s*(?:Q|Question)\s*:")
-CotReading = str  # "stated" | "expression"
-COT_READINGS = ("stated", "expression")
+COT_READINGS = ("stated", "expression")  # the CoT reading (rule step 4); mixdistill.recipe.CotReading
 _YES = {"yes", "true", "correct"}
 _NO = {"no", "false", "incorrect"}
 _BOOL_WORD = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
@@ -108,14 +107,6 @@ def parse_number(text: str) -> float | None:
     return None
 
 
-def last_number(text: str) -> float | None:
-    found = None
-    for m in NUMBER_RE.finditer(text.replace("\u2212", "-")):
-        if any(ch.isdigit() for ch in m.group(0)):
-            found = m.group(0)
-    return None if found is None else parse_number(found)
-
-
 _OPS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
@@ -163,7 +154,7 @@ def _numbers_written(text: str) -> list[float]:
     return out
 
 
-def number_from_segment(segment: str, reading: CotReading = "expression", text: str = "") -> float | None:
+def number_from_segment(segment: str, reading: str = "expression", text: str = "") -> float | None:
     """The number an answer statement gives (rule step 3-4): the value after its last "=", else a number or an
     arithmetic expression at its start. An expression that is more than one number is read by `reading`: evaluated
     (`expression`), or accepted only when `text` also writes its value as a number (`stated`)."""
@@ -199,7 +190,7 @@ def format_number(value: float) -> str:
     return repr(value)
 
 
-def extract_cot_answer(text: str | None, answer_type: str = "number", reading: CotReading = "stated") -> str | None:
+def extract_cot_answer(text: str | None, answer_type: str = "number", reading: str = "stated") -> str | None:
     """The final answer a CoT completion states, as canonical text ("450", "0.75", "yes"), or None when it states
     none (module docstring: the rule). `answer_type` is the problem's: "number" or "bool" (StrategyQA's yes/no)."""
     if reading not in COT_READINGS:

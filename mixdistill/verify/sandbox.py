@@ -83,9 +83,9 @@ class _Proc:
 
 class Sandbox:
     """A context manager holding `workers` warm slots (default: two per CPU, so one slot's fork and reaping overlap
-    another's program). `batch` is accepted for compatibility; programs stream to slots individually."""
+    another's program). Programs stream to slots one by one, up to `DEPTH` queued per slot."""
 
-    def __init__(self, workers: int | None = None, limits: SandboxLimits | None = None, batch: int = 16):
+    def __init__(self, workers: int | None = None, limits: SandboxLimits | None = None):
         self.n_workers = workers or 2 * (os.cpu_count() or 1)
         self.limits = limits or SandboxLimits()
         self.isolation: dict[str, str] = {}
