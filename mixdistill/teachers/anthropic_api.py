@@ -1,4 +1,10 @@
-"""Anthropic Messages (one sample per call: the API has no `n`) and Message Batches."""
+"""Anthropic Messages (one sample per call: the API has no `n`) and Message Batches.
+
+Reasoning: `budget_tokens` becomes extended thinking (`thinking: {type: enabled, budget_tokens}`), `effort` adaptive
+thinking (`thinking: {type: adaptive}` with `output_config: {effort}`), as the model family takes them
+(`reasoning.anthropic_thinking`). With thinking on, temperature is fixed at 1 and top_p is not sent. Thinking blocks
+are the trace; redacted-thinking blocks are kept in it, marked, as the opaque data they are.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,10 @@ import time
 
 import anthropic
 
-from mixdistill.teachers.base import BatchStatus, Teacher, TeacherError, TeacherRequest, TeacherResult, Verdict
+from mixdistill.teachers.base import BatchStatus, Teacher, TeacherRequest, TeacherResult, Verdict
+from mixdistill.teachers.reasoning import anthropic_thinking
+
+MIN_THINKING_BUDGET = 1024
 
 
 class AnthropicTeacher(Teacher):
@@ -44,11 +53,29 @@ class AnthropicTeacher(Teacher):
             return "retry"
         return "fail"
 
+    def unsent_sampling(self) -> tuple[str, ...]:
+        return ("temperature", "top_p") if self.spec.reasoning is not None else ()
+
     def check_sampling(self, sampling) -> None:
-        if sampling.temperature > 1:
-            raise TeacherError(
-                f"teacher {self.spec.label!r}: sampling.temperature {sampling.temperature} is above Anthropic's maximum of 1"
-            )
+        r, model = self.spec.reasoning, self.spec.model
+        if r is None:
+            if sampling.temperature > 1:
+                self.refuse(f"sampling.temperature {sampling.temperature} is above Anthropic's maximum of 1")
+            return
+        takes = anthropic_thinking(model)
+        if takes == "none":
+            self.refuse(f"model {model!r} has no extended thinking (Claude 3.7 Sonnet and later); remove reasoning")
+        if r.budget_tokens is not None:
+            if takes == "effort":
+                self.refuse(f"model {model!r} takes adaptive thinking only; replace reasoning.budget_tokens with effort")
+            if r.budget_tokens < MIN_THINKING_BUDGET:
+                self.refuse(f"reasoning.budget_tokens {r.budget_tokens} is below Anthropic's minimum of {MIN_THINKING_BUDGET}")
+            if r.budget_tokens >= sampling.max_tokens:
+                self.refuse(f"reasoning.budget_tokens {r.budget_tokens} must be below sampling.max_tokens "
+                            f"{sampling.max_tokens} (the budget is part of it); raise max_tokens or lower the budget")
+        if r.effort is not None and takes == "budget":
+            self.refuse(f"model {model!r} takes reasoning.budget_tokens, not effort (adaptive thinking needs Claude 4.6 "
+                        "or later); replace effort with budget_tokens")
 
     def params(self, r: TeacherRequest) -> dict:
         messages = r.messages
@@ -58,10 +85,19 @@ class AnthropicTeacher(Teacher):
             "system": messages[0]["content"],
             "messages": messages[1:],
             "max_tokens": s.max_tokens,
-            "temperature": s.temperature,
         }
-        if s.top_p < 1.0:  # recent models refuse temperature and top_p together; send top_p only when it matters
-            params["top_p"] = s.top_p
+        reasoning = self.spec.reasoning
+        if reasoning is None:
+            params["temperature"] = s.temperature
+            if s.top_p < 1.0:  # recent models refuse temperature and top_p together; send top_p only when it matters
+                params["top_p"] = s.top_p
+            return params
+        if reasoning.budget_tokens is not None:
+            params["thinking"] = {"type": "enabled", "budget_tokens": reasoning.budget_tokens}
+        else:
+            params["thinking"] = {"type": "adaptive"}
+        if reasoning.effort is not None:
+            params["output_config"] = {"effort": reasoning.effort}
         return params
 
     async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
@@ -75,6 +111,10 @@ class AnthropicTeacher(Teacher):
         try:
             data = json.loads(text) if isinstance(text, str) else text
             content = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
+            trace = "\n\n".join(
+                b.get("thinking", "") if b.get("type") == "thinking" else f"<redacted_thinking>{b.get('data', '')}</redacted_thinking>"
+                for b in data["content"] if b.get("type") in ("thinking", "redacted_thinking")
+            )
             usage = data.get("usage") or {}
             stop = data.get("stop_reason")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -86,6 +126,7 @@ class AnthropicTeacher(Teacher):
         return TeacherResult(
             r.request_key, "ok", text=content, finish_reason=stop, prompt_tokens=pt, completion_tokens=ct,
             cost_usd=self.cost(pt, ct, batch=batch_id is not None), latency_s=latency, batch_id=batch_id,
+            reasoning_text=trace or None,  # output_tokens include thinking; the API reports no separate count
         )
 
     # ------------------------------------------------------------------ Message Batches

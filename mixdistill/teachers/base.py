@@ -64,7 +64,7 @@ class TeacherRequest:
 class TeacherResult:
     request_key: str
     status: str  # 'ok' | 'error'
-    text: str | None = None
+    text: str | None = None  # the final answer (what verification judges)
     finish_reason: str | None = None
     error: str | None = None
     prompt_tokens: int | None = None
@@ -72,6 +72,8 @@ class TeacherResult:
     cost_usd: float | None = None
     latency_s: float | None = None
     batch_id: str | None = None
+    reasoning_text: str | None = None  # the reasoning trace, apart from the answer
+    reasoning_tokens: int | None = None  # part of completion_tokens (billed as output), when the provider says
 
 
 def request_key(
@@ -91,7 +93,12 @@ def request_key(
 
 
 def teacher_id(spec: TeacherSpec) -> str:
-    return content_hash({"provider": spec.provider, "model": spec.model, "base_url": spec.base_url})
+    """Provider, model and server; a fleet's is the same whichever servers it lists (they serve one model), and
+    reasoning settings enter only when set, so the ids of teachers without them are what they always were."""
+    ident = {"provider": spec.provider, "model": spec.model, "base_url": spec.base_url}
+    if spec.reasoning is not None:
+        ident["reasoning"] = spec.reasoning.model_dump(exclude_none=True)
+    return content_hash(ident)
 
 
 def split_evenly(total: int | None, parts: int) -> list[int | None]:
@@ -174,7 +181,30 @@ class Teacher:
         return [[r] for r in requests]
 
     def check_sampling(self, sampling: Sampling) -> None:
-        """Refuse settings the provider would silently change (the request key must describe what was sent)."""
+        """Refuse settings the provider would silently change (the request key must describe what was sent),
+        and reasoning settings the model family cannot take; one line saying what to change."""
+        if self.spec.reasoning is not None:
+            self.refuse(f"provider {self.provider!r} takes no reasoning settings; remove reasoning")
+
+    def refuse(self, why: str) -> None:
+        raise TeacherError(f"teacher {self.spec.label!r}: {why}")
+
+    def request_params(self, sampling: Sampling) -> dict:
+        """The settings that shape an answer, as the request key and `generations.params` record them. Without
+        reasoning settings this is the recipe's sampling unchanged, so request keys stored before reasoning
+        teachers existed stay valid; sampling parameters a family does not take are left out (never sent)."""
+        params = sampling.model_dump()
+        for name in self.unsent_sampling():
+            params.pop(name, None)
+        if self.spec.reasoning is not None:
+            params["reasoning"] = self.spec.reasoning.model_dump(exclude_none=True)
+        if self.spec.api != "chat":
+            params["api"] = self.spec.api
+        return params
+
+    def unsent_sampling(self) -> tuple[str, ...]:
+        """Sampling parameters this model refuses (reasoning models): they are not sent and not in the key."""
+        return ()
 
     def serves(self, mode: str) -> bool:
         """False for a mode this teacher has no answers for at all (a replay of PoT programs asked for CoT)."""
