@@ -83,7 +83,12 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc):
-        self._loop.call_soon_threadsafe(self._stop.set)
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (a server that dies mid-build); idempotent."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
     def _serve(self) -> None:
