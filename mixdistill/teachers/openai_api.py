@@ -7,17 +7,21 @@ Reasoning models (o-series, gpt-5) get `reasoning_effort` (Responses API: `reaso
 priced as output. OpenAI-compatible servers: `reasoning_content` (vLLM, SGLang reasoning parsers; `reasoning` in newer
 vLLM) is the trace, else `<think>` blocks are split out of the text.
 
-Requests go through the SDK's client (auth, error classes, connection pool) but are sent and read raw, for two
-reasons: a body that is not valid JSON must be stored with its text and an error status (never dropped), and skipping
-the SDK's per-call validation keeps the client cheap at hundreds of requests per second. The SDK's own retries are off: `Teacher.complete` owns retries.
+Generation requests are sent and read raw through `teachers.http` (one aiohttp session), for two reasons: a body
+that is not valid JSON must be stored with its text and an error status (never dropped), and the SDK's per-request
+machinery costs about 1 ms of CPU per request. The SDK client serves the Batch API (files, batches); its own retries
+are off: `Teacher.complete` owns retries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
 from collections import defaultdict
 
+import aiohttp
 import openai
 
 from mixdistill.teachers.base import (
@@ -29,6 +33,7 @@ from mixdistill.teachers.base import (
     split_evenly,
 )
 from mixdistill.teachers.fleet import Endpoint, Fleet
+from mixdistill.teachers.http import HTTPStatusError, Transport
 from mixdistill.teachers.reasoning import openai_reasoning_model, split_think
 
 BATCH_ENDPOINTS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
@@ -53,6 +58,12 @@ class OpenAITeacher(Teacher):
     def __init__(self, spec, prices=None):
         super().__init__(spec, prices)
         self._client: openai.AsyncOpenAI | None = None
+        self._transport: Transport | None = None
+
+    def _new_transport(self, base_url: str | None) -> Transport:
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"  # as the SDK resolves it
+        auth = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        return Transport(url, auth, self.spec.timeout_s, self.spec.max_concurrency)
 
     def _new_client(self, base_url: str | None) -> openai.AsyncOpenAI:
         """Made on first use, inside the event loop that uses it; aiohttp transport (the SDK's faster option)."""
@@ -74,6 +85,9 @@ class OpenAITeacher(Teacher):
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
 
     # ------------------------------------------------------------------ reasoning
     @property
@@ -109,6 +123,13 @@ class OpenAITeacher(Teacher):
         return out
 
     def classify(self, exc: BaseException) -> Verdict:
+        if isinstance(exc, HTTPStatusError):
+            status = exc.status_code
+            if status in (401, 403, 404) or (status == 400 and exc.code in FATAL_400_CODES):
+                return "fatal"
+            return "retry" if status in (408, 409, 429) or status >= 500 else "fail"
+        if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
+            return "retry"  # connection refused, reset or dropped, or no answer within timeout_s
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
             return "fatal"
         if isinstance(exc, openai.BadRequestError) and getattr(exc, "code", None) in FATAL_400_CODES:
@@ -153,9 +174,9 @@ class OpenAITeacher(Teacher):
         return body
 
     async def _post(self, path: str, body: dict) -> str:
-        # `post` is the SDK's documented route for raw requests: same auth, errors and transport, but the body is sent
-        # as built here (the typed `create` re-validates every message, ~5 ms per call with a few-shot prompt)
-        return await self.client.post(path, body=body, cast_to=str)
+        if self._transport is None:
+            self._transport = self._new_transport(self.spec.base_url)
+        return await self._transport.post(path, body)
 
     async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
         started = time.perf_counter()
@@ -307,7 +328,7 @@ class OpenAICompatibleTeacher(OpenAITeacher):
 
     def __init__(self, spec, prices=None):
         super().__init__(spec, prices)
-        self._fleet: Fleet[openai.AsyncOpenAI] | None = None
+        self._fleet: Fleet[Transport] | None = None
 
     def check(self) -> None:
         self.needs_key = bool(self.spec.api_key_env)
@@ -335,10 +356,10 @@ class OpenAICompatibleTeacher(OpenAITeacher):
         return split_think(content)
 
     @property
-    def fleet(self) -> Fleet[openai.AsyncOpenAI]:
+    def fleet(self) -> Fleet[Transport]:
         if self._fleet is None:
             urls = self.spec.base_urls or [self.spec.base_url]
-            self._fleet = Fleet([Endpoint(url, self._new_client(url)) for url in urls])
+            self._fleet = Fleet([Endpoint(url, self._new_transport(url)) for url in urls])
         return self._fleet
 
     async def _post(self, path: str, body: dict) -> str:
@@ -348,9 +369,10 @@ class OpenAICompatibleTeacher(OpenAITeacher):
         endpoint = fleet.pick()
         endpoint.in_flight += 1
         try:
-            text = await endpoint.client.post(path, body=body, cast_to=str)
-        except (openai.APIConnectionError, openai.InternalServerError):
-            fleet.failed(endpoint)  # the retry policy sends the request again, to the fleet's pick then
+            text = await endpoint.client.post(path, body)
+        except (aiohttp.ClientError, asyncio.TimeoutError, HTTPStatusError) as e:
+            if not isinstance(e, HTTPStatusError) or e.status_code >= 500:
+                fleet.failed(endpoint)  # the retry policy sends the request again, to the fleet's pick then
             raise
         finally:
             endpoint.in_flight -= 1
