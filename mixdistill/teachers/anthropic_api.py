@@ -4,17 +4,27 @@ Reasoning: `budget_tokens` becomes extended thinking (`thinking: {type: enabled,
 thinking (`thinking: {type: adaptive}` with `output_config: {effort}`), as the model family takes them
 (`reasoning.anthropic_thinking`). With thinking on, temperature is fixed at 1 and top_p is not sent. Thinking blocks
 are the trace; redacted-thinking blocks are kept in it, marked, as the opaque data they are.
+
+Messages go through `teachers.http` like the OpenAI backend's (raw JSON, cheap per request); the SDK serves Message
+Batches and is imported only then.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
-
-import anthropic
+from typing import TYPE_CHECKING
 
 from mixdistill.teachers.base import BatchStatus, Teacher, TeacherRequest, TeacherResult, Verdict
+from mixdistill.teachers.http import Transport, transport_verdict
 from mixdistill.teachers.reasoning import anthropic_thinking
+
+if TYPE_CHECKING:
+    import anthropic
+
+API_VERSION = "2023-06-01"
 
 MIN_THINKING_BUDGET = 1024
 
@@ -28,11 +38,14 @@ class AnthropicTeacher(Teacher):
     def __init__(self, spec, prices=None):
         super().__init__(spec, prices)
         self._client: anthropic.AsyncAnthropic | None = None
+        self._transport: Transport | None = None
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
         """Made on first use, inside the event loop that uses it; aiohttp transport (the SDK's faster option)."""
         if self._client is None:
+            import anthropic
+
             self._client = anthropic.AsyncAnthropic(
                 api_key=self._key, base_url=self.spec.base_url, max_retries=0, timeout=self.spec.timeout_s,
                 http_client=anthropic.DefaultAioHttpClient(timeout=self.spec.timeout_s),
@@ -43,8 +56,17 @@ class AnthropicTeacher(Teacher):
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
 
     def classify(self, exc: BaseException) -> Verdict:
+        verdict = transport_verdict(exc, retry_statuses=(408, 409, 429, 529))
+        if verdict is not None:
+            return verdict
+        anthropic = sys.modules.get("anthropic")  # SDK errors exist only once the SDK was imported (Message Batches)
+        if anthropic is None:
+            return "fail"
         if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError, anthropic.NotFoundError)):
             return "fatal"
         if isinstance(exc, (anthropic.RateLimitError, anthropic.InternalServerError, anthropic.APIConnectionError)):
@@ -103,8 +125,12 @@ class AnthropicTeacher(Teacher):
     async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
         (r,) = chunk
         started = time.perf_counter()
-        # raw like the OpenAI backend: unparseable bodies are stored, and the SDK's per-call validation is skipped
-        text = await self.client.post("/v1/messages", body=self.params(r), cast_to=str)
+        # raw like the OpenAI backend: unparseable bodies are stored, and the SDK's per-call machinery is skipped
+        if self._transport is None:
+            url = self.spec.base_url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+            headers = {"x-api-key": self._key or "", "anthropic-version": API_VERSION}
+            self._transport = Transport(url, headers, self.spec.timeout_s, self.spec.max_concurrency)
+        text = await self._transport.post("/v1/messages", self.params(r))
         return [self.parse(r, text, time.perf_counter() - started)]
 
     def parse(self, r: TeacherRequest, text: str, latency: float, batch_id: str | None = None) -> TeacherResult:

@@ -9,6 +9,7 @@ stay for everything else (files, batches). Errors keep the SDK's vocabulary: `st
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -60,3 +61,15 @@ class Transport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def transport_verdict(exc: BaseException, fatal_400_codes: frozenset[str] = frozenset(), retry_statuses=(408, 409, 429)):
+    """How `Teacher.classify` treats this transport's errors; None for an exception it did not raise."""
+    if isinstance(exc, HTTPStatusError):
+        status = exc.status_code
+        if status in (401, 403, 404) or (status == 400 and exc.code in fatal_400_codes):
+            return "fatal"
+        return "retry" if status in retry_statuses or status >= 500 else "fail"
+    if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
+        return "retry"  # connection refused, reset or dropped, or no answer within timeout_s
+    return None

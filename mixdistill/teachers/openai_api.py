@@ -9,8 +9,8 @@ vLLM) is the trace, else `<think>` blocks are split out of the text.
 
 Generation requests are sent and read raw through `teachers.http` (one aiohttp session), for two reasons: a body
 that is not valid JSON must be stored with its text and an error status (never dropped), and the SDK's per-request
-machinery costs about 1 ms of CPU per request. The SDK client serves the Batch API (files, batches); its own retries
-are off: `Teacher.complete` owns retries.
+machinery costs about 1 ms of CPU per request. The SDK client serves the Batch API (files, batches) and is imported
+only then (importing it takes a second of a cold start); its own retries are off: `Teacher.complete` owns retries.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import aiohttp
-import openai
 
 from mixdistill.teachers.base import (
     BatchStatus,
@@ -33,13 +34,16 @@ from mixdistill.teachers.base import (
     split_evenly,
 )
 from mixdistill.teachers.fleet import Endpoint, Fleet
-from mixdistill.teachers.http import HTTPStatusError, Transport
+from mixdistill.teachers.http import HTTPStatusError, Transport, transport_verdict
+
+if TYPE_CHECKING:
+    import openai
 from mixdistill.teachers.reasoning import openai_reasoning_model, split_think
 
 BATCH_ENDPOINTS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
 REASONING_UNSENT = ("temperature", "top_p", "seed")
 BATCH_MAX_REQUESTS = 50_000
-FATAL_400_CODES = {"unsupported_parameter", "unsupported_value", "model_not_found", "invalid_api_key"}
+FATAL_400_CODES = frozenset({"unsupported_parameter", "unsupported_value", "model_not_found", "invalid_api_key"})
 
 
 def _sample_seed(chunk: list[TeacherRequest]) -> int | None:
@@ -67,6 +71,8 @@ class OpenAITeacher(Teacher):
 
     def _new_client(self, base_url: str | None) -> openai.AsyncOpenAI:
         """Made on first use, inside the event loop that uses it; aiohttp transport (the SDK's faster option)."""
+        import openai
+
         return openai.AsyncOpenAI(
             api_key=self._key or "unused",
             base_url=base_url,
@@ -123,13 +129,12 @@ class OpenAITeacher(Teacher):
         return out
 
     def classify(self, exc: BaseException) -> Verdict:
-        if isinstance(exc, HTTPStatusError):
-            status = exc.status_code
-            if status in (401, 403, 404) or (status == 400 and exc.code in FATAL_400_CODES):
-                return "fatal"
-            return "retry" if status in (408, 409, 429) or status >= 500 else "fail"
-        if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
-            return "retry"  # connection refused, reset or dropped, or no answer within timeout_s
+        verdict = transport_verdict(exc, FATAL_400_CODES)
+        if verdict is not None:
+            return verdict
+        openai = sys.modules.get("openai")  # SDK errors exist only once the SDK was imported (Batch API, evaluation)
+        if openai is None:
+            return "fail"
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)):
             return "fatal"
         if isinstance(exc, openai.BadRequestError) and getattr(exc, "code", None) in FATAL_400_CODES:
