@@ -85,7 +85,7 @@ def _recipe_scope(recipe: BuildRecipe) -> tuple[str, list]:
 
 _RATIONALE_SELECT = """
     g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher, g.prompt_id,
-    g.response_text, v.extracted AS answer, p.gold_text AS gold, v.rule || '@' || v.rule_version AS rule
+    g.response_text, g.reasoning_text, v.extracted AS answer, p.gold_text AS gold, v.rule || '@' || v.rule_version AS rule
 """
 _RATIONALE_FROM = """
     generations g
@@ -94,15 +94,17 @@ _RATIONALE_FROM = """
 """
 
 
-def _with_rationale(df: pl.DataFrame) -> pl.DataFrame:
-    """The training target: the prose for CoT, the extracted program for PoT."""
+def _with_rationale(df: pl.DataFrame, rationale: str = "answer") -> pl.DataFrame:
+    """The training target: the prose for CoT, the extracted program for PoT; with `rationale: trace-and-answer`
+    a reasoning teacher's trace before it (`mix.compose_rationale`)."""
+    from mixdistill.mix import compose_rationale
     from mixdistill.verify.programs import extract_program
 
-    rationale = [
-        (extract_program(text) or "") if mode == "pot" else (text or "").strip()
-        for mode, text in zip(df["mode"], df["response_text"])
+    out = [
+        compose_rationale(mode, (extract_program(text) or "") if mode == "pot" else (text or "").strip(), trace, rationale)
+        for mode, text, trace in zip(df["mode"], df["response_text"], df["reasoning_text"])
     ]
-    return df.drop("response_text").with_columns(pl.Series("rationale", rationale, dtype=pl.String))
+    return df.drop("response_text", "reasoning_text").with_columns(pl.Series("rationale", out, dtype=pl.String))
 
 
 def candidates(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
@@ -119,7 +121,7 @@ def candidates(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
         """,
         [recipe.rule, *params],
     )
-    return _with_rationale(df)
+    return _with_rationale(df, recipe.mix.rationale)
 
 
 def teacher_mode_stats(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
@@ -313,7 +315,7 @@ def version_frames(reg: Registry, ref: str) -> dict[str, pl.DataFrame]:
         """,
         [record["lineage"]["rules"], record["corpus_id"]],
     )
-    df = _with_rationale(df).with_columns(
+    df = _with_rationale(df, record["recipe"].get("mix", {}).get("rationale", "answer")).with_columns(
         pl.col("id").str.split("-").list.last().cast(pl.Int64).alias("_i"),
         input_column(),
     )

@@ -1,9 +1,11 @@
 """The generation engine: recipe -> problems -> requests -> teachers -> `generations`, cached and resumable.
 
 Every request has a content-addressed `request_key` (DESIGN.md); a key already stored with status `ok` is never sent
-again, so a re-run costs nothing and a killed build resumes where it stopped. Answers are written in small Arrow
-batches a fraction of a second after they arrive, each batch one committed INSERT, so a SIGKILL loses at most the
-requests in flight. Everything is validated (recipe, prompts, keys, replay files) before the registry is touched.
+again, so a re-run costs nothing and a killed build resumes where it stopped. Each answer is appended to the run's
+journal (`mixdistill.journal`) the moment it arrives and written to the registry in small Arrow batches a fraction of
+a second later, each batch one committed INSERT; the next run replays a journal a killed run left, so a SIGKILL loses
+only the requests in flight. Everything is validated (recipe, prompts, keys, replay files) before the registry is
+touched.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mixdistill import settings
 from mixdistill.ids import canonical_json
+from mixdistill.journal import Journal, journal_dir, replay
 from mixdistill.prompts import Prompt, load_prompt, prompt_task
 from mixdistill.recipe import BuildRecipe, TaskRef
 from mixdistill.registry import Registry
@@ -38,7 +41,7 @@ GENERATION_SCHEMA = {
     "mode": pl.String, "sample_index": pl.Int32, "params": pl.String, "status": pl.String,
     "response_text": pl.String, "finish_reason": pl.String, "error": pl.String, "prompt_tokens": pl.Int32,
     "completion_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_s": pl.Float64, "batch_id": pl.String,
-    "run_id": pl.String,
+    "run_id": pl.String, "reasoning_text": pl.String, "reasoning_tokens": pl.Int32,
 }
 
 
@@ -95,7 +98,7 @@ class Plan:
     prompts: dict[tuple[str, str], Prompt]  # (task, mode) -> prompt
     teachers: list[Teacher]
     requests: dict[str, list[TeacherRequest]]  # teacher_id -> requests
-    params: dict
+    params: dict[str, dict]  # teacher_id -> the settings its request keys record (`Teacher.request_params`)
 
     @property
     def total(self) -> int:
@@ -108,13 +111,13 @@ def _answer_type(ref: TaskRef) -> str:
 
 
 def _check_unique_identities(recipe: BuildRecipe) -> None:
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple, str] = {}
     for spec in recipe.teachers:
-        ident = (spec.provider, spec.model)
+        ident = (spec.provider, spec.model, canonical_json(spec.reasoning.model_dump()) if spec.reasoning else None)
         if ident in seen:
             raise TeacherError(
-                f"teachers {seen[ident]!r} and {spec.label!r} share provider and model, so their requests would share "
-                "cache keys; list the model once"
+                f"teachers {seen[ident]!r} and {spec.label!r} share provider and model (and reasoning settings), so "
+                "their requests would share cache keys; list the model once"
             )
         seen[ident] = spec.label
 
@@ -142,7 +145,7 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
             raise TeacherError(f"teacher {teacher.spec.label!r}: batch: provider {teacher.provider!r} has no Batch API")
         teacher.check_sampling(recipe.sampling)
         teacher.check()
-    params = recipe.sampling.model_dump()
+    params = {t.teacher_id: t.request_params(recipe.sampling) for t in teachers}
     requests: dict[str, list[TeacherRequest]] = {}
     for teacher in teachers:
         reqs = requests.setdefault(teacher.teacher_id, [])
@@ -156,7 +159,7 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
                     for i in range(recipe.samples[mode]):
                         key = request_key(
                             provider=teacher.spec.provider, model=teacher.spec.model, prompt_id=prompt.prompt_id,
-                            problem_id=p.problem_id, mode=mode, sampling=params, sample_index=i,
+                            problem_id=p.problem_id, mode=mode, sampling=params[teacher.teacher_id], sample_index=i,
                         )
                         reqs.append(TeacherRequest(key, p.problem_id, p.question, mode, i, prompt, recipe.sampling))
             seen.update(p.problem_id for p in problems)
@@ -178,7 +181,8 @@ def _store_plan(reg: Registry, plan: Plan, recipe: BuildRecipe, run_id: str) -> 
             "teachers",
             [
                 {"teacher_id": t.teacher_id, "name": t.spec.label, "provider": t.spec.provider, "model": t.spec.model,
-                 "base_url": t.spec.base_url, "settings": canonical_json(t.settings())}
+                 "base_url": t.spec.base_url or (", ".join(t.spec.base_urls) if t.spec.base_urls else None),
+                 "settings": canonical_json(t.settings())}
                 for t in plan.teachers
             ],
         )
@@ -198,54 +202,61 @@ def _cached(reg: Registry, teacher_ids: list[str]) -> dict[str, tuple[float, int
 
 
 class Sink:
-    """Collects results and writes them to `generations` every `FLUSH_EVERY_S` or `FLUSH_ROWS` rows."""
+    """Collects results: each call's rows go to the run's journal at once (one write), and to `generations` every
+    `FLUSH_EVERY_S` or `FLUSH_ROWS` rows."""
 
-    def __init__(self, reg: Registry, run_id: str, meta: dict[str, tuple[str, TeacherRequest]], params_json: str,
-                 report: GenerationReport, on_result=None):
+    def __init__(self, reg: Registry, run_id: str, meta: dict[str, tuple[str, TeacherRequest]],
+                 params_json: dict[str, str], report: GenerationReport, on_result=None, journal: Journal | None = None):
         self.reg, self.run_id, self.meta, self.params_json = reg, run_id, meta, params_json
-        self.report, self.on_result = report, on_result
-        self.buffer: list[TeacherResult] = []
+        self.report, self.on_result, self.journal = report, on_result, journal
+        self.buffer: list[dict] = []
+        self.uncommitted = 0  # rows journaled but not yet committed to the registry
         self._lock = asyncio.Lock()
         self._due = asyncio.Event()
         self._closing = False
 
     def add(self, results: list[TeacherResult]) -> None:
+        rows = [self._row(r) for r in results]
+        if self.journal is not None:
+            self.journal.append(rows)  # durable from here on: a kill -9 after this line loses nothing of it
         for r in results:
-            teacher_id = self.meta[r.request_key][0]
-            tally = self.report.by_teacher[teacher_id]
-            tokens = (r.prompt_tokens or 0) + (r.completion_tokens or 0)
+            tally = self.report.by_teacher[self.meta[r.request_key][0]]
             if r.status == "ok":
                 tally.ok += 1
             else:
                 tally.errors += 1
             tally.cost_usd += r.cost_usd or 0.0
-            tally.tokens += tokens
-        self.buffer.extend(results)
+            tally.tokens += (r.prompt_tokens or 0) + (r.completion_tokens or 0)
+        self.buffer.extend(rows)
+        self.uncommitted += len(rows)
         if len(self.buffer) >= FLUSH_ROWS:
             self._due.set()
         if self.on_result is not None:
             self.on_result(len(results))
 
-    def _table(self, results: list[TeacherResult]) -> pl.DataFrame:
-        cols: dict[str, list] = {name: [] for name in GENERATION_SCHEMA}
-        for r in results:
-            teacher_id, req = self.meta[r.request_key]
-            for name, value in (
-                ("request_key", r.request_key), ("teacher_id", teacher_id), ("prompt_id", req.prompt.prompt_id),
-                ("problem_id", req.problem_id), ("mode", req.mode), ("sample_index", req.sample_index),
-                ("params", self.params_json), ("status", r.status), ("response_text", r.text),
-                ("finish_reason", r.finish_reason), ("error", r.error), ("prompt_tokens", r.prompt_tokens),
-                ("completion_tokens", r.completion_tokens), ("cost_usd", r.cost_usd), ("latency_s", r.latency_s),
-                ("batch_id", r.batch_id), ("run_id", self.run_id),
-            ):
-                cols[name].append(value)
-        return pl.DataFrame(cols, schema=GENERATION_SCHEMA)
+    def _row(self, r: TeacherResult) -> dict:
+        teacher_id, req = self.meta[r.request_key]
+        return {
+            "request_key": r.request_key, "teacher_id": teacher_id, "prompt_id": req.prompt.prompt_id,
+            "problem_id": req.problem_id, "mode": req.mode, "sample_index": req.sample_index,
+            "params": self.params_json[teacher_id], "status": r.status, "response_text": r.text,
+            "finish_reason": r.finish_reason, "error": r.error, "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd, "latency_s": r.latency_s,
+            "batch_id": r.batch_id, "run_id": self.run_id, "reasoning_text": r.reasoning_text,
+            "reasoning_tokens": r.reasoning_tokens,
+        }
+
+    def _commit(self, rows: list[dict]) -> None:
+        if self.journal is not None:
+            self.journal.sync()  # the batch is on disk before the registry says it is stored
+        # `replace`: only keys not stored `ok` are ever sent, so this overwrites earlier error rows only
+        self.reg.insert("generations", pl.DataFrame(rows, schema=GENERATION_SCHEMA), on_conflict="replace")
+        self.uncommitted -= len(rows)
 
     async def flush(self) -> None:
         rows, self.buffer = self.buffer, []
         if rows:
-            # `replace`: only keys not stored `ok` are ever sent, so this overwrites earlier error rows only
-            await self.db(self.reg.insert, "generations", self._table(rows), on_conflict="replace")
+            await self.db(self._commit, rows)
 
     async def db(self, fn, *args, **kwargs):
         """Run one registry call in a thread; one at a time (a DuckDB connection is not for concurrent use)."""
@@ -374,6 +385,8 @@ async def _execute(reg: Registry, plan: Plan, pending: dict[str, list[TeacherReq
         sink.close()
         await asyncio.gather(writer, return_exceptions=True)  # lets a write in progress finish, never cuts it
         await sink.flush()
+        if not writer.cancelled() and writer.exception() is not None:
+            raise writer.exception()  # a commit that failed is an error (its rows stay in the journal), not a silence
         for teacher in plan.teachers:
             await teacher.aclose()
 
@@ -409,6 +422,7 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
     plan = plan or plan_generation(recipe, data_dir)
     run_id = uuid.uuid4().hex[:16]
     report = GenerationReport(run_id=run_id, total=plan.total)
+    replay(reg, GENERATION_SCHEMA)  # answers a killed run received but never committed: stored, not asked again
     _store_plan(reg, plan, recipe, run_id)
     cached = _cached(reg, [t.teacher_id for t in plan.teachers])
     pending: dict[str, list[TeacherRequest]] = {}
@@ -442,13 +456,17 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
             bar.update(task, advance=n, rate=report.sent / max(time.perf_counter() - t0, 1e-9),
                        errors=report.errors, spend=report.cost_usd)
 
-        sink = Sink(reg, run_id, meta, canonical_json(plan.params), report, on_result if progress else None)
+        params_json = {tid: canonical_json(p) for tid, p in plan.params.items()}
+        journal = Journal(journal_dir(reg) / f"{run_id}.jsonl")
+        sink = Sink(reg, run_id, meta, params_json, report, on_result if progress else None, journal)
         try:
             if to_send or any(t.spec.batch for t in plan.teachers):  # batch teachers may have batches to collect
                 _run(_execute(reg, plan, pending, sink, budget, report, run_id))
         except BaseException as e:
             finish_run(reg, run_id, "failed", describe_error(e))
             raise
+        finally:
+            journal.close(remove=sink.uncommitted == 0)  # kept (and replayed next run) if a commit failed
     finish_run(reg, run_id, "stopped" if report.stopped else "done", report.stopped)
     report.elapsed_s = time.perf_counter() - started
     return report

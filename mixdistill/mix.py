@@ -1,7 +1,9 @@
 """Mixing: verified rationales -> the rows of a corpus (pure polars, no I/O).
 
 The steps, in order, each one a small function:
-1. keep only rationales judged correct, outside any excluded (evaluation) problem  -> contamination guard
+1. keep only rationales judged correct, outside any excluded (evaluation) problem  -> contamination guard;
+   drop rationales over `max_rationale_tokens` (the rationale itself is made in `compose_rationale`: the final
+   answer, or with `rationale: trace-and-answer` a reasoning teacher's trace before it)
 2. drop exact and normalised duplicates within (problem, mode)
 3. rank deterministically (hash of seed + request_key) and keep up to k per (problem, mode)
 4. balance: where a problem has both modes, keep the same number of each (the paper's "well-balanced mixed thought
@@ -53,6 +55,30 @@ def normalise_rationale(mode: str, text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
+_REDACTED = re.compile(r"<redacted_thinking>.*?</redacted_thinking>\s*", re.DOTALL)
+_PIECES = r"\w+|[^\w\s]"
+
+
+def compose_rationale(mode: str, answer: str, trace: str | None, rationale: str = "answer") -> str:
+    """The training target from a verified answer and its reasoning trace (None for non-reasoning teachers).
+
+    `trace-and-answer`: CoT gets the trace in `<think>` tags before the answer (the form open reasoning models are
+    trained on); PoT gets it as comment lines above the program, so the rationale stays an executable program.
+    Redacted-thinking blocks are opaque data, never text, and are left out."""
+    trace = _REDACTED.sub("", trace or "").strip()
+    if rationale == "answer" or not trace:
+        return answer
+    if mode == "pot":
+        return "\n".join(f"# {line}".rstrip() for line in trace.splitlines()) + "\n" + answer
+    return f"<think>\n{trace}\n</think>\n\n{answer}"
+
+
+def approx_tokens() -> pl.Expr:
+    """A tokenizer-free length of the `rationale` column: words, numbers and punctuation marks (close to a BPE
+    token count for English prose and Python; the mix runs without the student's tokenizer)."""
+    return pl.col("rationale").str.count_matches(_PIECES)
+
+
 def stable_hash(salt: str, column: str) -> pl.Expr:
     """A 64-bit hash of `salt:value` from SHA-256: unlike polars' own hash it never changes between versions, so a
     rebuild with newer software picks the same rows and the same validation problems."""
@@ -66,6 +92,10 @@ def select(candidates: pl.DataFrame, policy: MixPolicy, excluded: set[str]) -> t
     stats: dict[str, int] = {"candidates": candidates.height}
     df = candidates.filter(~pl.col("problem_id").is_in(list(excluded)))
     stats["dropped_contamination"] = stats["candidates"] - df.height
+    before = df.height
+    if policy.max_rationale_tokens is not None:
+        df = df.filter(approx_tokens() <= policy.max_rationale_tokens)
+    stats["dropped_over_length"] = before - df.height
 
     before = df.height
     df = df.with_columns(

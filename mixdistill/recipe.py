@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -93,6 +94,32 @@ class Prices(_Model):
     output_per_mtok: float = Field(ge=0)
 
 
+class Reasoning(_Model):
+    """How much a reasoning teacher thinks: an effort level, a thinking-token budget, or both where the provider
+    takes both. Each backend maps it to its wire format and refuses, before any request, what its model family
+    cannot take (`Teacher.check_sampling`)."""
+
+    effort: Literal["low", "medium", "high"] | None = None
+    budget_tokens: int | None = Field(None, ge=1, description="thinking tokens (Anthropic: >= 1024, < max_tokens)")
+
+    @model_validator(mode="after")
+    def _some(self) -> "Reasoning":
+        if self.effort is None and self.budget_tokens is None:
+            raise ValueError("give effort (low|medium|high) and/or budget_tokens, or drop reasoning")
+        return self
+
+
+def _fleet_url(value: str) -> str:
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL with a host")
+    try:
+        parsed.port  # noqa: B018  (raises on a port that is not a number in range)
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port") from None
+    return value.rstrip("/")
+
+
 class TeacherSpec(_Model):
     """One teacher: a provider, a model and how to reach it. Keys come from the environment, never from the recipe."""
 
@@ -100,6 +127,11 @@ class TeacherSpec(_Model):
     provider: Provider
     model: str
     base_url: str | None = Field(None, description="for openai-compatible servers (vLLM, llama.cpp, Ollama, ...)")
+    base_urls: list[Annotated[str, AfterValidator(_fleet_url)]] | None = Field(
+        None, min_length=1, description="openai-compatible: a fleet of servers of the same model (least-in-flight routing)"
+    )
+    reasoning: Reasoning | None = Field(None, description="reasoning models: {effort} and/or {budget_tokens}")
+    api: Literal["chat", "responses"] = Field("chat", description="openai: Chat Completions or the Responses API")
     api_key_env: EnvVarName | None = Field(None, description="environment variable holding the key; provider default if unset")
     path: RecipePath | None = Field(None, description="local model dir (transformers) or recorded-output file (replay)")
     fields: ReplayFields | None = Field(None, description="replay: field names of a JSON/JSONL of other records")
@@ -119,8 +151,18 @@ class TeacherSpec(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> "TeacherSpec":
-        if self.provider == "openai-compatible" and not self.base_url:
-            raise ValueError("provider 'openai-compatible' needs base_url")
+        if self.base_urls is not None:
+            if self.provider != "openai-compatible":
+                raise ValueError("base_urls: only provider 'openai-compatible' takes a fleet of servers")
+            if self.base_url is not None:
+                raise ValueError("give base_url (one server) or base_urls (a fleet), not both")
+            dupes = sorted({u for u in self.base_urls if self.base_urls.count(u) > 1})
+            if dupes:
+                raise ValueError(f"base_urls: listed twice: {', '.join(dupes)}")
+        if self.provider == "openai-compatible" and not (self.base_url or self.base_urls):
+            raise ValueError("provider 'openai-compatible' needs base_url (or base_urls)")
+        if self.api != "chat" and self.provider != "openai":
+            raise ValueError(f"api: {self.api!r} is an OpenAI API; provider {self.provider!r} speaks its own")
         if self.provider in ("transformers", "replay") and self.path is None:
             raise ValueError(f"provider {self.provider!r} needs path")
         return self
@@ -146,6 +188,12 @@ class MixPolicy(_Model):
     teacher_quotas: dict[str, float] | None = Field(None, description="teacher label -> max share of rows")
     validation_fraction: float = Field(0.05, ge=0, lt=1, description="share of problems held out, split by problem")
     seed: int = 0
+    rationale: Literal["answer", "trace-and-answer"] = Field(
+        "answer", description="reasoning teachers: the final answer alone, or the reasoning trace before it"
+    )
+    max_rationale_tokens: int | None = Field(
+        None, ge=1, description="drop rationales longer than this (approximate tokens: words, numbers, punctuation)"
+    )
     exclude: Literal["auto"] | list[TaskRef] = Field(
         "auto",
         description="evaluation splits whose problems must never enter the corpus; 'auto': the standard evaluation "

@@ -346,3 +346,38 @@ def m004_execution_conventions(con: duckdb.DuckDBPyConnection) -> None:
         ALTER TABLE executions ADD COLUMN first_answer VARCHAR;
         ALTER TABLE executions ADD COLUMN first_number DOUBLE;
     """)
+
+
+@migration
+def m005_reasoning_traces(con: duckdb.DuckDBPyConnection) -> None:
+    """Reasoning teachers: the trace is kept apart from the final answer (`response_text`, what verification judges),
+    with the reasoning tokens the provider reports (a part of `completion_tokens`, billed at the output price, so
+    `cost_usd` already includes them). `audit_reasoning`: reasoning tokens and cost per verified rationale by
+    teacher x mode x rule."""
+    con.execute(
+        """
+        ALTER TABLE generations ADD COLUMN reasoning_text VARCHAR;
+        ALTER TABLE generations ADD COLUMN reasoning_tokens INTEGER;
+
+        CREATE VIEW audit_reasoning AS
+        WITH spend AS (
+            SELECT t.name AS teacher, t.model, g.mode, count(*)::BIGINT AS generated,
+                   count(g.reasoning_text)::BIGINT AS with_trace,
+                   sum(g.reasoning_tokens)::BIGINT AS reasoning_tokens,
+                   sum(g.completion_tokens)::BIGINT AS completion_tokens,
+                   round(avg(g.reasoning_tokens), 1) AS reasoning_tokens_per_answer,
+                   sum(g.cost_usd) AS cost_usd
+            FROM generations g JOIN teachers t USING (teacher_id) GROUP BY ALL
+        ), verified AS (
+            SELECT t.name AS teacher, t.model, g.mode, v.rule, count_if(v.correct)::BIGINT AS verified_correct
+            FROM generations g JOIN teachers t USING (teacher_id) JOIN latest_verdicts v USING (request_key)
+            GROUP BY ALL
+        )
+        SELECT teacher, model, mode, rule, generated, with_trace, reasoning_tokens, completion_tokens,
+               reasoning_tokens_per_answer, cost_usd, coalesce(verified_correct, 0) AS verified_correct,
+               cost_usd / nullif(verified_correct, 0) AS cost_per_verified,
+               reasoning_tokens / nullif(verified_correct, 0) AS reasoning_tokens_per_verified
+        FROM spend LEFT JOIN verified USING (teacher, model, mode)
+        ORDER BY ALL;
+        """
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -59,7 +59,8 @@ class Problem:
         )
 
     def to_row(self) -> dict:
-        return asdict(self)
+        # every field is a scalar: a shallow dict (`asdict` deep-copies, a third of a second per 2,000 problems)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")

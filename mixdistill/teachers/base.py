@@ -8,10 +8,12 @@ errors no retry can fix (401/403/unknown model), so a build stops at once with o
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import ClassVar, Literal
 
 from aiolimiter import AsyncLimiter
@@ -64,7 +66,7 @@ class TeacherRequest:
 class TeacherResult:
     request_key: str
     status: str  # 'ok' | 'error'
-    text: str | None = None
+    text: str | None = None  # the final answer (what verification judges)
     finish_reason: str | None = None
     error: str | None = None
     prompt_tokens: int | None = None
@@ -72,6 +74,8 @@ class TeacherResult:
     cost_usd: float | None = None
     latency_s: float | None = None
     batch_id: str | None = None
+    reasoning_text: str | None = None  # the reasoning trace, apart from the answer
+    reasoning_tokens: int | None = None  # part of completion_tokens (billed as output), when the provider says
 
 
 def request_key(
@@ -91,7 +95,12 @@ def request_key(
 
 
 def teacher_id(spec: TeacherSpec) -> str:
-    return content_hash({"provider": spec.provider, "model": spec.model, "base_url": spec.base_url})
+    """Provider, model and server; a fleet's is the same whichever servers it lists (they serve one model), and
+    reasoning settings enter only when set, so the ids of teachers without them are what they always were."""
+    ident = {"provider": spec.provider, "model": spec.model, "base_url": spec.base_url}
+    if spec.reasoning is not None:
+        ident["reasoning"] = spec.reasoning.model_dump(exclude_none=True)
+    return content_hash(ident)
 
 
 def split_evenly(total: int | None, parts: int) -> list[int | None]:
@@ -174,7 +183,30 @@ class Teacher:
         return [[r] for r in requests]
 
     def check_sampling(self, sampling: Sampling) -> None:
-        """Refuse settings the provider would silently change (the request key must describe what was sent)."""
+        """Refuse settings the provider would silently change (the request key must describe what was sent),
+        and reasoning settings the model family cannot take; one line saying what to change."""
+        if self.spec.reasoning is not None:
+            self.refuse(f"provider {self.provider!r} takes no reasoning settings; remove reasoning")
+
+    def refuse(self, why: str) -> None:
+        raise TeacherError(f"teacher {self.spec.label!r}: {why}")
+
+    def request_params(self, sampling: Sampling) -> dict:
+        """The settings that shape an answer, as the request key and `generations.params` record them. Without
+        reasoning settings this is the recipe's sampling unchanged, so request keys stored before reasoning
+        teachers existed stay valid; sampling parameters a family does not take are left out (never sent)."""
+        params = sampling.model_dump()
+        for name in self.unsent_sampling():
+            params.pop(name, None)
+        if self.spec.reasoning is not None:
+            params["reasoning"] = self.spec.reasoning.model_dump(exclude_none=True)
+        if self.spec.api != "chat":
+            params["api"] = self.spec.api
+        return params
+
+    def unsent_sampling(self) -> tuple[str, ...]:
+        """Sampling parameters this model refuses (reasoning models): they are not sent and not in the key."""
+        return ()
 
     def serves(self, mode: str) -> bool:
         """False for a mode this teacher has no answers for at all (a replay of PoT programs asked for CoT)."""
@@ -225,25 +257,36 @@ class Teacher:
     def cost(self, prompt_tokens: int | None, completion_tokens: int | None, batch: bool = False) -> float | None:
         return self.prices.cost(prompt_tokens, completion_tokens, batch=batch)
 
-    def retrying(self) -> AsyncRetrying:
-        """tenacity policy: retry transient errors with full-jitter exponential backoff, or as `retry-after` says."""
+    def retrying(self, attempts: int | None = None, done: int = 0) -> AsyncRetrying:
+        """tenacity policy: retry transient errors with full-jitter exponential backoff, or as `retry-after` says.
+        `attempts` (default: 1 + max_retries) after `done` attempts already made (the backoff continues from there)."""
 
         def wait(state) -> float:
             exc = state.outcome.exception()
             after = self.retry_after(exc) if exc is not None else None
-            return after if after is not None else self._jitter(state)
+            return after if after is not None else self._jitter(SimpleNamespace(attempt_number=state.attempt_number + done))
 
         return AsyncRetrying(
-            stop=stop_after_attempt(self.spec.max_retries + 1),
+            stop=stop_after_attempt(self.spec.max_retries + 1 if attempts is None else attempts),
             wait=wait,
             retry=retry_if_exception(lambda e: self.classify(e) == "retry"),
             reraise=True,
         )
 
     async def with_retries(self, fn, *args):
-        """Await `fn(*args)` under the retry policy; fatal errors become `TeacherFatalError` (key scrubbed)."""
+        """Await `fn(*args)` under the retry policy; fatal errors become `TeacherFatalError` (key scrubbed).
+
+        The first attempt runs outside tenacity (whose per-call setup was a tenth of a millisecond of CPU per request
+        in `bench teachers`); a retryable failure waits as the policy says and hands over to it for the rest."""
         try:
-            async for attempt in self.retrying():
+            try:
+                return await fn(*args)
+            except Exception as exc:
+                if self.spec.max_retries == 0 or self.classify(exc) != "retry":
+                    raise
+                after = self.retry_after(exc)
+                await asyncio.sleep(after if after is not None else self._jitter(SimpleNamespace(attempt_number=1)))
+            async for attempt in self.retrying(self.spec.max_retries, done=1):
                 with attempt:
                     return await fn(*args)
         except Exception as exc:

@@ -4,6 +4,9 @@
         client = anthropic.AsyncAnthropic(base_url=srv.base_url, api_key="sk-ant-test")
 
 Faults as for the OpenAI fake (`srv.inject("529")` gives Anthropic's "overloaded" too).
+Thinking: `thinking: {type: enabled, budget_tokens}` (>= 1024, < max_tokens) or `{type: adaptive}` with
+`output_config: {effort}` answer with a thinking block (and a redacted-thinking block with `redact=True`) before the
+text, output tokens counting the thinking; a temperature other than 1 with thinking is a 400, as from the real API.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def _iso(t: float | None) -> str | None:
 @dataclass
 class FakeAnthropic(LoopbackServer):
     batches: dict[str, dict] = field(default_factory=dict)
+    redact: bool = False  # add a redacted_thinking block to thinking answers
     generation_path = "/v1/messages"
 
     @property
@@ -56,20 +60,45 @@ class FakeAnthropic(LoopbackServer):
             return self.error(404, f"model: {model}")
         return None
 
+    def settings_error(self, body: dict) -> web.Response | None:
+        thinking = body.get("thinking")
+        if not thinking:
+            return None
+        if thinking.get("type") == "enabled":
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or budget < 1024 or budget >= body["max_tokens"]:
+                return self.error(400, "thinking.budget_tokens: must be >= 1024 and less than max_tokens")
+        elif thinking.get("type") != "adaptive":
+            return self.error(400, f"thinking.type: unknown {thinking.get('type')!r}")
+        if body.get("temperature", 1) != 1:
+            return self.error(400, "temperature may only be set to 1 when thinking is enabled")
+        if "top_p" in body and body["top_p"] < 0.95:
+            return self.error(400, "top_p must be >= 0.95 when thinking is enabled")
+        return None
+
     def message(self, body: dict) -> dict:
         system = body.get("system")
         messages = ([{"role": "system", "content": text_content(system)}] if system else []) + [
             {"role": m["role"], "content": text_content(m["content"])} for m in body["messages"]
         ]
-        text = self.responder(FakeRequest(body["model"], messages, body))
+        req = FakeRequest(body["model"], messages, body)
+        text = self.responder(req)
         words, stop = text.split(" "), "end_turn"
         if len(words) > body["max_tokens"]:
             text, stop = " ".join(words[: body["max_tokens"]]), "max_tokens"
+        content, thought = [], 0
+        if body.get("thinking"):
+            trace = self.trace(req)
+            content.append({"type": "thinking", "thinking": trace, "signature": "c2lnbmF0dXJl"})
+            thought = self.count_tokens(trace)
+            if self.redact:
+                content.append({"type": "redacted_thinking", "data": "RU5DUllQVEVE"})
+        content.append({"type": "text", "text": text})
         return {
             "id": self.new_id("msg_"), "type": "message", "role": "assistant", "model": body["model"],
-            "content": [{"type": "text", "text": text}], "stop_reason": stop, "stop_sequence": None,
+            "content": content, "stop_reason": stop, "stop_sequence": None,
             "usage": {"input_tokens": sum(self.count_tokens(m["content"]) for m in messages),
-                      "output_tokens": self.count_tokens(text)},
+                      "output_tokens": self.count_tokens(text) + thought},
         }
 
     async def messages(self, request: web.Request) -> web.StreamResponse:

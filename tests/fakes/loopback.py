@@ -39,6 +39,11 @@ def echo_responder(req: FakeRequest) -> str:
     return f"Sample {req.sample}: the question has {len(req.last_user.split())} words. The answer is 42."
 
 
+def echo_trace(req: FakeRequest) -> str:
+    """Default reasoning trace: it names a wrong answer, so a test can tell whether the trace or the answer was judged."""
+    return f"Let me think. The question has {len(req.last_user.split())} words; first guess: the answer is 7. No, recheck."
+
+
 def text_content(content) -> str:
     """Chat message content as text: a string, or a list of typed parts."""
     if isinstance(content, str):
@@ -58,11 +63,13 @@ class LoopbackServer:
     """Base of both fakes. Use as a context manager; `base_url` is what the SDK client is given."""
 
     responder: Responder = echo_responder
+    trace: Responder = echo_trace  # the reasoning trace of a reasoning request (thinking, reasoning summary, ...)
     latency: float = 0.0
     api_key: str | None = None  # when set, other keys get 401 (and the message echoes the key, as a worst case)
     models: set[str] | None = None  # when set, other models get 404 model-not-found
     batch_delay: float = 0.0  # seconds before a submitted batch ends
     requests_seen: list[dict] = field(default_factory=list)  # {"method", "path", "body"} per request, in order
+    in_flight: int = 0
     _faults: collections.deque = field(default_factory=collections.deque)
     _ids: itertools.count = field(default_factory=itertools.count)
 
@@ -76,7 +83,12 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc):
-        self._loop.call_soon_threadsafe(self._stop.set)
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (a server that dies mid-build); idempotent."""
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
     def _serve(self) -> None:
@@ -125,7 +137,7 @@ class LoopbackServer:
     def generation_requests(self) -> list[dict]:
         return [r for r in self.requests_seen if r["path"].endswith(self.generation_path)]
 
-    generation_path = ""
+    generation_path = ""  # what `generation_requests` counts (a str.endswith suffix or tuple of them)
 
     async def apply_fault(self, request: web.Request) -> web.StreamResponse | None:
         """Serve the next injected fault, if any; None means answer normally."""
@@ -154,13 +166,23 @@ class LoopbackServer:
 
     async def answer(self, request: web.Request, respond: Callable[[dict], dict]) -> web.StreamResponse:
         """One generation request, the same way for every provider: recorded, delayed by `latency`, then refused
-        for a bad key, an injected fault or an unknown model, else answered with `respond(body)`."""
+        for a bad key, an injected fault, an unknown model or settings the model refuses, else answered with
+        `respond(body)`. `in_flight` counts requests received and not yet answered."""
         body = await request.json()
         self.seen(request, body)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        failed = self.auth_error(request) or await self.apply_fault(request) or self.model_error(body.get("model"))
-        return failed if failed is not None else web.json_response(respond(body))
+        self.in_flight += 1
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            failed = (self.auth_error(request) or await self.apply_fault(request) or self.model_error(body.get("model"))
+                      or self.settings_error(body))
+            return failed if failed is not None else web.json_response(respond(body))
+        finally:
+            self.in_flight -= 1
+
+    def settings_error(self, body: dict) -> web.Response | None:
+        """A 400 for settings the real provider refuses (reasoning models and sampling parameters...)."""
+        return None
 
     @staticmethod
     def count_tokens(text: str) -> int:
