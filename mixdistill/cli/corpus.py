@@ -33,12 +33,12 @@ def build(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Generate, verify, mix and export a corpus version (every step reuses what the registry already has)."""
+    spec = load_build_recipe(recipe, build=True)  # before the engine (and the provider SDKs) are even imported
     import polars as pl
 
     from mixdistill.build import build as run_build
     from mixdistill.generate import plan_generation
 
-    spec = load_build_recipe(recipe, build=True)
     plan = plan_generation(spec, state.data_dir)  # keys, prompts, files checked before anything is written
     from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg:

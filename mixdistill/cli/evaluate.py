@@ -20,8 +20,6 @@ def eval_(
     Re-running the same recipe resumes: only problems without stored paths are generated.
     """
     from mixdistill.errors import MixdistillError
-    from mixdistill.evaluate import run_eval
-    from mixdistill.evaluate.report import mode_label
     from mixdistill.recipe import EvalRecipe, load_for_run
     from mixdistill.verify.rules import get_rule
 
@@ -30,6 +28,9 @@ def eval_(
         get_rule(spec.rule)  # before any model is loaded
     except MixdistillError as e:
         raise MixdistillError(f"{recipe}: rule: {e}") from None
+    from mixdistill.evaluate import run_eval
+    from mixdistill.evaluate.report import mode_label
+
     if limit is not None:
         spec = spec.model_copy(update={"tasks": [t.model_copy(update={"limit": limit}) for t in spec.tasks]})
     results = run_eval(spec, state.registry, state.data_dir, console=console)

@@ -57,9 +57,9 @@ def generate(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Ask the recipe's teachers for every request not already stored (generation only; no verification)."""
+    spec = load_build_recipe(recipe)  # before the engine (and the provider SDKs) are even imported
     from mixdistill.generate import plan_generation, run_generation
 
-    spec = load_build_recipe(recipe)
     plan = plan_generation(spec, state.data_dir)  # validates keys, prompts and replay files before any write
     from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg:
