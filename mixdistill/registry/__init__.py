@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # polars and pyarrow load on first use: `mixdistill info` nee
     import pyarrow as pa
 
 SCHEMA_VERSION = len(MIGRATIONS)
-SNAPSHOT_WAIT_S = 1.5
+SNAPSHOT_WAIT_S = 5.0  # a writer publishes its first snapshot 0.5 s after opening, plus one copy
 _PID = re.compile(r"\(PID (\d+)\)")
 # Every connection: no extension is ever downloaded or loaded behind the user's back (an SQLite file opened as the
 # registry used to make DuckDB fetch the sqlite extension from the internet).
@@ -51,9 +51,11 @@ class Registry:
     # ---------------------------------------------------------------- opening
     @classmethod
     @contextmanager
-    def open(cls, path: str | Path, *, read_only: bool = False, confined: bool = False) -> Iterator["Registry"]:
-        """Open for writing (creates and migrates the file; publishes snapshots for readers), or read-only (a file
-        locked by a writer is read through the writer's latest snapshot). `confined`: no file access outside it."""
+    def open(cls, path: str | Path, *, read_only: bool = False, confined: bool = False,
+             snapshots: bool = True) -> Iterator["Registry"]:
+        """Open for writing (creates and migrates the file; publishes snapshots for readers unless `snapshots` is
+        off), or read-only (a file locked by a writer is read through the writer's latest snapshot). `confined`: no
+        file access outside the registry."""
         path = Path(path)
         if path.exists() and not path.is_file():
             raise RegistryError(f"registry {path} is a folder, not a file; give a file path with --registry")
@@ -69,7 +71,8 @@ class Registry:
                 from mixdistill.registry.runs import close_stale_runs
 
                 close_stale_runs(reg)
-                reg.snapshots = Snapshots(reg)
+                if snapshots:
+                    reg.snapshots = Snapshots(reg)
             yield reg
         finally:
             if reg.snapshots is not None:
@@ -78,7 +81,9 @@ class Registry:
 
     def snapshot_age_s(self) -> float:
         """Seconds since the snapshot being read was published (0 for the registry itself)."""
-        return max(0.0, time.time() - self.path.stat().st_mtime) if self.path.name.endswith(".snapshot") else 0.0
+        if not self.path.name.endswith(".snapshot"):
+            return 0.0
+        return max(0.0, time.time() - self.scalar("SELECT getvariable('mixdistill_snapshot_published')"))
 
     def _check_and_migrate(self) -> None:
         try:
@@ -221,29 +226,38 @@ def _make_parent(path: Path) -> None:
 
 def _connect(path: Path, read_only: bool, config: dict) -> tuple[duckdb.DuckDBPyConnection, Path]:
     """The connection and the file it reads: the registry, or (read-only, while a writer holds it) its snapshot."""
+    deadline = time.monotonic() + SNAPSHOT_WAIT_S
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config), path
+        except duckdb.IOException as e:
+            msg = str(e)
+            if "lock" not in msg.lower():
+                if "not a valid DuckDB database" in msg:
+                    raise RegistryError(f"{path} is not a valid DuckDB registry file (corrupted or another format)") from None
+                raise RegistryError(f"cannot open registry {path}: {msg.splitlines()[0]}") from None
+            if read_only:
+                snap = _open_snapshot(path, config)
+                if snap is not None:
+                    return snap
+            if not read_only or time.monotonic() > deadline:  # a writer that has just started publishes soon
+                pid = _PID.search(msg)
+                holder = f" (process {pid.group(1)})" if pid else ""
+                raise RegistryLocked(
+                    f"registry {path} is locked by another build{holder}; wait for it to finish or use another "
+                    "--registry"
+                ) from None
+            time.sleep(0.05)
+        except duckdb.Error as e:
+            raise RegistryError(f"cannot open registry {path}: {str(e).splitlines()[0]}") from None
+
+
+def _open_snapshot(path: Path, config: dict) -> tuple[duckdb.DuckDBPyConnection, Path] | None:
+    snap = snapshot_path(path)
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=config), path
-    except duckdb.IOException as e:
-        msg = str(e)
-        if "lock" in msg.lower():
-            snap = snapshot_path(path)
-            deadline = time.monotonic() + SNAPSHOT_WAIT_S  # a writer that just started publishes within a second
-            while read_only:
-                if snap.is_file():
-                    try:
-                        return duckdb.connect(str(snap), read_only=True, config=config), snap
-                    except duckdb.Error:
-                        pass  # replaced while opening: try again
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            pid = _PID.search(msg)
-            holder = f" (process {pid.group(1)})" if pid else ""
-            raise RegistryLocked(
-                f"registry {path} is locked by another build{holder}; wait for it to finish or use another --registry"
-            ) from None
-        if "not a valid DuckDB database" in msg:
-            raise RegistryError(f"{path} is not a valid DuckDB registry file (corrupted or another format)") from None
-        raise RegistryError(f"cannot open registry {path}: {msg.splitlines()[0]}") from None
-    except duckdb.Error as e:
-        raise RegistryError(f"cannot open registry {path}: {str(e).splitlines()[0]}") from None
+        published = snap.stat().st_mtime
+        con = duckdb.connect(str(snap), read_only=True, config=config)
+    except (duckdb.Error, OSError):  # not published yet, or replaced while opening
+        return None
+    con.execute("SET VARIABLE mixdistill_snapshot_published = ?", [published])
+    return con, snap
