@@ -31,9 +31,6 @@ def registry_path(explicit: str | os.PathLike | None = None) -> Path:
     return default_home() / "registry.duckdb"
 
 
-DATA_LAYOUT = "<data dir>/svamp/SVAMP.json, <data dir>/gsm8k/grade_school_math/data/test.jsonl, ... (README, \"Benchmark data\")"
-
-
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Root of the benchmark source files, laid out as `<source-name>/<path in the upstream repo>`: `--data-dir`,
     else $MIXDISTILL_DATA, else `$MIXDISTILL_HOME/data`; always absolute (a relative value is taken from the current

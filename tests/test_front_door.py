@@ -222,3 +222,16 @@ def test_help_imports_no_provider_sdk_or_ml_stack(registry_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+
+
+def test_the_package_imports_from_the_folder_above_a_clone(tmp_path):
+    """The README's layout: the clone (a folder named mixdistill) next to shared/, Python run from their parent."""
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "mixdistill").symlink_to(repo, target_is_directory=True)
+    code = ("import mixdistill; from mixdistill.cards import make_plots; from mixdistill.cli import main; "
+            "print(mixdistill.__version__)")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == mixdistill.__version__

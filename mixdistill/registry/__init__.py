@@ -8,6 +8,7 @@ commits (`registry.snapshot`), and readers (`sql`, `info`) open that instead of 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # polars and pyarrow load on first use: `mixdistill info` nee
     import pyarrow as pa
 
 SCHEMA_VERSION = len(MIGRATIONS)
+log = logging.getLogger(__name__)
 SNAPSHOT_WAIT_S = 5.0  # a writer publishes its first snapshot 0.5 s after opening, plus one copy
 _PID = re.compile(r"\(PID (\d+)\)")
 # Every connection: no extension is ever downloaded or loaded behind the user's back (an SQLite file opened as the
@@ -65,6 +67,7 @@ class Registry:
             _make_parent(path)
         con, opened = _connect(path, read_only, CONFINED if confined else NO_NETWORK)
         reg = cls(con, opened, read_only)
+        log.info("registry %s opened %s", opened, "read-only" if read_only else "for writing")
         try:
             reg._check_and_migrate()
             if not read_only:
@@ -120,6 +123,7 @@ class Registry:
                 f"{self.path} has schema version {current} < {SCHEMA_VERSION}; open it once for writing to migrate"
             )
         for version, fn in enumerate(MIGRATIONS[current:], start=current + 1):
+            log.info("registry %s: migration %d (%s)", self.path, version, fn.__name__)
             with self.transaction():
                 fn(self.con)
                 self.con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, fn.__name__])

@@ -7,6 +7,7 @@ failed" across the whole pipeline. Statuses: `running`, `done`, `stopped` (a bud
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -20,6 +21,7 @@ from mixdistill.registry import Registry
 
 INTERRUPTED = "interrupted"
 HOST = socket.gethostname()
+log = logging.getLogger(__name__)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -88,6 +90,8 @@ def close_stale_runs(reg: Registry) -> int:
             f"finished_at = current_timestamp WHERE run_id IN ({', '.join('?' * len(stale))})",
             stale,
         )
+        log.warning("%d run(s) left 'running' by a process that is gone now recorded as interrupted: %s",
+                    len(stale), ", ".join(stale))
     return len(stale)
 
 
