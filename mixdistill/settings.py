@@ -46,9 +46,19 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return (default_home() / "data").absolute()
 
 
-def publish_data_dir(path: Path) -> None:
-    """`--data-dir` given: make it the value of ${MIXDISTILL_DATA} for recipes and child processes of this run."""
+def publish_data_dir(path: Path):
+    """`--data-dir` given: make it the value of ${MIXDISTILL_DATA} for recipes and child processes of this command;
+    returns the function that puts the previous value back."""
+    before = os.environ.get(DATA_ENV)
     os.environ[DATA_ENV] = str(path)
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(DATA_ENV, None)
+        else:
+            os.environ[DATA_ENV] = before
+
+    return restore
 
 
 def expand_path(value: str | os.PathLike | None, base: Path | None = None) -> Path | None:

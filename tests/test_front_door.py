@@ -235,3 +235,68 @@ def test_the_package_imports_from_the_folder_above_a_clone(tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == mixdistill.__version__
+
+
+def test_sql_shows_intervals_and_writes_only_the_file_asked_for(stored, tmp_path):
+    done = run("sql", "SELECT INTERVAL 3 DAY + INTERVAL 2 HOUR AS waited, 1 AS n", "-f", "csv", registry=stored)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["waited,n", "3 days 02:00:00,1"]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    done = run("sql", "SELECT count(*) AS n FROM problems", "-f", "json", "-o", str(out_dir / "n.json"), registry=stored)
+    assert done.returncode == 0 and json.loads((out_dir / "n.json").read_text()) == [{"n": 2}]
+    assert [p.name for p in out_dir.iterdir()] == ["n.json"]
+
+
+def test_data_dir_is_resolved_one_way_for_tasks_and_recipes(cli, tmp_path, monkeypatch):
+    from mixdistill import settings
+    from mixdistill.recipe import BuildRecipe, load_recipe
+
+    recipe_dir = tmp_path / "recipes"
+    recipe_dir.mkdir()
+    recipe = recipe_dir / "r.yaml"
+    recipe.write_text(json.dumps({
+        "name": "d", "teachers": [{"provider": "openai-compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1"}],
+        "tasks": [{"custom": {"name": "mine", "path": "${MIXDISTILL_DATA}/mine/p.jsonl", "question": "q",
+                              "answer": "a"}}],
+    }), encoding="utf-8")
+    # a relative $MIXDISTILL_DATA is taken from the current folder by tasks and by recipes alike
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MIXDISTILL_DATA", "data")
+    assert settings.data_dir() == tmp_path / "data"
+    assert load_recipe(recipe, BuildRecipe).tasks[0].custom.path == tmp_path / "data" / "mine" / "p.jsonl"
+    # --data-dir beats the environment, and fills ${MIXDISTILL_DATA} in recipes
+    flag = tmp_path / "flag-data"
+    replay = recipe_dir / "replay.yaml"
+    replay.write_text(json.dumps({
+        "name": "d", "teachers": [{"provider": "replay", "model": "rec", "path": "${MIXDISTILL_DATA}/rec.jsonl"}],
+        "tasks": [{"task": "svamp", "split": "train"}],
+    }), encoding="utf-8")
+    code, out, err = cli("--data-dir", str(flag), "teachers", "--recipe", str(replay))
+    assert code == 0, err
+    assert str(flag / "rec.jsonl") in out.replace("\n", "").replace("│", "").replace(" ", "")
+    assert settings.data_dir() == tmp_path / "data"  # the flag lasts for its command only
+
+
+def test_model_paths_expand_like_every_recipe_path(tmp_path, monkeypatch):
+    """issue 16 item 2: `student`, `model`, `adapter`, `output_dir` expand `~` and ${VARS} the same way."""
+    from mixdistill.recipe import EvalRecipe, TrainRecipe, load_recipe
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MIXDISTILL_HOME", str(home))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    train = tmp_path / "t.yaml"
+    train.write_text("kind: train\nname: t\nstudent: ${MIXDISTILL_HOME}/models/s\ncorpus: {parquet: ~/c}\n"
+                     "output_dir: ${MIXDISTILL_HOME}/runs/t\n", encoding="utf-8")
+    spec = load_recipe(train, TrainRecipe)
+    assert spec.student == str(home / "models" / "s") and spec.output_dir == home / "runs" / "t"
+    assert spec.corpus.parquet == tmp_path / "user" / "c"
+    assert spec.preflight() == [f"student: model path {home / 'models' / 's'} does not exist"]
+    (home / "models" / "s").mkdir(parents=True)
+    assert spec.preflight() == []
+    ev = tmp_path / "e.yaml"
+    ev.write_text("kind: eval\nname: e\nmodel: ~/m\nadapter: ${MIXDISTILL_HOME}/runs/t\n"
+                  "tasks: [{task: svamp, split: test}]\n", encoding="utf-8")
+    spec = load_recipe(ev, EvalRecipe)
+    assert spec.model == str(tmp_path / "user" / "m") and spec.adapter == home / "runs" / "t"
+    assert load_recipe(train, TrainRecipe).model_copy(update={"student": "meta-llama/Llama-2-7b-hf"}).preflight() == []

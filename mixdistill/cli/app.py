@@ -66,6 +66,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _global(
+    ctx: typer.Context,
     registry: Optional[Path] = typer.Option(
         None, "--registry", metavar="FILE",
         help=f"registry DuckDB file (env {settings.REGISTRY_ENV}; default: $MIXDISTILL_HOME/registry.duckdb)",
@@ -81,8 +82,8 @@ def _global(
 ) -> None:
     state.registry = settings.registry_path(registry)
     state.data_dir = settings.data_dir(data_dir)
-    if data_dir is not None:
-        settings.publish_data_dir(state.data_dir)  # recipes' ${MIXDISTILL_DATA} is the flag's folder
+    if data_dir is not None:  # recipes' ${MIXDISTILL_DATA} is the flag's folder, for this command
+        ctx.call_on_close(settings.publish_data_dir(state.data_dir))
     if verbose and quiet:
         raise click_exceptions().UsageError("--verbose and --quiet exclude each other")
     state.verbosity = 1 if verbose else -1 if quiet else 0

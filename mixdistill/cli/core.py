@@ -125,10 +125,26 @@ def sql(
     from mixdistill.registry import Registry
     with Registry.open(state.registry, read_only=True, confined=True) as reg:
         try:
-            df = reg.query(query)
+            df = _displayable(reg, query)
         except Exception as e:  # duckdb errors: show the database's own one-line reason
             raise MixdistillError(f"query failed: {str(e).splitlines()[0]}") from None
     write_frame(df, fmt, output, max_rows)
+
+
+def _displayable(reg, query: str) -> "pl.DataFrame":
+    """The query's rows as a polars frame; INTERVAL columns (which polars cannot import) as DuckDB's text for them."""
+    import polars as pl
+
+    with reg.lock:
+        rel = reg.con.sql(query)
+        if rel is None:  # a statement without rows
+            return pl.DataFrame()
+        if any(str(t).startswith("INTERVAL") for t in rel.types):
+            rel = rel.project(", ".join(
+                f'CAST("{c}" AS VARCHAR) AS "{c}"' if str(t).startswith("INTERVAL") else f'"{c}"'
+                for c, t in zip(rel.columns, rel.types)
+            ))
+        return rel.pl()
 
 
 def check_output(output: Path | None, fmt: Format) -> None:

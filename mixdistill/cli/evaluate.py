@@ -55,7 +55,8 @@ def eval_(
 def report(
     task: list[str] | None = typer.Option(None, "--task", help="only these tasks (repeatable)"),
     model: list[str] | None = typer.Option(None, "--model", help="only these models (label, model id or name)"),
-    out: Path = typer.Option(Path("."), "--out", help="folder for eval_report.md and eval_report.png"),
+    out: Path | None = typer.Option(None, "--out", help="folder for eval_report.md and eval_report.png "
+                                    "(default: $MIXDISTILL_HOME/reports)"),
 ) -> None:
     """Comparison table of stored evals: models x modes (rows) x task splits (columns), as Markdown and a plot."""
     from mixdistill.errors import MixdistillError
@@ -73,7 +74,9 @@ def report(
     for label, mode, values in table.rows:
         shown.add_row(label, mode, *["" if v is None else f"{100 * v:.1f}" for v in values])
     console.print(shown)
-    md, png = write_report(table, out)
+    from mixdistill import settings
+
+    md, png = write_report(table, out or settings.default_home() / "reports")
     console.print(f"wrote {md} and {png}", highlight=False)
 
 
