@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mixdistill import settings
 from mixdistill.ids import canonical_json
 from mixdistill.journal import Journal, journal_dir, replay
+from mixdistill.progress import Progress
 from mixdistill.prompts import Prompt, load_prompt, prompt_task
 from mixdistill.recipe import BuildRecipe, TaskRef
 from mixdistill.registry import Registry

@@ -16,7 +16,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mixdistill.errors import RecipeError
-from mixdistill.settings import RecipePath
+from mixdistill.settings import ModelRef, RecipePath, is_model_path
 from mixdistill.tasks import TASKS, CustomTask
 
 Mode = Literal["cot", "pot"]
@@ -41,6 +41,21 @@ def _env_var_name(value: str) -> str:
 
 
 EnvVarName = Annotated[str, AfterValidator(_env_var_name)]
+
+
+def _http_url(value: str) -> str:
+    """Checked, never rewritten: the URL as written is part of the teacher's id (and so of every cached request key)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL (e.g. http://localhost:8000/v1)")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port") from None
+    return value
+
+
+HttpURL = Annotated[str, AfterValidator(_http_url)]
 Provider = Literal["openai", "anthropic", "openai-compatible", "transformers", "replay"]
 
 
@@ -109,15 +124,9 @@ class Reasoning(_Model):
         return self
 
 
-def _fleet_url(value: str) -> str:
-    parsed = urlsplit(value)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL with a host")
-    try:
-        parsed.port  # noqa: B018  (raises on a port that is not a number in range)
-    except ValueError:
-        raise ValueError(f"{value!r} has an invalid port") from None
-    return value.rstrip("/")
+# A fleet's servers answer as one teacher (their URLs are not part of its id), so a trailing "/" is dropped to make
+# duplicates visible and paths join cleanly.
+FleetURL = Annotated[HttpURL, AfterValidator(lambda value: value.rstrip("/"))]
 
 
 class TeacherSpec(_Model):
@@ -126,8 +135,8 @@ class TeacherSpec(_Model):
     name: str | None = Field(None, description="label in the registry; defaults to provider/model")
     provider: Provider
     model: str
-    base_url: str | None = Field(None, description="for openai-compatible servers (vLLM, llama.cpp, Ollama, ...)")
-    base_urls: list[Annotated[str, AfterValidator(_fleet_url)]] | None = Field(
+    base_url: HttpURL | None = Field(None, description="for openai-compatible servers (vLLM, llama.cpp, Ollama, ...)")
+    base_urls: list[FleetURL] | None = Field(
         None, min_length=1, description="openai-compatible: a fleet of servers of the same model (least-in-flight routing)"
     )
     reasoning: Reasoning | None = Field(None, description="reasoning models: {effort} and/or {budget_tokens}")
@@ -231,7 +240,20 @@ class BuildRecipe(_Model):
         for mode in self.modes:
             if self.samples.get(mode, 0) < 1:
                 raise ValueError(f"samples.{mode} must be >= 1 for a listed mode")
+        unknown = sorted(set(self.mix.teacher_quotas or {}) - set(labels))
+        if unknown:
+            raise ValueError(f"mix.teacher_quotas: unknown teacher {unknown[0]!r}; teachers: {', '.join(labels)}")
         return self
+
+    def preflight(self) -> list[str]:
+        """What `build` refuses before anything is paid for: building from an evaluation split (contamination)."""
+        for t in self.tasks:
+            if self.mix.exclude == "auto" and t.task is not None and t.split_name in TASKS[t.task].eval_splits:
+                return [f"tasks: {t.name}/{t.split_name} is the task's evaluation split; build from a training split "
+                        "or set mix.exclude explicitly"]
+            if self.mix.exclude != "auto" and any((x.name, x.split_name) == (t.name, t.split_name) for x in self.mix.exclude):
+                return [f"tasks: {t.name}/{t.split_name} is also listed in mix.exclude: nothing could be kept"]
+        return []
 
 
 class LoraSettings(_Model):
@@ -279,7 +301,7 @@ class CorpusRef(_Model):
 class TrainRecipe(_Model):
     kind: Literal["train"] = "train"
     name: str
-    student: str = Field(description="base model id or local path")
+    student: ModelRef = Field(description="base model id or local path (`~`, `${VARS}` expanded; must exist)")
     revision: str | None = None
     corpus: CorpusRef
     output_dir: RecipePath
@@ -319,6 +341,10 @@ class TrainRecipe(_Model):
     eval_steps: int | None = Field(None, ge=1, description="default: save_steps")
 
 
+    def preflight(self) -> list[str]:
+        """What `train` checks before a model is loaded: a local student exists."""
+        return _missing_paths(("student", self.student))
+
     @model_validator(mode="after")
     def _check_train(self) -> "TrainRecipe":
         if "{input}" not in self.prompt_template:
@@ -343,11 +369,12 @@ class EvalRecipe(_Model):
     kind: Literal["eval"] = "eval"
     name: str
     label: str | None = Field(None, description="row name in reports; default: the adapter's run folder, else model")
-    model: str = Field(description="base model id/path, or the model name on an OpenAI-compatible server")
+    model: ModelRef = Field(description="base model id/path (`~`, `${VARS}` expanded; must exist), or the model name "
+                            "on an OpenAI-compatible server")
     revision: str | None = None
     adapter: RecipePath | None = Field(None, description="LoRA adapter folder (transformers, vllm)")
     backend: Literal["transformers", "vllm", "openai-compatible", "replay"] = "transformers"
-    base_url: str | None = None
+    base_url: HttpURL | None = None
     api_key_env: EnvVarName | None = Field(None, description="environment variable holding the server's key, if it needs one")
     recordings: dict[Mode, RecipePath] | None = Field(None, description="replay: recorded outputs per mode (teacher formats)")
     fields: ReplayFields | None = Field(None, description="replay: field names of a JSON/JSONL of other records")
@@ -372,6 +399,11 @@ class EvalRecipe(_Model):
     program_timeout_s: float = Field(2.0, gt=0, description="wall-clock limit per PoT program")
 
 
+
+    def preflight(self) -> list[str]:
+        """What `eval` checks before a model is loaded: a local model and the adapter exist."""
+        model = ("model", self.model) if self.backend in ("transformers", "vllm") else ("model", "")
+        return _missing_paths(model, ("adapter", str(self.adapter) if self.adapter else ""))
 
     @model_validator(mode="after")
     def _check_eval(self) -> "EvalRecipe":
@@ -399,9 +431,23 @@ class EvalRecipe(_Model):
 
 
 
+def _missing_paths(*fields: tuple[str, str]) -> list[str]:
+    return [f"{name}: model path {value} does not exist" for name, value in fields
+            if value and is_model_path(value) and not Path(value).exists()]
+
+
 Recipe = BuildRecipe | TrainRecipe | EvalRecipe
 R = TypeVar("R", BuildRecipe, TrainRecipe, EvalRecipe)
 _KINDS: dict[str, type[BaseModel]] = {"build": BuildRecipe, "train": TrainRecipe, "eval": EvalRecipe}
+
+
+def load_for_run(path: str | Path, expect: type[R]) -> R:
+    """`load_recipe` plus the recipe's `preflight` checks: what a command that does the work needs before it starts."""
+    spec = load_recipe(path, expect)
+    problems = spec.preflight()
+    if problems:
+        raise RecipeError("\n".join(f"{path}: {line}" for line in problems))
+    return spec
 
 
 def load_recipe(path: str | Path, expect: type[R] | None = None) -> R:
@@ -413,13 +459,15 @@ def load_recipe(path: str | Path, expect: type[R] | None = None) -> R:
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe must be a YAML mapping")
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping" + (" (the file is empty)" if data is None else ""))
     kind = data.get("kind", "build")  # train and eval recipes say so explicitly
     model = _KINDS.get(kind)
     if model is None:
@@ -433,9 +481,30 @@ def load_recipe(path: str | Path, expect: type[R] | None = None) -> R:
 
 
 def _lines(path: Path, err: ValidationError) -> list[str]:
+    return [f"{path}: {line}" for line in validation_lines(err)]
+
+
+def validation_lines(err: ValidationError) -> list[str]:
+    """One line per problem, `field.path: message`; never pydantic's documentation URL."""
     out = []
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
         msg = item["msg"].removeprefix("Value error, ")
-        out.append(f"{path}: {loc}: {msg}")
+        out.append(f"{loc}: {msg}")
     return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)

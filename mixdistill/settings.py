@@ -32,16 +32,33 @@ def registry_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Root of the benchmark source files, laid out as `<source-name>/<path in the upstream repo>`.
+    """Root of the benchmark source files, laid out as `<source-name>/<path in the upstream repo>`: `--data-dir`,
+    else $MIXDISTILL_DATA, else `$MIXDISTILL_HOME/data`; always absolute (a relative value is taken from the current
+    folder), so tasks and recipes (`${MIXDISTILL_DATA}`) read the same folder.
 
     The built-in task loaders read e.g. `<data>/svamp/SVAMP.json` and
     `<data>/gsm8k/grade_school_math/data/test.jsonl` (see README, "Benchmark data").
     """
     if explicit:
-        return Path(explicit).expanduser()
+        return Path(explicit).expanduser().absolute()
     if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    return default_home() / "data"
+        return Path(os.environ[DATA_ENV]).expanduser().absolute()
+    return (default_home() / "data").absolute()
+
+
+def publish_data_dir(path: Path):
+    """`--data-dir` given: make it the value of ${MIXDISTILL_DATA} for recipes and child processes of this command;
+    returns the function that puts the previous value back."""
+    before = os.environ.get(DATA_ENV)
+    os.environ[DATA_ENV] = str(path)
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(DATA_ENV, None)
+        else:
+            os.environ[DATA_ENV] = before
+
+    return restore
 
 
 def expand_path(value: str | os.PathLike | None, base: Path | None = None) -> Path | None:
@@ -51,12 +68,32 @@ def expand_path(value: str | os.PathLike | None, base: Path | None = None) -> Pa
     """
     if value is None:
         return None
-    env = {HOME_ENV: str(default_home()), **os.environ}
-    text = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m[1] or m[2], m[0]), str(value))
-    if "$" in text:
-        raise ValueError(f"environment variable in {value!s} is not set")
+    text = expand_text(value)
     path = Path(text).expanduser()
     return base / path if base is not None and not path.is_absolute() else path
+
+
+def expand_text(value: str | os.PathLike) -> str:
+    """`${VARS}` / `$VARS` and a leading `~` expanded; `${MIXDISTILL_HOME}` and `${MIXDISTILL_DATA}` default to
+    `default_home()` and `data_dir()` (both absolute). An unset variable is an error naming it."""
+    env = {**os.environ, HOME_ENV: str(default_home()), DATA_ENV: str(data_dir())}
+    text = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m[1] or m[2], m[0]), str(value))
+    unset = re.search(r"\$\{?(\w+)", text)
+    if unset:
+        raise ValueError(f"environment variable ${unset[1]} in {value!s} is not set")
+    return os.path.expanduser(text)
+
+
+def _expand_model(value, info=None):
+    """A model field: a Hub id (`org/name`) stays as written; a path (starting with `~`, `$`, `.` or `/`) is expanded
+    like every other recipe path (relative: from the recipe's folder)."""
+    if not isinstance(value, str) or not is_model_path(value):
+        return value
+    return str(expand_path(value, recipe_dir(info)))
+
+
+def is_model_path(value: str) -> bool:
+    return value.startswith(("~", "$", ".", "/"))
 
 
 def recipe_dir(info) -> Path | None:
@@ -66,3 +103,5 @@ def recipe_dir(info) -> Path | None:
 
 # A path field of a recipe: `~` and `$VARS` expanded, relative paths taken from the recipe file's folder.
 RecipePath = Annotated[Path, BeforeValidator(lambda value, info: expand_path(value, recipe_dir(info)))]
+# A model field (`model:`, `student:`): a Hub id, or a local path expanded the same way.
+ModelRef = Annotated[str, BeforeValidator(lambda value, info: _expand_model(value, info))]

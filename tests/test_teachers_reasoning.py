@@ -146,7 +146,7 @@ REFUSALS = [
     ({"provider": "openai-compatible", "model": "m", "base_urls": ["http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1/"]},
      {}, "base_urls: listed twice: http://127.0.0.1:9/v1"),
     ({"provider": "openai-compatible", "model": "m", "base_urls": ["http://127.0.0.1:9/v1", "127.0.0.1:8/v1"]},
-     {}, "'127.0.0.1:8/v1' is not an http(s) URL with a host"),
+     {}, "'127.0.0.1:8/v1' is not an http(s) URL"),
     ({"provider": "openai-compatible", "model": "m", "base_urls": ["http://127.0.0.1:99999/v1"]},
      {}, "has an invalid port"),
     ({"provider": "openai", "model": "o3", "base_urls": ["http://127.0.0.1:9/v1"]},

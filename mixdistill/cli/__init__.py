@@ -1,4 +1,9 @@
-"""`mixdistill` command line. Errors a user caused print one line and exit with code 2."""
+"""`mixdistill` command line. Errors a user caused print one line and exit with code 2; usage errors print click's
+usage message and exit with code 2; SIGINT / SIGTERM stop with 130 / 143 (see `mixdistill.stopping`).
+
+Command modules import their heavy dependencies (teacher SDKs, torch, transformers, datasets, matplotlib) inside the
+command body, so `mixdistill --help`, `info` or `sql` start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
@@ -9,40 +14,41 @@ from mixdistill.cli import evaluate  # noqa: F401  (eval, report, bench eval)
 from mixdistill.cli import verify  # noqa: F401  (verify, bench sandbox)
 from mixdistill.cli import generate  # noqa: F401  (generate, teachers, bench teachers)
 from mixdistill.cli import corpus  # noqa: F401  (build, corpora, diff, push)
-from mixdistill.cli import train  # noqa: F401  (train, push-adapter, bench train)
-from mixdistill.cli.app import app, err_console
+from mixdistill.cli import train  # noqa: F401  (train, push-adapter, bench train, bench startup)
+from mixdistill.cli.app import app, click_exceptions, err_console
 from mixdistill.errors import MixdistillError
+from mixdistill.stopping import Stopped, exit_code_for, install_signal_handlers
 
 
 def main() -> None:
+    clicks = click_exceptions()
+    install_signal_handlers()
     try:
         rc = app(standalone_mode=False)  # returns click's exit code for typer.Exit
     except MixdistillError as e:
         for line in str(e).splitlines() or [type(e).__name__]:
             err_console.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(e.exit_code)
+    except Stopped as e:
+        _interrupted(e.exit_code)
     except KeyboardInterrupt:
-        _interrupted()
+        _interrupted(exit_code_for())
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors and Ctrl-C (as Abort) arrive here with standalone_mode=False
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            _interrupted()
-        raise
+    except clicks.ClickException as e:  # usage errors: click's usage message, exit code 2
+        e.show()
+        sys.exit(e.exit_code)
+    except clicks.Abort:  # Ctrl-C or EOF inside a prompt
+        _interrupted(exit_code_for())
     if rc == 130:  # typer turns Ctrl-C into exit code 130 without a word
-        _interrupted()
+        _interrupted(exit_code_for())
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
-def _interrupted() -> None:
+def _interrupted(code: int) -> None:
     # every step writes as it goes (generations, executions, verdicts), so a re-run continues where this one stopped
     err_console.print("interrupted; everything stored so far is kept, and the same command continues from there")
-    sys.exit(130)
+    sys.exit(code)
 
 
 __all__ = ["app", "main"]

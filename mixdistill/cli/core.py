@@ -1,4 +1,7 @@
-"""Foundation commands: tasks, problems, sql, info."""
+"""Foundation commands: tasks, problems, sql, info.
+
+`info` and `sql` import only duckdb (and polars for `sql`): the task loaders, numpy and pyarrow load where used.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +9,27 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import polars as pl
 import typer
 from rich.table import Table
 
-from mixdistill.cli.app import app, console, state
+from mixdistill.cli.app import CONTEXT, app, bench_app, console, state
 from mixdistill.errors import MixdistillError, TaskError
-from mixdistill.registry import SCHEMA_VERSION, Registry
-from mixdistill.registry.problems import save_problems
-from mixdistill.tasks import TASKS, CustomTask, load_problems
 
-problems_app = typer.Typer(help="Import and inspect problems.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import polars as pl
+
+problems_app = typer.Typer(help="Import and inspect problems.", no_args_is_help=True, rich_markup_mode=None,
+                           context_settings=CONTEXT)
 app.add_typer(problems_app, name="problems")
 
 
 @app.command()
 def tasks() -> None:
     """List the built-in tasks, their splits and sizes (read from the data dir)."""
+    from mixdistill.tasks import TASKS
+
     table = Table(title=f"tasks (data dir: {state.data_dir})")
     for col in ("task", "answer", "license", "splits (problems)", "description"):
         table.add_column(col)
@@ -51,9 +56,17 @@ def problems_import(
     license: str = typer.Option("unknown", "--license", help="custom: license of the source"),
 ) -> None:
     """Load a task split into the registry (idempotent: problems are keyed by content)."""
+    from pydantic import ValidationError
+
+    from mixdistill.recipe import validation_lines
+    from mixdistill.registry.problems import save_problems
+    from mixdistill.tasks import TASKS, CustomTask, load_problems
+
     if file or hub:
         if not question or not answer:
             raise MixdistillError("a custom task needs --question and --answer column names")
+        if id_column is not None and not id_column.strip():
+            raise MixdistillError("--id: give the name of the id column (it is empty)")
         try:
             spec = CustomTask(
                 name=task,
@@ -66,8 +79,8 @@ def problems_import(
                 answer_type=answer_type,
                 license=license,
             )
-        except ValueError as e:
-            raise MixdistillError(f"custom task {task!r}: {str(e).splitlines()[-1].strip()}") from None
+        except ValidationError as e:
+            raise MixdistillError(f"custom task {task!r}: {validation_lines(e)[0]}") from None
         jobs = [spec]
     else:
         if task not in TASKS:
@@ -78,6 +91,7 @@ def problems_import(
         for job in jobs
     ]
     # everything is parsed before the registry is touched: a bad row leaves the registry unchanged
+    from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg:
         for split_name, problems in loaded:
             new, linked = save_problems(reg, task, split_name, problems)
@@ -102,14 +116,47 @@ def sql(
     max_rows: int = typer.Option(50, "--max-rows", help="rows shown in table format"),
 ) -> None:
     """Run a read-only SQL query against the registry."""
+    from mixdistill.registry.confine import refuse_side_effects
+
     if fmt is Format.parquet and output is None:
         raise MixdistillError("--format parquet needs --output FILE")
-    with Registry.open(state.registry, read_only=True) as reg:
+    check_output(output, fmt)
+    refuse_side_effects(query)
+    from mixdistill.registry import Registry
+    with Registry.open(state.registry, read_only=True, confined=True) as reg:
         try:
-            df = reg.query(query)
+            df = _displayable(reg, query)
         except Exception as e:  # duckdb errors: show the database's own one-line reason
             raise MixdistillError(f"query failed: {str(e).splitlines()[0]}") from None
     write_frame(df, fmt, output, max_rows)
+
+
+def _displayable(reg, query: str) -> "pl.DataFrame":
+    """The query's rows as a polars frame; INTERVAL columns (which polars cannot import) as DuckDB's text for them."""
+    import polars as pl
+
+    with reg.lock:
+        rel = reg.con.sql(query)
+        if rel is None:  # a statement without rows
+            return pl.DataFrame()
+        if any(str(t).startswith("INTERVAL") for t in rel.types):
+            rel = rel.project(", ".join(
+                f'CAST("{c}" AS VARCHAR) AS "{c}"' if str(t).startswith("INTERVAL") else f'"{c}"'
+                for c, t in zip(rel.columns, rel.types)
+            ))
+        return rel.pl()
+
+
+def check_output(output: Path | None, fmt: Format) -> None:
+    """`--output`: a file in an existing folder, checked before the query runs."""
+    if output is None:
+        return
+    if fmt is Format.table:
+        raise MixdistillError("--output needs --format csv, json or parquet")
+    if output.is_dir():
+        raise MixdistillError(f"--output {output} is a folder; give a file name")
+    if not output.parent.is_dir():
+        raise MixdistillError(f"--output {output}: folder {output.parent} does not exist")
 
 
 def write_frame(df: pl.DataFrame, fmt: Format, output: Path | None, max_rows: int = 50) -> None:
@@ -137,10 +184,14 @@ def _emit(text: str, output: Path | None) -> None:
 
 
 def frame_table(df: pl.DataFrame, max_rows: int = 50, title: str | None = None) -> Table:
-    table = Table(title=title, caption=None if df.height <= max_rows else f"{df.height - max_rows} more rows not shown")
-    for name in df.columns:
+    return rows_table(df.columns, df.head(max_rows).iter_rows(), df.height, max_rows, title)
+
+
+def rows_table(columns, rows, total: int, max_rows: int = 50, title: str | None = None) -> Table:
+    table = Table(title=title, caption=None if total <= max_rows else f"{total - max_rows} more rows not shown")
+    for name in columns:
         table.add_column(name, overflow="fold")
-    for row in df.head(max_rows).iter_rows():
+    for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     return table
 
@@ -148,13 +199,167 @@ def frame_table(df: pl.DataFrame, max_rows: int = 50, title: str | None = None) 
 @app.command()
 def info() -> None:
     """Registry path, schema version and row counts."""
+    from mixdistill.registry import SCHEMA_VERSION
+
     path = state.registry
     console.print(f"registry: {path}")
     if not path.exists():
         console.print(f"not created yet (schema version {SCHEMA_VERSION} will be created on first write)")
         return
+    from mixdistill.registry import Registry
     with Registry.open(path, read_only=True) as reg:
+        if reg.path != path:
+            console.print(f"being written by another process: showing its snapshot {reg.path.name} "
+                          f"({reg.snapshot_age_s():.1f} s old)", highlight=False)
         console.print(f"schema version: {reg.schema_version()} (this mixdistill: {SCHEMA_VERSION})")
         console.print(f"size: {path.stat().st_size / 1e6:.1f} MB")
         counts = reg.table_counts()
-    console.print(frame_table(pl.DataFrame({"table": list(counts), "rows": list(counts.values())}), 100))
+        runs = reg.run_statuses()
+    console.print(rows_table(("table", "rows"), counts.items(), len(counts), 100))
+    if runs:
+        console.print("runs: " + ", ".join(f"{n} {status}" for status, n in runs), highlight=False)
+
+
+@bench_app.command("startup")
+def bench_startup(
+    repeat: int = typer.Option(5, "--repeat", "-n", min=1, help="runs of each command (the median is reported)"),
+) -> None:
+    """Wall time of `mixdistill --help`, `info` and `sql "select 1"` against `python -c pass`, in the same run.
+
+    Target (idle 2-core machine): `--help` and `info` within 0.5 s of bare Python.
+    """
+    import os
+    import statistics
+    import subprocess
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = Path(tmp) / "registry.duckdb"
+        from mixdistill.registry import Registry
+        with Registry.open(registry):
+            pass
+        env = {**os.environ, "MIXDISTILL_REGISTRY": str(registry)}
+        cli = [sys.executable, "-m", "mixdistill"]
+        cases = [("python -c pass", [sys.executable, "-c", "pass"]), ("mixdistill --help", [*cli, "--help"]),
+                 ("mixdistill info", [*cli, "info"]), ('mixdistill sql "select 1"', [*cli, "sql", "select 1"])]
+        times: dict[str, list[float]] = {name: [] for name, _ in cases}
+        for _ in range(repeat):  # interleaved, so a change in the machine's load touches every command alike
+            for name, argv in cases:
+                t0 = time.perf_counter()
+                done = subprocess.run(argv, env=env, capture_output=True)
+                times[name].append(time.perf_counter() - t0)
+                if done.returncode != 0:
+                    raise MixdistillError(f"bench startup: {name} failed: {done.stderr.decode()[-300:]}")
+    base = statistics.median(times["python -c pass"])
+    table = Table(title=f"bench startup (median of {repeat}, {os.cpu_count()} CPUs)")
+    for col in ("command", "wall s", "over bare python s", "target"):
+        table.add_column(col, justify="left" if col == "command" else "right")
+    verdicts = []
+    for name, _ in cases:
+        median = statistics.median(times[name])
+        target = "" if name.startswith("python") or "sql" in name else "<= 0.5 s over"
+        if target:
+            verdicts.append(f"{name}: {'met' if median - base <= 0.5 else 'NOT met'}")
+        table.add_row(name, f"{median:.3f}", f"{median - base:+.3f}", target)
+    console.print(table)
+    console.print("; ".join(verdicts) + " (an idle machine is the reference; load inflates every row)", highlight=False)
+
+
+_READER = """
+import sys, time
+from mixdistill.registry import Registry
+path, until = sys.argv[1], time.time() + float(sys.argv[2])
+while time.time() < until:
+    t0 = time.perf_counter()
+    with Registry.open(path, read_only=True) as reg:
+        n = reg.scalar("SELECT count(*) FROM runs")
+        age = reg.snapshot_age_s()
+    print(f"{time.perf_counter() - t0:.4f} {age:.3f} {n}", flush=True)
+    time.sleep(0.2)
+"""
+
+
+@bench_app.command("readers")
+def bench_readers(
+    seconds: float = typer.Option(10.0, "--seconds", min=1, help="length of each write phase"),
+    rows: int = typer.Option(256, "--rows", min=1, help="rows per committed insert (the generation engine's batch)"),
+    size: int = typer.Option(200_000, "--size", min=0, help="rows already stored before the timed phases"),
+    pace: float = typer.Option(0.1, "--pace", min=0, help="seconds between commits in the paced phases (the "
+                               "generation engine flushes every 0.1 s)"),
+) -> None:
+    """A writer commits inserts without and with snapshots (alternated, twice each), paced like a build and
+    saturated (as fast as it can); then a reader process polls the registry during a last write phase. Reports the
+    writer's time per commit both ways and the reader's latency and the age of what it read.
+
+    Target: readers answer within 1 s; the writer is slowed by at most 5%.
+    """
+    import statistics
+    import subprocess
+    import tempfile
+    import time
+
+    import polars as pl
+
+    from mixdistill.registry import Registry
+
+    def batch(start: int, n: int) -> pl.DataFrame:
+        return pl.DataFrame({"run_id": [f"r{start + i}" for i in range(n)], "kind": ["build"] * n,
+                             "status": ["done"] * n, "recipe": ["x" * 200] * n})
+
+    state_ = {"done": 0}
+
+    def phase(path: Path, snapshots: bool, wait: float, read: bool = False) -> tuple[float, list[str]]:
+        """Seconds of work per commit (the insert itself; the pause between commits is not counted)."""
+        reader, busy, commits = None, 0.0, 0
+        with Registry.open(path, snapshots=snapshots) as reg:
+            if read:
+                reader = subprocess.Popen([sys.executable, "-c", _READER, str(path), str(seconds)],
+                                          stdout=subprocess.PIPE, text=True)
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                t1 = time.perf_counter()
+                reg.insert("runs", batch(state_["done"], rows))
+                busy += time.perf_counter() - t1
+                state_["done"] += rows
+                commits += 1
+                time.sleep(wait)
+        lines = reader.communicate(timeout=60)[0].split("\n") if reader else []
+        return busy / commits, [line for line in lines if line.strip()]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "registry.duckdb"
+        with Registry.open(path, snapshots=False) as reg:
+            for start in range(0, size, 10_000):
+                reg.insert("runs", batch(10**9 + start, min(10_000, size - start)))
+        per_commit: dict[tuple[str, bool], list[float]] = {}
+        for _ in range(2):  # alternated, so the table's growth and the machine's load touch both alike
+            for kind, wait in (("paced", pace), ("saturated", 0.0)):
+                for snapshots in (False, True):
+                    per_commit.setdefault((kind, snapshots), []).append(phase(path, snapshots, wait)[0])
+        _, lines = phase(path, True, pace, read=True)
+    latency = [float(line.split()[0]) for line in lines]
+    age = [float(line.split()[1]) for line in lines]
+    if not latency:
+        raise MixdistillError("bench readers: the reader process read nothing")
+    table = Table(title=f"bench readers ({size} rows stored, {rows} rows per commit, {seconds:.0f} s per phase)")
+    for col in ("measure", "value"):
+        table.add_column(col)
+    slowdown = {}
+    for kind in ("paced", "saturated"):
+        plain = statistics.mean(per_commit[(kind, False)])
+        snap = statistics.mean(per_commit[(kind, True)])
+        step = pace if kind == "paced" else 0.0
+        slowdown[kind] = (snap + step) / (plain + step) - 1  # longer cycle = fewer commits per second
+        table.add_row(f"{kind}: ms per commit, no snapshots / snapshots", f"{plain * 1e3:.1f} / {snap * 1e3:.1f}")
+        table.add_row(f"{kind}: writer slowdown", f"{slowdown[kind]:.1%}")
+    table.add_row("reads", str(len(latency)))
+    table.add_row("read latency median / max s", f"{statistics.median(latency):.3f} / {max(latency):.3f}")
+    table.add_row("snapshot age median / max s", f"{statistics.median(age):.2f} / {max(age):.2f}")
+    console.print(table)
+    console.print(
+        f"targets: reads within 1 s: {'met' if statistics.median(latency) <= 1 else 'NOT met'} (median); writer "
+        f"paced like a build slowed <= 5%: {'met' if slowdown['paced'] <= 0.05 else 'NOT met'} "
+        f"({slowdown['paced']:.1%}; saturated {slowdown['saturated']:.1%}); a loaded machine inflates all of them",
+        highlight=False,
+    )

@@ -7,15 +7,12 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import polars as pl
 import typer
 
 from mixdistill import settings
-from mixdistill.cli.app import app, console, state
+from mixdistill.cli.app import app, console, progress_enabled, state
 from mixdistill.cli.core import frame_table
-from mixdistill.cli.generate import report_table
-from mixdistill.recipe import BuildRecipe, load_recipe
-from mixdistill.registry import Registry
+from mixdistill.cli.generate import load_build_recipe, report_table
 
 SQL_TO_TRY = [
     ("pass rate per teacher x mode x task", "SELECT * FROM audit_pass_rate"),
@@ -32,17 +29,21 @@ def default_out() -> Path:
 @app.command()
 def build(
     recipe: Path = typer.Argument(..., help="build recipe (YAML)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="export root (default: <data dir>/corpora)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="export root (default: $MIXDISTILL_HOME/corpora)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Generate, verify, mix and export a corpus version (every step reuses what the registry already has)."""
+    spec = load_build_recipe(recipe, build=True)  # before the engine (and the provider SDKs) are even imported
+    import polars as pl
+
     from mixdistill.build import build as run_build
     from mixdistill.generate import plan_generation
 
-    spec = load_recipe(recipe, BuildRecipe)
     plan = plan_generation(spec, state.data_dir)  # keys, prompts, files checked before anything is written
+    from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg:
-        result = run_build(reg, spec, out or default_out(), progress=progress, data_dir=state.data_dir, plan=plan)
+        result = run_build(reg, spec, out or default_out(), progress=progress_enabled(progress),
+                           data_dir=state.data_dir, plan=plan)
     g, v, ver = result.generation, result.verification, result.version
     console.print(report_table(g))
     console.print(
@@ -70,6 +71,7 @@ def build(
 @app.command()
 def corpora() -> None:
     """List registered corpus versions."""
+    from mixdistill.registry import Registry
     with Registry.open(state.registry, read_only=True) as reg:
         df = reg.query(
             "SELECT name, version, left(fingerprint, 12) AS fingerprint, parent, "
@@ -90,8 +92,11 @@ def diff(
     b: str = typer.Argument(..., help="name@version"),
 ) -> None:
     """What changed between two corpus versions: rows per config and split, recipe settings."""
+    import polars as pl
+
     from mixdistill.corpus import diff_versions
 
+    from mixdistill.registry import Registry
     with Registry.open(state.registry, read_only=True) as reg:
         d = diff_versions(reg, a, b)
     console.print(frame_table(pl.DataFrame(d["rows"]), title=f"{a} -> {b}"))
@@ -113,6 +118,7 @@ def push(
     """Upload all configs as Parquet + card + report in one commit, tagged v<version>. Token: $HF_TOKEN or login."""
     from mixdistill.publish import push_version
 
+    from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg:
         result = push_version(reg, ref, repo, private=private, dry_run=dry_run,
                               endpoint=endpoint or os.environ.get("HF_ENDPOINT"))

@@ -19,11 +19,18 @@ def eval_(
 
     Re-running the same recipe resumes: only problems without stored paths are generated.
     """
+    from mixdistill.errors import MixdistillError
+    from mixdistill.recipe import EvalRecipe, load_for_run
+    from mixdistill.verify.rules import get_rule
+
+    spec = load_for_run(recipe, EvalRecipe)
+    try:
+        get_rule(spec.rule)  # before any model is loaded
+    except MixdistillError as e:
+        raise MixdistillError(f"{recipe}: rule: {e}") from None
     from mixdistill.evaluate import run_eval
     from mixdistill.evaluate.report import mode_label
-    from mixdistill.recipe import EvalRecipe, load_recipe
 
-    spec = load_recipe(recipe, EvalRecipe)
     if limit is not None:
         spec = spec.model_copy(update={"tasks": [t.model_copy(update={"limit": limit}) for t in spec.tasks]})
     results = run_eval(spec, state.registry, state.data_dir, console=console)
@@ -48,7 +55,8 @@ def eval_(
 def report(
     task: list[str] | None = typer.Option(None, "--task", help="only these tasks (repeatable)"),
     model: list[str] | None = typer.Option(None, "--model", help="only these models (label, model id or name)"),
-    out: Path = typer.Option(Path("."), "--out", help="folder for eval_report.md and eval_report.png"),
+    out: Path | None = typer.Option(None, "--out", help="folder for eval_report.md and eval_report.png "
+                                    "(default: $MIXDISTILL_HOME/reports)"),
 ) -> None:
     """Comparison table of stored evals: models x modes (rows) x task splits (columns), as Markdown and a plot."""
     from mixdistill.errors import MixdistillError
@@ -66,7 +74,9 @@ def report(
     for label, mode, values in table.rows:
         shown.add_row(label, mode, *["" if v is None else f"{100 * v:.1f}" for v in values])
     console.print(shown)
-    md, png = write_report(table, out)
+    from mixdistill import settings
+
+    md, png = write_report(table, out or settings.default_home() / "reports")
     console.print(f"wrote {md} and {png}", highlight=False)
 
 

@@ -10,22 +10,36 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import polars as pl
 import typer
 from rich.table import Table
 
 import mixdistill
-from mixdistill.cli.app import app, bench_app, console, state
+from mixdistill.cli.app import app, bench_app, console, progress_enabled, state
 from mixdistill.cli.core import frame_table
 from mixdistill.errors import MixdistillError
-from mixdistill.generate import GenerationReport, plan_generation, run_generation
-from mixdistill.recipe import BuildRecipe, load_recipe
-from mixdistill.registry import Registry
-from mixdistill.teachers import make_teacher
+
+if TYPE_CHECKING:  # the generation engine loads the provider SDKs: only the commands that generate import it
+    from mixdistill.generate import GenerationReport
+    from mixdistill.recipe import BuildRecipe
 
 BENCH_KEY_ENV = "MIXDISTILL_BENCH_KEY"
+
+
+def load_build_recipe(recipe: Path, build: bool = False) -> "BuildRecipe":
+    """A build recipe with every check that can run before anything is paid for: the recipe itself (fields, teacher
+    names and quotas, URLs), the names that live in higher layers (the rule) and, for `build`, the evaluation-split
+    guard."""
+    from mixdistill.recipe import BuildRecipe, load_for_run, load_recipe
+    from mixdistill.verify.rules import get_rule
+
+    spec = load_for_run(recipe, BuildRecipe) if build else load_recipe(recipe, BuildRecipe)
+    try:
+        get_rule(spec.rule)
+    except MixdistillError as e:
+        raise MixdistillError(f"{recipe}: rule: {e}") from None
+    return spec
 
 
 def report_table(report: GenerationReport) -> Table:
@@ -44,10 +58,13 @@ def generate(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Ask the recipe's teachers for every request not already stored (generation only; no verification)."""
-    spec = load_recipe(recipe, BuildRecipe)
+    spec = load_build_recipe(recipe)  # before the engine (and the provider SDKs) are even imported
+    from mixdistill.generate import plan_generation, run_generation
+
     plan = plan_generation(spec, state.data_dir)  # validates keys, prompts and replay files before any write
+    from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg:
-        report = run_generation(reg, spec, progress=progress, data_dir=state.data_dir, plan=plan)
+        report = run_generation(reg, spec, progress=progress_enabled(progress), data_dir=state.data_dir, plan=plan)
     console.print(report_table(report))
     console.print(
         f"{report.total} requests: {report.cached} cached, {report.sent} sent ({report.ok} ok, {report.errors} errors), "
@@ -69,7 +86,9 @@ def teachers(
 ) -> None:
     """Teachers known to the registry (models, calls, tokens, spend so far), and optionally a recipe's teachers."""
     if recipe is not None:
-        spec = load_recipe(recipe, BuildRecipe)
+        from mixdistill.teachers import make_teacher
+
+        spec = load_build_recipe(recipe)
         table = Table(title=f"teachers in {recipe}")
         for col in ("name", "provider", "model", "base_url / path", "key", "batch", "price in/out per Mtok"):
             table.add_column(col)
@@ -84,6 +103,7 @@ def teachers(
     if not state.registry.exists():
         console.print(f"registry {state.registry} not created yet")
         return
+    from mixdistill.registry import Registry
     with Registry.open(state.registry, read_only=True) as reg:
         df = reg.query(
             """
@@ -109,7 +129,9 @@ def _fake_server_script() -> Path:
     return path
 
 
-def _bench_recipe(tmp: Path, requests: int, concurrency: int, base_url: str) -> BuildRecipe:
+def _bench_recipe(tmp: Path, requests: int, concurrency: int, base_url: str) -> "BuildRecipe":
+    from mixdistill.recipe import BuildRecipe
+
     rows = [
         {"id": f"q{i}", "question": f"Ann has {i} apples and buys {i % 7 + 2} more. How many apples does she have now?",
          "answer": i + i % 7 + 2}
@@ -162,7 +184,10 @@ def bench_teachers(
 ) -> None:
     """Throughput and client CPU per request against the fake OpenAI server (its own process), beside a raw aiohttp
     client sending the same bodies to the same server in the same run (the floor); and a cached re-run."""
-    from mixdistill.generate import _run
+    import polars as pl
+
+    from mixdistill.generate import _run, plan_generation, run_generation
+    from mixdistill.registry import Registry
 
     server = subprocess.Popen(
         [sys.executable, str(_fake_server_script()), "--latency", str(latency)],

@@ -23,10 +23,11 @@ def train(
 
     Several GPUs: `accelerate launch -m mixdistill train RECIPE`.
     """
-    from mixdistill.recipe import TrainRecipe, load_recipe
+    from mixdistill.recipe import TrainRecipe, load_for_run
+
+    spec = load_for_run(recipe, TrainRecipe)  # before torch and transformers are imported
     from mixdistill.train.run import train as run_train
 
-    spec = load_recipe(recipe, TrainRecipe)
     if max_steps is not None:
         spec = spec.model_copy(update={"max_steps": max_steps})
     result = run_train(spec, state.registry, resume=not fresh, console=console)

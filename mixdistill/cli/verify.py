@@ -8,9 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mixdistill.cli.app import app, bench_app, console, state
+from mixdistill.cli.app import app, bench_app, console, progress_enabled, state
 from mixdistill.errors import MixdistillError
-from mixdistill.registry import Registry
 from mixdistill.verify.rules import RULES, get_rule
 from mixdistill.verify.sandbox import SANDBOX_VERSION, SandboxLimits
 
@@ -29,7 +28,7 @@ def verify(
     timeout: float = typer.Option(_DEFAULTS.timeout_s, "--timeout", help="wall-clock seconds per program"),
     cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="CPU seconds per program (RLIMIT_CPU)"),
     memory_mb: int = typer.Option(_DEFAULTS.memory_mb, "--memory-mb", help="memory a program may allocate"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="sandbox workers (default: 2 per CPU)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="sandbox workers (default: 2 per CPU)"),
     cot_reading: str = typer.Option("stated", "--cot-reading", help="CoT answer reading: stated | expression"),
     pot_convention: list[str] = typer.Option([], "--pot-convention",
                                              help="opt-in PoT answer convention (repeatable): printed, first-of-tuple"),
@@ -45,9 +44,10 @@ def verify(
 
     rules = [get_rule(name, cot_reading, pot_convention) for name in rule]  # unknown names fail before anything runs
     limits = _limits(timeout, cpu, memory_mb)
+    from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg, Sandbox(workers=workers, limits=limits) as sb:
         for r in rules:
-            s = verify_pending(reg, r.name, progress=progress, sandbox=sb, cot_reading=cot_reading,
+            s = verify_pending(reg, r.name, progress=progress_enabled(progress), sandbox=sb, cot_reading=cot_reading,
                                pot_conventions=r.pot_conventions)
             acc = "n/a" if s.accuracy is None else f"{s.accuracy:.2%}"
             console.print(
@@ -69,7 +69,8 @@ def verify(
 
 @bench_app.command("sandbox")
 def bench_sandbox(
-    workers: Optional[int] = typer.Option(None, "--workers", help="parallelism, all three ways (default: 2 per CPU)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="parallelism, all three ways (default: 2 per CPU)"),
     timeout: float = typer.Option(_DEFAULTS.timeout_s, "--timeout", help="wall-clock seconds per program"),
     cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="CPU seconds per program, all three ways"),
     naive_limit: int = typer.Option(0, "--naive-limit", help="naive way: first N programs only (0: all)"),

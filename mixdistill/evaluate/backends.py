@@ -24,6 +24,7 @@ from mixdistill.ids import canonical_json, content_hash
 from mixdistill.mix import model_input
 from mixdistill.prompts import COMPLETION_STOP, Prompt, load_prompt, prompt_task
 from mixdistill.recipe import EvalRecipe, Sampling, TeacherSpec
+from mixdistill.stopping import generation_stopper, raise_if_stopped
 from mixdistill.tasks import Problem
 
 DEFAULT_TEMPLATE = "{input}\n"
@@ -162,7 +163,9 @@ class TransformersBackend:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         device = self.model.device
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs,
+                                      stopping_criteria=generation_stopper())
+        raise_if_stopped()
         new = out[:, width:].tolist()
         eos = self._eos()
         results = []

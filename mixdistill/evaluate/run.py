@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -40,6 +39,7 @@ from mixdistill.evaluate.backends import (
 from mixdistill.evaluate.paths import JudgedPath, execute, judge_cot, judge_pot
 from mixdistill.evaluate.scores import Score, StoredPath, score
 from mixdistill.ids import canonical_json, content_hash
+from mixdistill.progress import Progress
 from mixdistill.recipe import EvalRecipe, TaskRef
 from mixdistill.registry import Registry
 from mixdistill.registry.problems import save_problems

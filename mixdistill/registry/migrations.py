@@ -381,3 +381,15 @@ def m005_reasoning_traces(con: duckdb.DuckDBPyConnection) -> None:
         ORDER BY ALL;
         """
     )
+
+
+@migration
+def m006_runs_process(con: duckdb.DuckDBPyConnection) -> None:
+    """Which process runs each run (pid, host), so a run whose process is gone is shown and recorded as
+    `interrupted` instead of `running` forever (see `registry.runs.close_stale_runs`)."""
+    con.execute(
+        """
+        ALTER TABLE runs ADD COLUMN pid INTEGER;
+        ALTER TABLE runs ADD COLUMN host VARCHAR;
+        """
+    )

@@ -106,8 +106,9 @@ class TaskDef:
         missing = [f for f in self.files if not (data / f).is_file()]
         if missing:
             raise TaskError(
-                f"task {self.name!r}: missing source file {data / missing[0]} "
-                f"(set --data-dir or $MIXDISTILL_DATA to the benchmark data folder; see README)"
+                f"task {self.name!r}: missing source file {data / missing[0]}; the data dir ({data}) is --data-dir, "
+                f"else $MIXDISTILL_DATA, else $MIXDISTILL_HOME/data, and holds {', '.join(self.files)} for this task "
+                "(README, \"Benchmark data\")"
             )
 
     def load_split(self, data: Path, split: str) -> list[Problem]:

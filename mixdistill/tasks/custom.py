@@ -82,9 +82,19 @@ def load(spec: CustomTask) -> list[Problem]:
             raise TaskError(
                 f"{spec.label()}: column {col!r} (mapped to '{field}') not found; columns: {', '.join(df.columns)}"
             )
+    if df.height == 0:
+        raise TaskError(f"{spec.label()}: no rows (only a header, or an empty file): nothing to import")
     parse = parse_gold_number if spec.answer_type == "number" else parse_gold_bool
     problems = []
+    seen_ids: dict[str, int] = {}
     for i, row in enumerate(df.iter_rows(named=True)):
+        if spec.id:  # the id is the problem's identity: an empty or repeated one would merge rows silently
+            sid = "" if row[spec.id] is None else str(row[spec.id]).strip()
+            if not sid:
+                raise TaskError(f"{spec.label()} row {i}: empty id (column {spec.id!r})")
+            if sid in seen_ids:
+                raise TaskError(f"{spec.label()} row {i}: id {sid!r} repeats row {seen_ids[sid]} (column {spec.id!r})")
+            seen_ids[sid] = i
         raw = row[spec.answer]
         try:
             if raw is None:

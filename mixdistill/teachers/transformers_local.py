@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from mixdistill.prompts import COMPLETION_STOP
+from mixdistill.stopping import generation_stopper, raise_if_stopped
 from mixdistill.teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResult
 
 
@@ -92,7 +93,8 @@ class TransformersTeacher(Teacher):
         if sample:
             kwargs.update(temperature=s.temperature, top_p=s.top_p)
         with torch.inference_mode():
-            out = model.generate(**enc, **kwargs)
+            out = model.generate(**enc, **kwargs, stopping_criteria=generation_stopper())
+        raise_if_stopped()
         new = out[:, enc["input_ids"].shape[1] :]
         latency = time.perf_counter() - started
         results = []

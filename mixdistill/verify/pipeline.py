@@ -158,7 +158,9 @@ def verify_pending(
 
 
 def _progress(total: int, rule: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from mixdistill.progress import Progress
 
     bar = Progress(TextColumn(f"verify ({rule})"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     bar.add_task("verify", total=total)

@@ -394,7 +394,9 @@ def _seccomp_filters() -> dict[str, str]:
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from mixdistill.progress import Progress
 
     bar = Progress(TextColumn("sandbox"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     bar.add_task("run", total=total)

@@ -1,0 +1,48 @@
+"""Auditing while a build runs (issue 11): `sql` and `info` read the writer's latest snapshot instead of waiting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+from mixdistill.registry import Registry
+from mixdistill.registry.snapshot import snapshot_path
+
+WRITER = """
+import itertools, select, sys
+from mixdistill.registry import Registry
+with Registry.open({path!r}) as reg:
+    for i in itertools.count():  # one committed insert every 20 ms until told to stop
+        reg.insert("runs", [{{"run_id": f"r{{i}}", "kind": "build", "status": "done"}}])
+        if i == 20:
+            print("ready", flush=True)
+        if select.select([sys.stdin], [], [], 0.02)[0]:
+            break
+"""
+
+
+def test_readers_see_recent_commits_while_a_writer_holds_the_registry(cli, registry_path):
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER.format(path=str(registry_path)))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        seen = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            with Registry.open(registry_path, read_only=True) as reg:
+                seen.append(reg.scalar("SELECT count(*) FROM runs"))
+                assert reg.path == snapshot_path(registry_path)
+            assert time.monotonic() - t0 < 1.0
+            time.sleep(1.5)
+        assert seen[0] < seen[1] < seen[2]  # each read is as of a recent commit, not of the start
+        code, out, err = cli("sql", "SELECT count(*) AS n FROM runs", "-f", "csv")
+        assert code == 0 and int(out.splitlines()[1]) >= seen[2], err
+        code, out, _ = cli("info")
+        assert code == 0 and "being written by another process" in out and "runs" in out
+    finally:
+        writer.communicate("stop\n", timeout=60)
+    assert not snapshot_path(registry_path).exists()  # the writer cleans up after itself
+    with Registry.open(registry_path, read_only=True) as reg:
+        assert reg.path == registry_path
