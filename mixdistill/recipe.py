@@ -101,6 +101,8 @@ class TeacherSpec(_Model):
     n_per_call: int = Field(8, ge=1, description="samples of one prompt per API call (OpenAI n>1); 1 turns it off")
     batch_size: int = Field(8, ge=1, description="local transformers: prompts per generate() call")
     batch_poll_s: float = Field(30, gt=0, description="Batch API: seconds between status polls")
+    license: str | None = Field(None, description="replay: license of recordings that are not a known published source")
+    source: str | None = Field(None, description="replay: where those recordings were published (URL or repo@commit)")
 
 
 
