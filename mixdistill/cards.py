@@ -120,7 +120,7 @@ def audit_payload(audit: pl.DataFrame) -> str:
         doc["dicts"][col] = names
         doc["rows"][col] = [code[v] for v in values]
     raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
+    return base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode("ascii")
 
 
 def render_report(context: dict, failures: list[dict], audit: pl.DataFrame) -> str:
