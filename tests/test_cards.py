@@ -40,7 +40,7 @@ def published(cli, tmp_path, shared_data):
     return out, out / "svamp-published" / "1.0.0"
 
 
-def test_svamp_published_card_is_true(published):
+def test_svamp_published_card_is_true(published, tmp_path):
     from huggingface_hub import DatasetCard
     from datasets.utils.metadata import MetadataConfigs
 
@@ -70,9 +70,11 @@ def test_svamp_published_card_is_true(published):
     assert recipe["name"] == "svamp-published" and recipe["teachers"][1]["path"].startswith("${MIXDISTILL_DATA}/")
     assert "```yaml" in card_text and "path: ${MIXDISTILL_DATA}/program-of-thoughts/outputs/" in card_text
     assert os.environ["MIXDISTILL_DATA"] not in card_text + (export / "recipe.yaml").read_text()
+    one_schema_and_rejected_rows(published, tmp_path)
 
 
-def test_builder_and_export_share_one_schema_and_rejected_rows_are_queryable(published, tmp_path):
+def one_schema_and_rejected_rows(published, tmp_path):
+    """The builder and the export share one schema; rejected rows are queryable (same build as the card test)."""
     from builders.mixdistill_corpus import MixdistillCorpus
 
     out, export = published

@@ -62,4 +62,5 @@ TASK = TaskDef(
     splits=("all", "asdiv-a", *(f"asdiv-a-fold{i}" for i in range(5))),
     files=(XML, *FOLDS),
     load=load,
+    source=SOURCE,
 )

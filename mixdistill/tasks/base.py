@@ -100,13 +100,15 @@ class TaskDef:
     files: tuple[str, ...]  # paths relative to the data dir that the loader reads
     load: Callable[[Path, str], list[Problem]]
     eval_splits: tuple[str, ...] = ()  # kept out of training corpora by the contamination guard
+    source: str = ""  # the upstream repository (owner/name): pins and citation in mixdistill.tasks.sources
 
     def require_files(self, data: Path) -> None:
         missing = [f for f in self.files if not (data / f).is_file()]
         if missing:
             raise TaskError(
                 f"task {self.name!r}: missing source file {data / missing[0]} "
-                f"(set --data-dir or $MIXDISTILL_DATA to the benchmark data folder; see README)"
+                f"(`mixdistill data fetch {self.name}` downloads it, or set --data-dir / $MIXDISTILL_DATA to the "
+                "benchmark data folder; see README)"
             )
 
     def load_split(self, data: Path, split: str) -> list[Problem]:

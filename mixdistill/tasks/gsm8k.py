@@ -55,5 +55,6 @@ TASK = TaskDef(
     splits=("train", "test"),
     files=tuple(FILES.values()),
     load=load,
+    source=SOURCE,
     eval_splits=("test",),
 )

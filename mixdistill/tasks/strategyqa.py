@@ -39,5 +39,6 @@ TASK = TaskDef(
     splits=("train", "dev"),
     files=tuple(FILES.values()),
     load=load,
+    source=SOURCE,
     eval_splits=("dev",),
 )

@@ -60,5 +60,6 @@ TASK = TaskDef(
     splits=("full", "train", "test"),
     files=(FILE,),
     load=load,
+    source=SOURCE,
     eval_splits=("test",),
 )
