@@ -127,10 +127,18 @@ def describe(reg: Registry, recipe: BuildRecipe, rows: pl.DataFrame, scope: str,
     ).to_dicts()
     for b in benchmarks:
         known = BY_REPOSITORY.get(b["source"])
+        copy_of = BY_REPOSITORY.get(TASKS[b["task"]].source) if b["task"] in TASKS else None
         if known is not None:
             sources.insert(0, {"name": known.title, "kind": "benchmark", "title": known.title,
                                "repository": known.repository, "commit": known.commit, "url": known.url,
                                "license": b["license"], "citation": known.citation, "note": known.note})
+        elif copy_of is not None and b["source"].startswith("hub:"):  # a Hub copy of a built-in benchmark
+            hub_id = b["source"].removeprefix("hub:")
+            sources.insert(0, {"name": f"{copy_of.title} (Hub copy {hub_id})", "kind": "benchmark",
+                               "title": copy_of.title, "repository": "", "commit": "",
+                               "url": f"https://huggingface.co/datasets/{hub_id}", "license": b["license"],
+                               "citation": copy_of.citation,
+                               "note": f"a copy of {copy_of.repository}; the license is the benchmark's"})
         else:
             sources.insert(0, {"name": f"{b['task']} ({b['source']})", "kind": "benchmark", "title": b["task"],
                                "repository": "", "commit": "", "url": "", "license": b["license"], "citation": "",

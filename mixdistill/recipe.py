@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from mixdistill.errors import RecipeError
 from mixdistill.settings import RecipePath
-from mixdistill.tasks import TASKS, CustomTask
+from mixdistill.tasks import TASKS, CustomTask, HubSource
 
 Mode = Literal["cot", "pot"]
 
@@ -42,15 +42,28 @@ class TaskRef(_Model):
     split: str | None = Field(None, description="defaults to the task's first split")
     custom: CustomTask | None = None
     limit: int | None = Field(None, ge=1, description="use only the first N problems (smoke runs)")
+    source: Literal["files", "hub"] = Field("files", description="built-in task: the upstream files in the data "
+                                            "dir, or a Hub dataset via datasets.load_dataset")
+    hub: str | None = Field(None, description="source hub: dataset id (default: the task's known public copy) or a "
+                            "local dataset folder")
+    hub_config: str | None = None
+    revision: str | None = Field(None, description="source hub: the dataset revision (commit sha or tag) to pin")
 
     @model_validator(mode="after")
     def _check(self) -> "TaskRef":
         if (self.task is None) == (self.custom is None):
             raise ValueError("give exactly one of 'task' or 'custom'")
+        if self.source == "files" and (self.hub or self.hub_config or self.revision):
+            raise ValueError("hub, hub_config and revision need source: hub")
+        if self.source == "hub":
+            if self.task is None or self.task not in TASKS:
+                raise ValueError("source: hub applies to a built-in task (custom tasks name their own `hub`)")
+            if self.revision is None:
+                raise ValueError("source: hub needs revision (the dataset commit sha or tag), so the problems are pinned")
         if self.task is not None:
             if self.task not in TASKS:
                 raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
-            if self.split is not None and self.split not in TASKS[self.task].splits:
+            if self.source == "files" and self.split is not None and self.split not in TASKS[self.task].splits:
                 raise ValueError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(TASKS[self.task].splits)}")
         return self
 
@@ -62,7 +75,20 @@ class TaskRef(_Model):
     def split_name(self) -> str:
         if self.custom is not None:
             return self.custom.split
+        if self.source == "hub":
+            return self.split or TASKS[self.task].hub.split
         return self.split or TASKS[self.task].splits[0]
+
+    @property
+    def loader(self) -> "str | CustomTask | HubSource":
+        """What `tasks.load_problems` takes for this reference."""
+        if self.custom is not None:
+            return self.custom
+        if self.source == "hub":
+            known = TASKS[self.task].hub
+            return HubSource(self.task, self.hub or known.id, self.hub_config if self.hub else known.config,
+                             self.revision)
+        return self.task
 
 
 class Sampling(_Model):
