@@ -18,7 +18,7 @@ from mixdistill.ids import canonical_json, content_hash
 from mixdistill.mix import input_column, mix
 from mixdistill.recipe import BuildRecipe
 from mixdistill.registry import Registry
-from mixdistill.schema import ARROW, REJECTED_ARROW
+from mixdistill.schema import REJECTED, ROWS, arrow
 from mixdistill.tasks import TASKS
 
 CONFIGS = ("cot", "pot", "mixed")
@@ -256,7 +256,7 @@ def write_parquet(configs: dict[str, pl.DataFrame], out: Path) -> dict[str, dict
             if part.is_empty():
                 continue
             rel = f"{name}/{split}.parquet"
-            _write_table(part, ARROW, out / rel)
+            _write_table(part, arrow(ROWS), out / rel)
             files.setdefault(name, {})[split] = rel
     return files
 
@@ -278,7 +278,6 @@ def version_tag(version: str) -> str:
 def card_context(record: dict, data_files: dict, plots: list, repo_id: str, recipe_yaml: str = "") -> dict:
     """Everything the card and report templates use, from a `load_version` record."""
     from mixdistill.cards import size_category
-    from mixdistill.schema import REJECTED, ROWS
 
     stats = record["stats"]
     prov = record["lineage"]["provenance"]
@@ -387,7 +386,7 @@ def write_rejected(audit: pl.DataFrame, out: Path) -> dict[str, str]:
         if part.is_empty():
             continue
         rel = f"rejected/{split}.parquet"
-        _write_table(part, REJECTED_ARROW, out / rel)
+        _write_table(part, arrow(REJECTED), out / rel)
         files[split] = rel
     return files
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 
 @dataclass(frozen=True)
 class Column:
@@ -33,7 +31,6 @@ ROWS: tuple[Column, ...] = (
     Column("request_key", "key of the teacher call in the build registry (lineage)"),
 )
 COLUMNS: list[str] = [c.name for c in ROWS]
-ARROW = pa.schema([pa.field(c.name, pa.string(), nullable=True) for c in ROWS])
 
 # Rejected rationales (`rejected/<split>.parquet`): the row columns that exist before mixing, plus the verdict.
 REJECTED: tuple[Column, ...] = (
@@ -53,11 +50,17 @@ REJECTED: tuple[Column, ...] = (
     Column("execution", "PoT: the sandbox status (ok, error, timeout, memory, forbidden, no-answer); CoT: empty"),
     Column("error", "PoT: the error class and message of a failed program; a failed call: its error"),
 )
-REJECTED_ARROW = pa.schema([pa.field(c.name, pa.string(), nullable=True) for c in REJECTED])
+
+
+def arrow(columns: tuple[Column, ...] = ROWS):
+    """The Arrow schema of the corpus rows (or of `REJECTED`); pyarrow is imported only when a file is written."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(c.name, pa.string(), nullable=True) for c in columns])
 
 
 def features():
     """The rows' schema as `datasets.Features` (for builders; datasets is imported only here)."""
     import datasets
 
-    return datasets.Features.from_arrow_schema(ARROW)
+    return datasets.Features.from_arrow_schema(arrow())

@@ -120,3 +120,20 @@ def test_unknown_license_is_a_clear_build_error(tmp_path, shared_data):
     if registry.exists():  # nothing was generated
         con = duckdb.connect(str(registry), read_only=True)
         assert con.execute("SELECT count(*) FROM generations").fetchone()[0] == 0
+
+
+def test_custom_task_without_a_license_stops_the_build(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"q": "1 + 1?", "a": 2}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: mine\ntasks:\n  - custom: {name: mine, path: p.jsonl, question: q, answer: a}\n"
+        "teachers:\n  - {provider: openai, model: gpt-4o-mini}\n")
+    env = {**os.environ, "MIXDISTILL_REGISTRY": str(tmp_path / "reg.duckdb"), "OPENAI_API_KEY": "sk-test"}
+    run = subprocess.run([sys.executable, "-m", "mixdistill", "build", str(recipe), "--no-progress"],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "source custom task 'mine'" in lines[0] and "license 'unknown'" in lines[0]
+    if (tmp_path / "reg.duckdb").exists():
+        con = duckdb.connect(str(tmp_path / "reg.duckdb"), read_only=True)
+        assert con.execute("SELECT count(*) FROM generations").fetchone()[0] == 0
