@@ -26,26 +26,11 @@ import yaml
 
 from mixdistill import settings
 from mixdistill.recipe import BuildRecipe, load_recipe
+from mixdistill.schema import features
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
-FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "problem_id": datasets.Value("string"),
-        "task": datasets.Value("string"),
-        "question": datasets.Value("string"),
-        "mode": datasets.ClassLabel(names=["cot", "pot"]),
-        "input": datasets.Value("string"),
-        "rationale": datasets.Value("string"),
-        "answer": datasets.Value("string"),
-        "gold": datasets.Value("string"),
-        "teacher": datasets.Value("string"),
-        "prompt_id": datasets.Value("string"),
-        "rule": datasets.Value("string"),
-        "request_key": datasets.Value("string"),
-    }
-)
+FEATURES = features()  # the export's Arrow schema, so a built and a downloaded corpus concatenate
 
 
 @dataclass

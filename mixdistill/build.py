@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mixdistill.corpus import CorpusError, CorpusVersion, build_version, export_path, export_version
 from mixdistill.generate import GenerationReport, Plan, run_generation
+from mixdistill.provenance import check_sources
 from mixdistill.recipe import BuildRecipe
 from mixdistill.registry import Registry
 from mixdistill.registry.runs import tracked_run
@@ -35,6 +36,7 @@ def build(
     data_dir: Path | None = None,
     plan: Plan | None = None,
 ) -> BuildResult:
+    check_sources(recipe)  # every license known before anything is generated or written
     with tracked_run(reg, "build", f"{recipe.name}@{recipe.version}", recipe):
         generation = run_generation(reg, recipe, progress, data_dir=data_dir, plan=plan)
         if generation.stopped:

@@ -12,10 +12,6 @@ import polars as pl
 
 TEMPLATES = Path(__file__).parent / "_cards"  # a link to the repository's cards/ folder
 
-# Hub license ids of the benchmark sources, most restrictive first
-_LICENSE_IDS = {"CC-BY-NC-4.0": "cc-by-nc-4.0", "Apache-2.0": "apache-2.0", "MIT": "mit"}
-
-
 @dataclass(frozen=True)
 class Plot:
     name: str
@@ -29,23 +25,6 @@ class Plot:
     @property
     def base64(self) -> str:
         return base64.b64encode(self.png).decode()
-
-
-def derive_license(source_licenses: list[str]) -> dict:
-    """One Hub license id for the corpus from its sources': the single one, else the non-commercial one if any source
-    is non-commercial, else `other` with the list."""
-    found = sorted({lic for lic in source_licenses if lic})
-    if len(found) == 1 and found[0] in _LICENSE_IDS:
-        lic = _LICENSE_IDS[found[0]]
-        return {"id": lic, "details": found[0], "note": f"Sources are licensed {found[0]}."}
-    if "CC-BY-NC-4.0" in found:
-        return {
-            "id": "cc-by-nc-4.0",
-            "details": ", ".join(found),
-            "note": f"Sources are licensed {', '.join(found)}; the non-commercial terms of CC BY-NC 4.0 apply to the whole.",
-        }
-    return {"id": "other", "details": ", ".join(found) or "unknown",
-            "note": f"Sources are licensed {', '.join(found) or 'unknown'}; each row's task tells which applies."}
 
 
 def size_category(n: int) -> str:
@@ -106,3 +85,47 @@ def _env() -> jinja2.Environment:
 
 def render(template: str, **context) -> str:
     return _env().get_template(template).render(**context)
+
+
+# The audit browser's data: one gzip-compressed, base64-encoded JSON document inside report.html, columnar, with
+# repeated values (teacher, mode, task, reason, rule, execution, split) dictionary-encoded and each question stored
+# once per problem. The page decompresses it with the browser's DecompressionStream and pages through it, so a
+# report of 200,000 rationales stays one self-contained file (`mixdistill bench report` measures size and load time).
+_CODED = ("teacher", "mode", "task", "reason", "rule", "execution", "split")
+
+
+def audit_payload(audit: pl.DataFrame) -> str:
+    import gzip
+    import json
+
+    problems = audit.select("problem_id", "question", "gold").unique("problem_id", keep="first").sort("problem_id")
+    index = {pid: i for i, pid in enumerate(problems["problem_id"])}
+    doc = {
+        "problems": {"question": problems["question"].to_list(), "gold": problems["gold"].fill_null("").to_list()},
+        "dicts": {},
+        "rows": {
+            "problem": [index[p] for p in audit["problem_id"]],
+            "kept": [int(k) for k in audit["kept"]],
+            "answer": audit["answer"].fill_null("").to_list(),
+            "rationale": audit["rationale"].fill_null("").to_list(),
+            "error": audit["error_text"].fill_null("").to_list(),
+            "key": audit["request_key"].str.slice(0, 16).to_list(),
+            "source_id": audit["source_id"].to_list(),
+        },
+    }
+    for col in _CODED:
+        values = audit[col].fill_null("")
+        names = sorted(set(values))
+        code = {v: i for i, v in enumerate(names)}
+        doc["dicts"][col] = names
+        doc["rows"][col] = [code[v] for v in values]
+    raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode("ascii")
+
+
+def render_report(context: dict, failures: list[dict], audit: pl.DataFrame) -> str:
+    """report.html: the summary, plots and rejection table, and the audit browser over every rationale."""
+    summary = audit.group_by("kept").len().rows()
+    counts = {bool(k): n for k, n in summary}
+    return render("report.html.j2", failures=failures, payload=audit_payload(audit), total=audit.height,
+                  kept_n=counts.get(True, 0), rejected_n=counts.get(False, 0), **context)

@@ -18,6 +18,7 @@ from mixdistill.ids import canonical_json, content_hash
 from mixdistill.mix import input_column, mix
 from mixdistill.recipe import BuildRecipe
 from mixdistill.registry import Registry
+from mixdistill.schema import REJECTED, ROWS, arrow
 from mixdistill.tasks import TASKS
 
 CONFIGS = ("cot", "pot", "mixed")
@@ -157,7 +158,8 @@ def fingerprint(configs: dict[str, pl.DataFrame], recipe: BuildRecipe, rule_vers
 
 
 def lineage(reg: Registry, recipe: BuildRecipe, rows: pl.DataFrame) -> dict:
-    """Where every row came from: teachers, prompts, rule versions, source datasets and their licenses."""
+    """Where every row came from: teachers, prompts, rule versions, source datasets and their licenses, and how each
+    teacher's rationales were obtained (`mixdistill.provenance`: an unknown license stops the build here)."""
     sources = reg.query(
         "SELECT DISTINCT task, source, license FROM problems WHERE problem_id IN (SELECT unnest(?)) ORDER BY ALL",
         [sorted(set(rows["problem_id"]))],
@@ -166,12 +168,15 @@ def lineage(reg: Registry, recipe: BuildRecipe, rows: pl.DataFrame) -> dict:
         "SELECT name, provider, model, base_url FROM teachers WHERE name IN (SELECT unnest(?)) ORDER BY name",
         [sorted({t.label for t in recipe.teachers})],
     )
+    from mixdistill.provenance import describe
+
     return {
         "tasks": [{"task": t.name, "split": t.split_name} for t in recipe.tasks],
         "sources": sources.to_dicts(),
         "teachers": teachers.to_dicts(),
         "prompt_ids": sorted(set(rows["prompt_id"])),
         "rules": sorted(set(rows["rule"])),
+        "provenance": describe(reg, recipe, rows, *_recipe_scope(recipe)),
     }
 
 
@@ -253,50 +258,172 @@ def write_parquet(configs: dict[str, pl.DataFrame], out: Path) -> dict[str, dict
             if part.is_empty():
                 continue
             rel = f"{name}/{split}.parquet"
-            (out / name).mkdir(parents=True, exist_ok=True)
-            part.write_parquet(out / rel, compression="zstd", compression_level=9, statistics=True, row_group_size=50_000)
+            _write_table(part, arrow(ROWS), out / rel)
             files.setdefault(name, {})[split] = rel
     return files
+
+
+def _write_table(df: pl.DataFrame, schema, path: Path) -> None:
+    """Parquet in the given Arrow schema (`mixdistill.schema`), with fixed settings: same rows, same bytes."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = df.select(schema.names).to_arrow().cast(schema)
+    pq.write_table(table, path, compression="zstd", compression_level=9, row_group_size=50_000,
+                   write_statistics=True)
 
 
 def version_tag(version: str) -> str:
     return f"v{version}"
 
 
-def card_context(record: dict, data_files: dict, plots: list, repo_id: str) -> dict:
+def card_context(record: dict, data_files: dict, plots: list, repo_id: str, recipe_yaml: str = "") -> dict:
     """Everything the card and report templates use, from a `load_version` record."""
-    from mixdistill.cards import derive_license, size_category
+    from mixdistill.cards import size_category
 
     stats = record["stats"]
+    prov = record["lineage"]["provenance"]
     return {
         "name": record["name"], "version": record["version"], "fingerprint": record["fingerprint"],
         "description": record["recipe"].get("description", ""), "recipe": record["recipe"],
-        "stats": stats, "lineage": record["lineage"], "data_files": data_files, "plots": plots,
-        "license": derive_license([s["license"] for s in record["lineage"]["sources"]]),
+        "recipe_yaml": recipe_yaml, "built": str(record["created_at"])[:19],
+        "stats": stats, "lineage": record["lineage"], "provenance": prov, "data_files": data_files, "plots": plots,
+        "license": prov["license"], "columns": ROWS, "rejected_columns": REJECTED,
         "size_category": size_category(stats["rows"]["mixed"]["train"] + stats["rows"]["mixed"]["validation"]),
-        "repo_id": repo_id, "tag": version_tag(record["version"]),
+        "repo_id": repo_id, "tag": version_tag(record["version"]), "mixdistill_version": _package_version(),
     }
+
+
+def _package_version() -> str:
+    from mixdistill import __version__
+
+    return __version__
+
+
+def stored_recipe(record: dict) -> BuildRecipe:
+    return BuildRecipe.model_validate(record["recipe"])
+
+
+def recipe_yaml(record: dict) -> str:
+    """The recipe as registered (every default spelled out), with this machine's data and home folders written as
+    `${MIXDISTILL_DATA}` / `${MIXDISTILL_HOME}` so that the published file names no local path."""
+    import yaml
+
+    from mixdistill import settings
+
+    text = yaml.safe_dump(record["recipe"], sort_keys=False, allow_unicode=True, width=100)
+    for var, folder in ((settings.DATA_ENV, settings.data_dir()), (settings.HOME_ENV, settings.default_home())):
+        text = text.replace(str(folder.resolve()), "${%s}" % var).replace(str(folder), "${%s}" % var)
+    return f"# mixdistill build recipe of {record['name']}@{record['version']} (as registered, defaults included)\n{text}"
+
+
+def audit_rows(reg: Registry, recipe: BuildRecipe, kept: pl.DataFrame) -> pl.DataFrame:
+    """Every rationale the recipe's teachers wrote for its problems, kept or not, with its verdict and execution.
+
+    `kept` holds (request_key, split) of the version's rows. `reason` says why a rationale is absent from the corpus:
+    the verdict's reason (`wrong-answer`, `no-answer`, an execution status, ...), `generation-<status>`,
+    `unverified`, `evaluation-split` (a problem the contamination guard holds out) or `not-selected` (correct, but
+    a duplicate, over `k_per_mode`, balanced away or over a quota); kept rows say `kept`.
+    """
+    from mixdistill.mix import assign_splits
+    from mixdistill.verify.programs import extract_program
+
+    scope, params = _recipe_scope(recipe)
+    df = reg.query(
+        f"""
+        WITH scoped AS (
+            SELECT DISTINCT g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher,
+                   g.prompt_id, g.response_text, g.status, g.error, p.gold_text AS gold
+            FROM {_RATIONALE_FROM} JOIN problem_splits s ON s.problem_id = g.problem_id
+            WHERE {scope}
+        ), judged AS (
+            SELECT * FROM verdicts WHERE rule = ?
+            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
+        )
+        SELECT sc.*, j.extracted AS answer, j.correct, j.reason AS verdict_reason,
+               j.rule || '@' || j.rule_version AS rule, e.status AS execution,
+               nullif(concat_ws(': ', e.error_class, e.error_message), '') AS exec_error
+        FROM scoped sc LEFT JOIN judged j USING (request_key) LEFT JOIN latest_executions e USING (request_key)
+        ORDER BY sc.task, sc.source_id, sc.mode, sc.teacher, sc.request_key
+        """,
+        [*params, recipe.rule],
+    )
+    excluded = excluded_problems(reg, recipe)
+    kept_split = dict(kept.select("request_key", "split").iter_rows())
+    reasons = []
+    for key, status, correct, verdict, pid in df.select(
+            "request_key", "status", "correct", "verdict_reason", "problem_id").iter_rows():
+        if key in kept_split:
+            reasons.append("kept")
+        elif status != "ok":
+            reasons.append(f"generation-{status}")
+        elif correct is None:
+            reasons.append("unverified")
+        elif correct:
+            reasons.append("evaluation-split" if pid in excluded else "not-selected")
+        else:
+            reasons.append(verdict or "wrong-answer")
+    rationale = [
+        ((extract_program(text) or text) if mode == "pot" else text or "").strip()
+        for mode, text in zip(df["mode"], df["response_text"].fill_null(""))
+    ]
+    df = assign_splits(df, recipe.mix).with_columns(
+        pl.Series("reason", reasons, dtype=pl.String),
+        pl.Series("rationale", rationale, dtype=pl.String),
+        pl.col("request_key").is_in(list(kept_split)).alias("kept"),
+        pl.coalesce(pl.col("exec_error"), pl.col("error")).alias("error_text"),
+    )
+    if kept_split:  # kept rows are in the split the corpus put them in
+        df = df.with_columns(pl.col("request_key").replace_strict(kept_split, default=pl.col("split"), return_dtype=pl.String).alias("split"))
+    return df
+
+
+def write_rejected(audit: pl.DataFrame, out: Path) -> dict[str, str]:
+    """`rejected/<split>.parquet`: every rationale of the scope that is not in the corpus, for SQL audits."""
+    files = {}
+    rejected = audit.filter(~pl.col("kept")).rename({"response_text": "response"})
+    rejected = rejected.with_columns(pl.col("error_text").alias("error"))
+    for split in SPLITS:
+        part = rejected.filter(pl.col("split") == split)
+        if part.is_empty():
+            continue
+        rel = f"rejected/{split}.parquet"
+        _write_table(part, arrow(REJECTED), out / rel)
+        files[split] = rel
+    return files
 
 
 def export_version(reg: Registry, ref: str, configs: dict[str, pl.DataFrame], out: Path,
                    repo_id: str | None = None) -> Path:
-    """Write a version's Parquet files, card (README.md), plots and HTML audit report into `out`."""
-    from mixdistill.cards import make_plots, render
+    """Write a version's Parquet files (kept and rejected), recipe, card (README.md), plots and audit report."""
+    from mixdistill.cards import make_plots, render, render_report
 
     record = load_version(reg, ref)
+    recipe = stored_recipe(record)
+    if "provenance" not in record["lineage"]:  # a version registered before cards carried provenance
+        from mixdistill.provenance import describe
+
+        record["lineage"]["provenance"] = describe(reg, recipe, configs["mixed"], *_recipe_scope(recipe))
     out.mkdir(parents=True, exist_ok=True)
     data_files = write_parquet(configs, out)
+    audit = audit_rows(reg, recipe, configs["mixed"].select("request_key", "split"))
+    rejected = write_rejected(audit, out)
+    if rejected:
+        data_files["rejected"] = rejected
     plots = make_plots(pl.DataFrame(record["stats"]["teacher_mode"]), configs["mixed"])
     (out / "assets").mkdir(exist_ok=True)
     for plot in plots:
         (out / plot.path).write_bytes(plot.png)
-    context = card_context(record, data_files, plots, repo_id or f"YOUR_ORG/{record['name']}")
+    text = recipe_yaml(record)
+    (out / "recipe.yaml").write_text(text, encoding="utf-8")
+    context = card_context(record, data_files, plots, repo_id or f"YOUR_ORG/{record['name']}", text)
     (out / "README.md").write_text(render("dataset_card.md.j2", **context), encoding="utf-8")
     labels = [t["name"] for t in record["lineage"]["teachers"]]
     failures = reg.query(
-        "SELECT * FROM audit_failures WHERE teacher IN (SELECT unnest(?)) AND outcome <> 'correct'", [labels]
+        "SELECT * FROM audit_failures WHERE teacher IN (SELECT unnest(?)) AND coalesce(rule, ?) = ? AND outcome <> 'correct'",
+        [labels, recipe.rule, recipe.rule],
     )
-    (out / "report.html").write_text(render("report.html.j2", failures=failures.to_dicts(), **context), encoding="utf-8")
+    (out / "report.html").write_text(render_report(context, failures.to_dicts(), audit), encoding="utf-8")
     return out
 
 

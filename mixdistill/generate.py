@@ -128,7 +128,7 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
     _check_unique_identities(recipe)
     loaded = []
     for ref in recipe.tasks:
-        split, problems = load_problems(ref.custom or ref.task, ref.split, data_dir)
+        split, problems = load_problems(ref.loader, ref.split_name, data_dir)
         loaded.append((ref.name, split, problems[: ref.limit] if ref.limit else problems, _answer_type(ref)))
     prompts = {
         (task, mode): load_prompt(prompt_task(task, answer_type), mode, recipe.shots)

@@ -22,16 +22,14 @@ import re
 import polars as pl
 
 from mixdistill.recipe import MixPolicy
+from mixdistill.schema import COLUMNS
 
 MODE_PREFIX = {"cot": "[CoT]", "pot": "[PoT]"}
 CANDIDATE_COLUMNS = [
     "request_key", "problem_id", "task", "source_id", "question", "mode", "teacher", "prompt_id",
     "rationale", "answer", "gold", "rule",
 ]
-ROW_COLUMNS = [
-    "id", "problem_id", "task", "question", "mode", "input", "rationale", "answer", "gold", "teacher", "prompt_id",
-    "rule", "request_key",
-]
+ROW_COLUMNS = COLUMNS  # the corpus row schema lives in mixdistill.schema
 
 
 def model_input(mode: str, question: str) -> str:

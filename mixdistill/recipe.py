@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from mixdistill.errors import RecipeError
 from mixdistill.settings import ModelRef, RecipePath, is_model_path
-from mixdistill.tasks import TASKS, CustomTask
+from mixdistill.tasks import TASKS, CustomTask, HubSource
 
 Mode = Literal["cot", "pot"]
 CotReading = Literal["stated", "expression"]  # mixdistill.verify.answers.COT_READINGS
@@ -70,15 +70,28 @@ class TaskRef(_Model):
     split: str | None = Field(None, description="defaults to the task's first split")
     custom: CustomTask | None = None
     limit: int | None = Field(None, ge=1, description="use only the first N problems (smoke runs)")
+    source: Literal["files", "hub"] = Field("files", description="built-in task: the upstream files in the data "
+                                            "dir, or a Hub dataset via datasets.load_dataset")
+    hub: str | None = Field(None, description="source hub: dataset id (default: the task's known public copy) or a "
+                            "local dataset folder")
+    hub_config: str | None = None
+    revision: str | None = Field(None, description="source hub: the dataset revision (commit sha or tag) to pin")
 
     @model_validator(mode="after")
     def _check(self) -> "TaskRef":
         if (self.task is None) == (self.custom is None):
             raise ValueError("give exactly one of 'task' or 'custom'")
+        if self.source == "files" and (self.hub or self.hub_config or self.revision):
+            raise ValueError("hub, hub_config and revision need source: hub")
+        if self.source == "hub":
+            if self.task is None or self.task not in TASKS:
+                raise ValueError("source: hub applies to a built-in task (custom tasks name their own `hub`)")
+            if self.revision is None:
+                raise ValueError("source: hub needs revision (the dataset commit sha or tag), so the problems are pinned")
         if self.task is not None:
             if self.task not in TASKS:
                 raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
-            if self.split is not None and self.split not in TASKS[self.task].splits:
+            if self.source == "files" and self.split is not None and self.split not in TASKS[self.task].splits:
                 raise ValueError(f"task {self.task!r} has no split {self.split!r}; splits: {', '.join(TASKS[self.task].splits)}")
         return self
 
@@ -90,7 +103,20 @@ class TaskRef(_Model):
     def split_name(self) -> str:
         if self.custom is not None:
             return self.custom.split
+        if self.source == "hub":
+            return self.split or TASKS[self.task].hub.split
         return self.split or TASKS[self.task].splits[0]
+
+    @property
+    def loader(self) -> "str | CustomTask | HubSource":
+        """What `tasks.load_problems` takes for this reference."""
+        if self.custom is not None:
+            return self.custom
+        if self.source == "hub":
+            known = TASKS[self.task].hub
+            return HubSource(self.task, self.hub or known.id, self.hub_config if self.hub else known.config,
+                             self.revision)
+        return self.task
 
 
 class Sampling(_Model):
@@ -155,6 +181,8 @@ class TeacherSpec(_Model):
     n_per_call: int = Field(8, ge=1, description="samples of one prompt per API call (OpenAI n>1); 1 turns it off")
     batch_size: int = Field(8, ge=1, description="local transformers: prompts per generate() call")
     batch_poll_s: float = Field(30, gt=0, description="Batch API: seconds between status polls")
+    license: str | None = Field(None, description="replay: license of recordings that are not a known published source")
+    source: str | None = Field(None, description="replay: where those recordings were published (URL or repo@commit)")
 
 
 

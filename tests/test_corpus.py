@@ -125,14 +125,14 @@ def test_export_is_byte_identical_and_loads_with_datasets(reg, tmp_path):
     parquet = sorted(p.relative_to(a) for p in a.rglob("*.parquet"))
     assert [str(p) for p in parquet] == [
         "cot/train.parquet", "cot/validation.parquet", "mixed/train.parquet", "mixed/validation.parquet",
-        "pot/train.parquet", "pot/validation.parquet",
+        "pot/train.parquet", "pot/validation.parquet", "rejected/train.parquet",
     ]
     for rel in parquet:
         assert sha(a / rel) == sha(b / rel), rel
     card = (a / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["license"] == "mit" and meta["size_categories"] == ["n<1K"]
-    assert {c["config_name"] for c in meta["configs"]} == {"cot", "pot", "mixed"}
+    assert {c["config_name"] for c in meta["configs"]} == {"cot", "pot", "mixed", "rejected"}
     assert 'revision="v1.0.0"' in card and "| t1 | cot |" in card and "assets/pass_rate.png" in card
     assert (a / "assets" / "pass_rate.png").read_bytes()[:4] == b"\x89PNG"
     report = (a / "report.html").read_text()

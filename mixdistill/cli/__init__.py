@@ -14,6 +14,7 @@ from mixdistill.cli import evaluate  # noqa: F401  (eval, report, bench eval)
 from mixdistill.cli import verify  # noqa: F401  (verify, bench sandbox)
 from mixdistill.cli import generate  # noqa: F401  (generate, teachers, bench teachers)
 from mixdistill.cli import corpus  # noqa: F401  (build, corpora, diff, push)
+from mixdistill.cli import data  # noqa: F401  (data fetch)
 from mixdistill.cli import train  # noqa: F401  (train, push-adapter, bench train, bench startup)
 from mixdistill.cli.app import app, click_exceptions, err_console
 from mixdistill.errors import MixdistillError

@@ -38,7 +38,7 @@ def tasks() -> None:
             t.require_files(state.data_dir)
             sizes = ", ".join(f"{s} ({len(t.load_split(state.data_dir, s))})" for s in t.splits)
         except TaskError:
-            sizes = f"{', '.join(t.splits)} [yellow](files missing)[/]"
+            sizes = f"{', '.join(t.splits)} [yellow](files missing: `mixdistill data fetch {t.name}`)[/]"
         table.add_row(t.name, t.answer_type, t.license, sizes, t.description)
     console.print(table)
 

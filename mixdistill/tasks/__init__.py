@@ -12,6 +12,7 @@ from mixdistill.errors import TaskError
 from mixdistill.tasks import asdiv, gsm8k, strategyqa, svamp
 from mixdistill.tasks.base import AnswerType, Problem, TaskDef, parse_gold_bool, parse_gold_number
 from mixdistill.tasks.custom import CustomTask
+from mixdistill.tasks.hub import HubSource
 
 TASKS: dict[str, TaskDef] = {t.name: t for t in (svamp.TASK, gsm8k.TASK, asdiv.TASK, strategyqa.TASK)}
 
@@ -19,6 +20,7 @@ __all__ = [
     "TASKS",
     "AnswerType",
     "CustomTask",
+    "HubSource",
     "Problem",
     "TaskDef",
     "get_task",
@@ -35,12 +37,18 @@ def get_task(name: str) -> TaskDef:
         raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (or define a custom task)") from None
 
 
-def load_problems(task: str | CustomTask, split: str | None, data_dir: Path) -> tuple[str, list[Problem]]:
-    """Load one split of a built-in or custom task; returns (split name, problems in source order)."""
+def load_problems(task: str | CustomTask | HubSource, split: str | None, data_dir: Path) -> tuple[str, list[Problem]]:
+    """Load one split of a built-in task (its files, or a Hub copy) or a custom task; returns (split, problems)."""
     if isinstance(task, CustomTask):
         from mixdistill.tasks.custom import load
 
         return task.split, load(task)
+    if isinstance(task, HubSource):
+        from mixdistill.tasks import hub
+
+        t = get_task(task.task)
+        split = split or t.hub.split
+        return split, hub.load(t, task, split)
     t = get_task(task)
     split = split or t.splits[0]
     return split, t.load_split(data_dir, split)

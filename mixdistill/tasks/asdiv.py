@@ -11,7 +11,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from mixdistill.tasks.base import Problem, TaskDef, parse_gold_number
+from mixdistill.tasks.base import HubCopy, Problem, TaskDef, field, parse_gold_number
 
 SOURCE = "chaochun/nlu-asdiv-dataset"
 LICENSE = "CC-BY-NC-4.0"
@@ -42,6 +42,23 @@ def _numeric(data: Path) -> dict[str, Problem]:
     return out
 
 
+def from_rows(rows, split: str, source: str = SOURCE) -> list[Problem]:
+    """ASDiv records of a Hub copy (`body`, `question`, `answer` "9 (apples)"; no problem id: the row number is the
+    id); problems whose answer is not one number are left out, as for the upstream XML."""
+    out = []
+    for i, r in enumerate(rows):
+        answer = _UNIT.sub("", str(field(r, "answer")))
+        try:
+            gold = parse_gold_number(answer)
+        except ValueError:
+            continue
+        out.append(Problem.make(
+            task="asdiv", question=f"{str(field(r, 'body')).strip()} {str(field(r, 'question')).strip()}", gold=gold,
+            gold_text=answer.replace(",", ""), source=source, source_id=f"{split}-{i}", license=LICENSE,
+        ))
+    return out
+
+
 def _fold_ids(data: Path, folds: range | list[int]) -> list[str]:
     return [line.strip() for i in folds for line in (data / FOLDS[i]).read_text().splitlines() if line.strip()]
 
@@ -62,4 +79,9 @@ TASK = TaskDef(
     splits=("all", "asdiv-a", *(f"asdiv-a-fold{i}" for i in range(5))),
     files=(XML, *FOLDS),
     load=load,
+    source=SOURCE,
+    from_rows=from_rows,
+    hub=HubCopy("EleutherAI/asdiv", None, "validation",
+                "the 2305 ASDiv problems in one `validation` split, without the problem ids or the ASDiv-A folds "
+                "(rows are numbered instead, so problem ids differ from the upstream XML's)"),
 )

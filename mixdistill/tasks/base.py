@@ -89,6 +89,26 @@ def parse_gold_bool(value: object) -> bool:
     raise ValueError(f"gold answer {value!r} is not a boolean (yes/no/true/false)")
 
 
+def field(row: dict, name: str):
+    """A record's field by name, case-insensitively (Hub copies often lower-case upstream names); missing: an error."""
+    if name in row:
+        return row[name]
+    for key, value in row.items():
+        if key.lower() == name.lower():
+            return value
+    raise TaskError(f"record has no field {name!r}; fields: {', '.join(row)}")
+
+
+@dataclass(frozen=True)
+class HubCopy:
+    """A known public copy of a task on the Hugging Face Hub (`source: hub`), and how it differs from upstream."""
+
+    id: str
+    config: str | None
+    split: str  # the split used when the recipe names none
+    differs: str
+
+
 @dataclass(frozen=True)
 class TaskDef:
     """A built-in task: where its files live under the data dir and how to load each split."""
@@ -101,6 +121,9 @@ class TaskDef:
     files: tuple[str, ...]  # paths relative to the data dir that the loader reads
     load: Callable[[Path, str], list[Problem]]
     eval_splits: tuple[str, ...] = ()  # kept out of training corpora by the contamination guard
+    source: str = ""  # the upstream repository (owner/name): pins and citation in mixdistill.tasks.sources
+    from_rows: Callable[..., list[Problem]] | None = None  # records (upstream fields) -> problems, for `source: hub`
+    hub: HubCopy | None = None
 
     def require_files(self, data: Path) -> None:
         missing = [f for f in self.files if not (data / f).is_file()]
@@ -108,7 +131,7 @@ class TaskDef:
             raise TaskError(
                 f"task {self.name!r}: missing source file {data / missing[0]}; the data dir ({data}) is --data-dir, "
                 f"else $MIXDISTILL_DATA, else $MIXDISTILL_HOME/data, and holds {', '.join(self.files)} for this task "
-                "(README, \"Benchmark data\")"
+                f"(`mixdistill data fetch {self.name}` downloads them; README, \"Benchmark data\")"
             )
 
     def load_split(self, data: Path, split: str) -> list[Problem]:

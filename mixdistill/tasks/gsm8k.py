@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mixdistill.errors import TaskError
-from mixdistill.tasks.base import Problem, TaskDef, parse_gold_number
+from mixdistill.tasks.base import HubCopy, Problem, TaskDef, field, parse_gold_number
 
 SOURCE = "openai/grade-school-math"
 LICENSE = "MIT"
@@ -20,31 +20,34 @@ def gold_from_solution(solution: str) -> str:
     return solution.rsplit("####", 1)[1].strip()
 
 
+def from_rows(rows, split: str, source: str = SOURCE, where: str = "") -> list[Problem]:
+    """GSM8K records (`question`, `answer` = solution ending in `#### N`), from the upstream files or a Hub copy."""
+    problems = []
+    for i, r in enumerate(rows):
+        try:
+            gold_text = gold_from_solution(field(r, "answer"))
+            gold = parse_gold_number(gold_text)
+        except ValueError as e:
+            raise TaskError(f"{where or source}: row {i + 1}: {e}") from None
+        problems.append(
+            Problem.make(
+                task="gsm8k",
+                question=field(r, "question"),
+                gold=gold,
+                gold_text=gold_text.replace(",", ""),
+                source=source,
+                source_id=f"{split}-{i}",
+                license=LICENSE,
+            )
+        )
+    return problems
+
+
 def load(data: Path, split: str) -> list[Problem]:
     path = data / FILES[split]
-    problems = []
     with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            try:
-                gold_text = gold_from_solution(r["answer"])
-                gold = parse_gold_number(gold_text)
-            except ValueError as e:
-                raise TaskError(f"{path}:{i + 1}: {e}") from None
-            problems.append(
-                Problem.make(
-                    task="gsm8k",
-                    question=r["question"],
-                    gold=gold,
-                    gold_text=gold_text.replace(",", ""),
-                    source=SOURCE,
-                    source_id=f"{split}-{i}",
-                    license=LICENSE,
-                )
-            )
-    return problems
+        rows = [json.loads(line) for line in f if line.strip()]
+    return from_rows(rows, split, where=str(path))
 
 
 TASK = TaskDef(
@@ -55,5 +58,8 @@ TASK = TaskDef(
     splits=("train", "test"),
     files=tuple(FILES.values()),
     load=load,
+    source=SOURCE,
+    from_rows=from_rows,
+    hub=HubCopy("openai/gsm8k", "main", "train", "the same 7473 / 1319 problems and fields as the upstream files"),
     eval_splits=("test",),
 )

@@ -11,28 +11,32 @@ from pathlib import Path
 
 import numpy as np
 
-from mixdistill.tasks.base import Problem, TaskDef
+from mixdistill.tasks.base import HubCopy, Problem, TaskDef, field
 
 SOURCE = "arkilpatel/SVAMP"
 FILE = "svamp/SVAMP.json"
 LICENSE = "MIT"
 
 
-def _all(data: Path) -> list[Problem]:
-    rows = json.loads((data / FILE).read_text(encoding="utf-8"))
+def from_rows(rows: list[dict], split: str, source: str = SOURCE) -> list[Problem]:
+    """SVAMP records (`ID`, `Body`, `Question`, `Answer`: the upstream file's fields, also those of its Hub copies)."""
     return [
         Problem.make(
             task="svamp",
             # PAL/PoT style: body and question joined by a space (the body often lacks its final period).
-            question=f"{r['Body'].strip()} {r['Question'].strip()}",
-            gold=float(r["Answer"]),
-            gold_text=_fmt(float(r["Answer"])),
-            source=SOURCE,
-            source_id=r["ID"],
+            question=f"{field(r, 'Body').strip()} {field(r, 'Question').strip()}",
+            gold=float(field(r, "Answer")),
+            gold_text=_fmt(float(field(r, "Answer"))),
+            source=source,
+            source_id=str(field(r, "ID")),
             license=LICENSE,
         )
         for r in rows
     ]
+
+
+def _all(data: Path) -> list[Problem]:
+    return from_rows(json.loads((data / FILE).read_text(encoding="utf-8")), "full")
 
 
 def _fmt(x: float) -> str:
@@ -60,5 +64,10 @@ TASK = TaskDef(
     splits=("full", "train", "test"),
     files=(FILE,),
     load=load,
+    source=SOURCE,
+    from_rows=from_rows,
+    hub=HubCopy("ChilleD/SVAMP", None, "train",
+                "the 1000 SVAMP problems with the upstream fields, split 700 train / 300 test (not the "
+                "distilling-step-by-step 800/200 split of `svamp/train` and `svamp/test`)"),
     eval_splits=("test",),
 )
