@@ -28,14 +28,14 @@ def eval_(
         spec = spec.model_copy(update={"tasks": [t.model_copy(update={"limit": limit}) for t in spec.tasks]})
     results = run_eval(spec, state.registry, state.data_dir, console=console)
     table = Table(title=f"{spec.name}: accuracy")
-    for col in ("task", "split", "mode", "n", "correct", "accuracy", "path acc.", "any path", "ties"):
+    for col in ("task", "split", "mode", "n", "correct", "accuracy", "path acc.", "any path", "ties", "ties lost"):
         table.add_column(col)
     for r in results:
         for m in r.modes:
             s = m.score.summary()
             pct = lambda v: "" if v is None else f"{100 * v:.1f}%"
             table.add_row(r.task, r.split, mode_label(m.mode, spec.k), str(s["n"]), str(s["correct"]),
-                          pct(s["accuracy"]), pct(s["path_accuracy"]), pct(s["oracle_accuracy"]), str(s["ties"]))
+                          pct(s["accuracy"]), pct(s["path_accuracy"]), pct(s["oracle_accuracy"]), str(s["ties"]), str(s["ties_lost"]))
     console.print(table)
     tokens, seconds = sum(r.generated_tokens for r in results), sum(r.generation_s for r in results)
     paths = sum(r.generated_paths for r in results)
@@ -61,10 +61,10 @@ def report(
         raise MixdistillError(f"no evaluations in {state.registry} match; run `mixdistill eval RECIPE` first")
     table = comparison_table(df)
     shown = Table(title="accuracy (%)")
-    for col in ("model", "mode", *[f"{c} (n={table.n[c]})" for c in table.columns]):
+    for col in ("model", "mode", *table.header()):
         shown.add_column(col)
-    for label, mode, values in table.rows:
-        shown.add_row(label, mode, *["" if v is None else f"{100 * v:.1f}" for v in values])
+    for i, (label, mode, _) in enumerate(table.rows):
+        shown.add_row(label, mode, *[table.cell_text(i, j) for j in range(len(table.columns))])
     console.print(shown)
     md, png = write_report(table, out)
     console.print(f"wrote {md} and {png}", highlight=False)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mixdistill.train import records
+from mixdistill.student import INFO_FILE
 from mixdistill.train.data import TrainError
-from mixdistill.train.run import INFO_FILE
 
 SKIP = {"training_args.bin", "README.md"}
 CARD = "model_card.md"
@@ -44,8 +44,8 @@ def eval_results(registry_path: Path | None, keys: list[str]) -> list[dict[str, 
     """Rows of `evals` recorded for this model (by model id, adapter path or Hub repo), for model-index."""
     if not registry_path or not Path(registry_path).exists():
         return []
-    from mixdistill.evaluate.report import card_results  # the newest eval per task, split, mode and k
     from mixdistill.registry import Registry
+    from mixdistill.registry.evals import card_results  # the newest eval per task, split, mode and k
 
     with Registry.open(registry_path, read_only=True) as reg:
         return card_results(reg, keys)

@@ -18,13 +18,13 @@ from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback
 
 from mixdistill.recipe import TrainRecipe
+from mixdistill.student import INFO_FILE  # lineage next to the adapter, read by eval and push-adapter
 from mixdistill.train import records
 from mixdistill.train.data import Collator, TrainError, load_corpus, select_rows, tokenize
 from mixdistill.train.model import load_student, load_tokenizer, resolve_precision
 from mixdistill.train.trainer import MixTrainer, RichProgress, last_checkpoint, training_arguments
 
 ADAPTER_DIR = "adapter"
-INFO_FILE = "training_info.json"  # lineage next to the adapter, read by push-adapter for the model card
 
 
 @dataclass
