@@ -132,3 +132,39 @@ def test_corpus_from_hub_dataset_at_a_revision(corpus_dir, tmp_path):
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["v1"] == [48, 8, "org/svamp-md@v1.0.0", "org/svamp-md", "v1.0.0"]
     assert out["missing"].startswith("corpus.hub org/svamp-md@v9.9.9 cannot be loaded")
+
+
+def test_rerun_of_a_finished_train_changes_nothing_and_a_resumed_run_keeps_the_model_id(
+        cli, student, corpus_dir, tmp_path, registry_path):  # noqa: F811
+    from mixdistill.train.publish import eval_results
+
+    recipe = write_recipe(tmp_path, student, {"parquet": str(corpus_dir)}, max_steps=2, save_steps=2)
+    code, _, err = cli("train", str(recipe))
+    assert code == 0, err
+    info_file = tmp_path / "run" / "adapter" / "training_info.json"
+    info_before = info_file.read_bytes()
+    with Registry.open(registry_path) as reg:
+        model_id, adapter = reg.query("SELECT model_id, adapter_path FROM models").row(0)
+        reg.insert("evals", [{"eval_id": "e1", "model": model_id, "task": "svamp", "split": "test", "mode": "pot",
+                              "k": 1, "n": 50, "correct": 13, "accuracy": 0.26}])
+    assert json.loads(info_before)["model_id"] == model_id
+
+    code, out, err = cli("train", str(recipe))  # the documented resume command, on a finished training
+    assert code == 0, err
+    assert "already trained" in out and f"registered model {model_id}" in out
+    assert info_file.read_bytes() == info_before
+    with Registry.open(registry_path, read_only=True) as reg:
+        assert reg.query("SELECT count(*) AS n FROM models")["n"][0] == 1
+        assert reg.query("SELECT count(*) AS n FROM runs")["n"][0] == 1
+    assert [r["accuracy"] for r in eval_results(registry_path, [model_id, adapter])] == [0.26]
+
+    code, out, err = cli("train", str(recipe), "--max-steps", "4")  # more steps: resumes from checkpoint-2
+    assert code == 0, err
+    assert "resuming from" in out and "checkpoint-2" in out
+    with Registry.open(registry_path, read_only=True) as reg:
+        rows = reg.query("SELECT model_id, metrics FROM models").rows()
+    assert len(rows) == 1 and rows[0][0] == model_id and json.loads(rows[0][1])["global_step"] == 4
+    info = json.loads(info_file.read_text())
+    assert info["model_id"] == model_id and info["metrics"]["global_step"] == 4
+    assert info["metrics"]["train_loss"] > 0  # the loss of the steps this run trained, not 0.0
+    assert [r["accuracy"] for r in eval_results(registry_path, [model_id])] == [0.26]  # still attached
