@@ -97,7 +97,7 @@ def train(recipe: TrainRecipe, registry_path: Path | None, *, resume: bool = Tru
         )
         trainer.remove_callback(PrinterCallback)  # RichProgress prints the losses instead of raw dicts
         try:
-            out = trainer.train(resume_from_checkpoint=resumed_from)
+            trainer.train(resume_from_checkpoint=resumed_from)
             eval_metrics = trainer.evaluate() if eval_ds is not None else {}
         except torch.cuda.OutOfMemoryError:
             raise TrainError(
@@ -111,7 +111,7 @@ def train(recipe: TrainRecipe, registry_path: Path | None, *, resume: bool = Tru
             records.finish_run(registry_path, run_id, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise
 
-    metrics = _metrics(trainer, out.metrics, eval_metrics, train_report, eval_report, time.monotonic() - started)
+    metrics = _metrics(trainer, eval_metrics, train_report, eval_report, time.monotonic() - started)
     base_revision = recipe.revision or getattr(model.base_model.model.config, "_commit_hash", None)
     if state.is_main_process:
         info = {
@@ -169,18 +169,19 @@ def _mode_counts(ds) -> str:
     return ", ".join(f"{counts.get(i, 0)} {m}" for i, m in enumerate(MODES))
 
 
-def _metrics(trainer, train_metrics, eval_metrics, train_report, eval_report, seconds: float) -> dict[str, Any]:
+def _metrics(trainer, eval_metrics, train_report, eval_report, seconds: float) -> dict[str, Any]:
     """What the registry and the model card keep: final losses (overall and per mode), steps, rows left out."""
     history = trainer.state.log_history
+    run = trainer.window("run")  # the objective over every token this invocation trained on
     last_train = next((h for h in reversed(history) if "loss" in h), {})
     out: dict[str, Any] = {
         "global_step": trainer.state.global_step,
-        "train_loss": train_metrics.get("train_loss"),
+        "train_loss": round(run["loss"], 4) if run else None,
         "train_runtime_s": round(seconds, 1),
         "train_examples": train_report.kept,
         "train_dropped_overlength": train_report.dropped,
     }
-    out.update({k: v for k, v in last_train.items() if k.startswith("loss_")})
+    out.update({k: v for k, v in last_train.items() if k == "loss" or k.startswith("loss_")})
     out.update({k: v for k, v in eval_metrics.items() if k.startswith("eval_loss")})
     if eval_report is not None:
         out["eval_examples"] = eval_report.kept
