@@ -50,6 +50,8 @@ def push_adapter(
 
     result = run_push(model, repo, registry_path=state.registry, private=private, dry_run=dry_run,
                       endpoint=endpoint or os.environ.get("HF_ENDPOINT"))
+    if result.commit is None:
+        console.print(result.card, markup=False, highlight=False, soft_wrap=True)
     for path in result.files:
         console.print(f"  {path}", highlight=False)
     if result.commit is None:
