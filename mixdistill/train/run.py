@@ -23,6 +23,7 @@ from rich.console import Console
 from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback
 
+from mixdistill.cpu import set_threads
 from mixdistill.ids import content_hash
 from mixdistill.recipe import TrainRecipe
 from mixdistill.student import INFO_FILE, read_training_info  # lineage next to the adapter, read by eval and push-adapter
@@ -63,6 +64,7 @@ def train(recipe: TrainRecipe, registry_path: Path | None, *, resume: bool = Tru
             model_id = row["model_id"] if row else model_id
         return TrainResult(run_id=done.get("run_id"), model_id=model_id, adapter_path=adapter, metrics=done["metrics"],
                            resumed_from=None)
+    threads = set_threads(recipe.threads)
     precision = resolve_precision(recipe.precision)
     tokenizer = load_tokenizer(recipe)
     with state.main_process_first():
@@ -74,7 +76,8 @@ def train(recipe: TrainRecipe, registry_path: Path | None, *, resume: bool = Tru
     if corpus.eval is not None and corpus.eval.num_rows:
         eval_ds, eval_report = tokenize(corpus.eval, tokenizer, recipe, recipe.eval_split)
         say(eval_report.message(recipe.eval_split), highlight=False)
-    say(f"corpus {corpus.label}: {_mode_counts(train_ds)}; precision {precision.name}", highlight=False)
+    say(f"corpus {corpus.label}: {_mode_counts(train_ds)}; precision {precision.name}, {threads} CPU threads",
+        highlight=False)
 
     resumed_from = last_checkpoint(recipe.output_dir) if resume else None
     if resumed_from:
