@@ -367,6 +367,7 @@ class TrainRecipe(_Model):
     save_steps: int = Field(200, ge=1)
     save_total_limit: int | None = Field(3, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="default: save_steps")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores but one up to 4 cores, else all")
 
 
     def preflight(self) -> list[str]:
@@ -425,6 +426,7 @@ class EvalRecipe(_Model):
     batch_size: int = Field(8, ge=1, description="problems per generate() call (x k sequences)")
     max_concurrency: int = Field(16, ge=1, description="openai-compatible: requests in flight")
     program_timeout_s: float = Field(2.0, gt=0, description="wall-clock limit per PoT program")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores but one up to 4 cores, else all")
 
 
 

@@ -111,3 +111,31 @@ def test_trained_adapter_eval_reaches_the_model_card(cli, student, corpus_dir, t
     meta = yaml.safe_load(card.split("---")[1])
     assert {m["name"] for r in meta["model-index"][0]["results"] for m in r["metrics"]} == {
         "accuracy (CoT, n=1)", "accuracy (PoT, n=1)", "accuracy (MD vote, n=1)"}
+
+
+def test_report_states_each_rows_n_ties_and_distinct_colours(registry_path, tmp_path):
+    """Rows of one column evaluated on different numbers of problems each say their own n; vote rows say how many
+    problems the tie-break decided; more than 10 bars get as many colours."""
+    from mixdistill.evaluate.report import bar_colours, plot_png, write_report
+
+    with Registry.open(registry_path) as reg:
+        reg.insert("evals", [
+            {"eval_id": "x1", "model": "m1", "task": "svamp", "split": "test", "mode": "md", "k": 1, "rule": "strict",
+             "n": 50, "correct": 13, "accuracy": 0.26, "summary": json.dumps({"label": "md", "ties": 41, "ties_lost": 7})},
+            {"eval_id": "x2", "model": "m2", "task": "svamp", "split": "test", "mode": "cot", "k": 1, "rule": "strict",
+             "n": 30, "correct": 3, "accuracy": 0.1, "summary": json.dumps({"label": "base", "ties": 0, "ties_lost": 0})},
+        ])
+        table = comparison_table(latest_evals(reg))
+    assert table.header() == ["svamp/test"]  # the rows differ: no n in the header
+    md = table.markdown()
+    assert "| base | CoT | 10.0 (n=30) |" in md and "| md | MD vote | 26.0 (n=50) |" in md
+    assert "| md | MD vote | 41 of 50, 7 passing over a right answer |" in md
+    assert "| base | CoT | 0" not in md.split("tie-break decided")[1]  # rows without ties are left out there
+    written, _ = write_report(table, tmp_path)
+    assert "26.0 (n=50)" in written.read_text()
+
+    assert [table.row_n(i) for i in range(2)] == ["30", "50"]  # the plot legend names each row's n
+    colours = bar_colours(13)
+    assert len(set(colours)) == 13
+    assert len(set(bar_colours(20))) == 20 and len(set(bar_colours(4))) == 4
+    assert plot_png(table)[:4] == b"\x89PNG"

@@ -143,3 +143,15 @@ def test_scores_on_the_fixture(fixture):
     assert md_cot_first.correct == 2  # problem 2's tie now goes to CoT's "31"
     md_pot_heavy, _ = score(ps, paths, STRICT, {"cot": 1, "pot": 2}, ("cot", "pot"))
     assert md_pot_heavy.correct == 2  # problem 3: 3 CoT votes < 2x2 PoT votes for "41"; problem 2: PoT wins anyway
+
+
+def test_ties_lost_counts_right_answers_the_tie_break_passed_over(fixture):
+    ps, paths = fixture
+    assert vote([P("cot", 0, "21"), P("cot", 1, "20")]).leaders == ("21", "20")
+    cot, _ = score(ps, _mode(paths, "cot"), STRICT)
+    assert (cot.ties, cot.ties_lost) == (1, 1)  # problem 1: 21-20, the right 20 came second
+    md, _ = score(ps, paths, STRICT, {"cot": 1, "pot": 1}, ("pot", "cot"))
+    assert (md.ties, md.ties_lost) == (2, 1)  # problem 2's tie went to PoT's right 30; problem 1's is lost
+    md_cot_first, _ = score(ps, paths, STRICT, {"cot": 1, "pot": 1}, ("cot", "pot"))
+    assert (md_cot_first.ties, md_cot_first.ties_lost) == (2, 2)  # now problem 2's tie goes to CoT's wrong 31
+    assert md_cot_first.summary()["ties_lost"] == 2

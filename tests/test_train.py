@@ -292,3 +292,43 @@ def test_qlora_and_oom_give_the_setting_to_change(student, corpus_dir, tmp_path,
     with Registry.open(registry_path, read_only=True) as reg:
         status, error = reg.query("SELECT status, error FROM runs").row(0)
     assert status == "failed" and "out of GPU memory" in error
+
+
+def test_window_losses_are_the_objective_over_all_tokens():
+    from mixdistill.train.loss import token_losses, weighted_loss, window_losses
+
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 6, 11, generator=gen)
+    labels = torch.tensor([[IGNORE, 1, 2, 3, 4, 5], [IGNORE, IGNORE, 7, IGNORE, IGNORE, IGNORE], [IGNORE, 2, 2, 2, IGNORE, IGNORE]])
+    mode = torch.tensor([0, 1, 1])
+    token_loss, valid = token_losses(logits, labels)
+    sums = torch.stack([(token_loss * valid)[mode == m].sum() for m in (0, 1)])
+    counts = torch.stack([valid[mode == m].sum() for m in (0, 1)]).double()
+    for weights in (torch.ones(2), torch.tensor([0.5, 2.0])):
+        got = window_losses(sums, counts, weights, ("cot", "pot"))
+        assert got["loss"] == pytest.approx(float(weighted_loss(token_loss, valid, mode, weights)), rel=1e-6)
+    got = window_losses(sums, counts, torch.ones(2), ("cot", "pot"))
+    # weights 1: the token-weighted mean of the two modes (5 CoT tokens, 4 PoT tokens), not their plain mean
+    assert counts.tolist() == [5, 4]
+    assert got["loss"] == pytest.approx((5 * got["loss_cot"] + 4 * got["loss_pot"]) / 9, rel=1e-9)
+    assert window_losses(sums[:1], counts[:1] * 0, torch.ones(1), ("cot",)) == {}
+
+
+def test_logged_losses_share_the_token_basis(student, corpus_dir, tmp_path):
+    from mixdistill.train.run import train
+
+    mixed = tiny_recipe(student, corpus_dir, tmp_path / "mixed", max_steps=3, save_steps=3, logging_steps=1,
+                        batch_size=4, gradient_accumulation=2, eval_steps=3)
+    result = train(mixed, None)
+    history = _loss_history(tmp_path / "mixed")
+    assert len(history) == 3
+    for h in history:  # the overall loss of every log lies between its modes' losses
+        assert min(h["loss_cot"], h["loss_pot"]) - 1e-4 <= h["loss"] <= max(h["loss_cot"], h["loss_pot"]) + 1e-4
+    m = result.metrics
+    assert min(m["eval_loss_cot"], m["eval_loss_pot"]) - 1e-4 <= m["eval_loss"] <= max(m["eval_loss_cot"], m["eval_loss_pot"]) + 1e-4
+    pot_only = tiny_recipe(student, corpus_dir, tmp_path / "pot", corpus=CorpusRef(parquet=corpus_dir, config="pot"),
+                           max_steps=3, save_steps=3, logging_steps=3, batch_size=2)
+    m = train(pot_only, None).metrics
+    # one mode: one number, although the 3 logged steps and the 2 eval batches hold different numbers of tokens
+    # (a mean of per-step or per-batch losses would differ from the mode's token mean)
+    assert m["loss"] == m["loss_pot"] and m["eval_loss"] == m["eval_loss_pot"] and "eval_loss_cot" not in m

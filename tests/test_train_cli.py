@@ -46,7 +46,9 @@ def test_train_then_push_adapter_with_card(cli, student, corpus_dir, tmp_path, r
         assert "training_args.bin" not in repo.files
         card = repo.files["README.md"].decode()
         meta = yaml.safe_load(card.split("---")[1])
-        assert meta["base_model"] == str(student) and meta["library_name"] == "peft"
+        # a local base model: named in the card's own metadata, never put in `base_model` (which the Hub links)
+        assert "base_model" not in meta and meta["mixdistill"]["base_model_local"] == student.name
+        assert meta["library_name"] == "peft"
         assert meta["mixdistill"]["corpus"] == str(corpus_dir)
         result = meta["model-index"][0]["results"][0]
         assert result["dataset"] == {"type": "svamp", "name": "svamp", "split": "test"}
@@ -132,3 +134,89 @@ def test_corpus_from_hub_dataset_at_a_revision(corpus_dir, tmp_path):
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["v1"] == [48, 8, "org/svamp-md@v1.0.0", "org/svamp-md", "v1.0.0"]
     assert out["missing"].startswith("corpus.hub org/svamp-md@v9.9.9 cannot be loaded")
+
+
+def test_rerun_of_a_finished_train_changes_nothing_and_a_resumed_run_keeps_the_model_id(
+        cli, student, corpus_dir, tmp_path, registry_path):  # noqa: F811
+    from mixdistill.train.publish import eval_results
+
+    recipe = write_recipe(tmp_path, student, {"parquet": str(corpus_dir)}, max_steps=2, save_steps=2)
+    code, _, err = cli("train", str(recipe))
+    assert code == 0, err
+    info_file = tmp_path / "run" / "adapter" / "training_info.json"
+    info_before = info_file.read_bytes()
+    with Registry.open(registry_path) as reg:
+        model_id, adapter = reg.query("SELECT model_id, adapter_path FROM models").row(0)
+        reg.insert("evals", [{"eval_id": "e1", "model": model_id, "task": "svamp", "split": "test", "mode": "pot",
+                              "k": 1, "n": 50, "correct": 13, "accuracy": 0.26}])
+    assert json.loads(info_before)["model_id"] == model_id
+
+    code, out, err = cli("train", str(recipe))  # the documented resume command, on a finished training
+    assert code == 0, err
+    assert "already trained" in out and f"registered model {model_id}" in out
+    assert info_file.read_bytes() == info_before
+    with Registry.open(registry_path, read_only=True) as reg:
+        assert reg.query("SELECT count(*) AS n FROM models")["n"][0] == 1
+        assert reg.query("SELECT count(*) AS n FROM runs")["n"][0] == 1
+    assert [r["accuracy"] for r in eval_results(registry_path, [model_id, adapter])] == [0.26]
+
+    code, out, err = cli("train", str(recipe), "--max-steps", "4")  # more steps: resumes from checkpoint-2
+    assert code == 0, err
+    assert "resuming from" in out and "checkpoint-2" in out
+    with Registry.open(registry_path, read_only=True) as reg:
+        rows = reg.query("SELECT model_id, metrics FROM models").rows()
+    assert len(rows) == 1 and rows[0][0] == model_id and json.loads(rows[0][1])["global_step"] == 4
+    info = json.loads(info_file.read_text())
+    assert info["model_id"] == model_id and info["metrics"]["global_step"] == 4
+    assert info["metrics"]["train_loss"] > 0  # the loss of the steps this run trained, not 0.0
+    assert [r["accuracy"] for r in eval_results(registry_path, [model_id])] == [0.26]  # still attached
+
+
+def test_dry_run_prints_the_card_whose_snippet_prompts_as_training_did(cli, student, corpus_dir, tmp_path):  # noqa: F811
+    """The card's usage snippet, run as written (repo id -> the adapter folder), builds the same token ids as training
+    built for the same input: BOS included, although this tokenizer's `tokenizer(text)` adds none."""
+    import re
+
+    import datasets
+    from transformers import AutoTokenizer
+
+    from mixdistill.recipe import TrainRecipe, load_recipe
+    from mixdistill.train.data import IGNORE, tokenize
+    from mixdistill.train.model import load_tokenizer
+    from mixdistill.train.publish import EXAMPLE_INPUT
+
+    recipe_path = write_recipe(tmp_path, student, {"parquet": str(corpus_dir)}, max_steps=1, save_steps=1,
+                               prompt_template="Q: {input}\nA:")
+    code, _, err = cli("train", str(recipe_path))
+    assert code == 0, err
+    adapter = tmp_path / "run" / "adapter"
+    with fake_hub() as hub:
+        code, out, err = cli("push-adapter", str(adapter), "--repo", "org/tiny-md", "--dry-run", "--endpoint", hub.endpoint)
+        assert code == 0, err
+        assert not hub.repos  # nothing uploaded
+    assert "dry run: would upload" in out and "## How to prompt it" in out and "library_name: peft" in out
+    # a local base model is named by its folder, not linked as if it were a Hub repo
+    assert f"`{student.name}` (a local model folder" in out and "huggingface.co/" + str(student) not in out
+    meta = yaml.safe_load(out.split("---")[1])
+    assert "base_model" not in meta and meta["mixdistill"]["base_model_local"] == student.name
+
+    snippet = re.search(r"```python\n(.*?)```", out, re.S).group(1)
+    snippet = snippet.replace('"org/tiny-md"', repr(str(adapter))).replace(f'"path/to/{student.name}"', repr(str(student)))
+    scope: dict = {}
+    exec(snippet.replace("max_new_tokens=256", "max_new_tokens=4"), scope)  # the snippet runs as printed
+
+    recipe = load_recipe(recipe_path, TrainRecipe)
+    tok = load_tokenizer(recipe)
+    row = datasets.Dataset.from_list([{"id": "x", "mode": "pot", "input": EXAMPLE_INPUT, "rationale": "ans = 3 + 4"}])
+    encoded, _ = tokenize(row, tok, recipe, "train")
+    trained_prompt = [t for t, label in zip(encoded[0]["input_ids"], encoded[0]["labels"]) if label == IGNORE]
+    assert scope["ids"] == trained_prompt and trained_prompt[0] == tok.bos_token_id
+    plain = AutoTokenizer.from_pretrained(adapter)(scope["prompt"])["input_ids"]
+    assert plain != trained_prompt  # what the old snippet did: no BOS for this tokenizer
+
+
+def test_a_hub_base_model_is_linked():
+    from mixdistill.train.publish import is_local_model
+
+    assert not is_local_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert is_local_model("/models/SmolLM2-135M-Instruct") and is_local_model("./tiny student")

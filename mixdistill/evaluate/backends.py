@@ -6,7 +6,7 @@ temperature / top-p / seed otherwise. Prompts are built here because their form 
 for a local student, chat messages for a server, nothing for a replay):
 
 - `prompt: student`: the mode prefix + question (`mix.model_input`) in the training `prompt_template`, tokenised
-  exactly as training did (`train.data.prompt_ids`: BOS + prompt, no EOS);
+  exactly as training did (`mixdistill.student.prompt_ids`: BOS + prompt, no EOS);
 - `prompt: few-shot`: the teachers' CoT/PoT prompts (`mixdistill.prompts`), as chat messages, through the tokenizer's
   chat template when it has one, else as one completion text cut at the next "Question:".
 """
@@ -25,10 +25,9 @@ from mixdistill.mix import model_input
 from mixdistill.prompts import COMPLETION_STOP, Prompt, load_prompt, prompt_task
 from mixdistill.recipe import EvalRecipe, Sampling, TeacherSpec
 from mixdistill.stopping import generation_stopper, raise_if_stopped
+from mixdistill.student import DEFAULT_TEMPLATE, format_prompt, prompt_ids, trained_template
 from mixdistill.tasks import Problem
 
-DEFAULT_TEMPLATE = "{input}\n"
-TRAINING_INFO = "training_info.json"  # written next to the adapter by `mixdistill train`
 
 
 class EvalError(MixdistillError):
@@ -73,12 +72,7 @@ def student_template(recipe: EvalRecipe) -> str:
     """The recipe's `prompt_template`, else the one the adapter was trained with, else "{input}\\n"."""
     if recipe.prompt_template is not None:
         return recipe.prompt_template
-    if recipe.adapter is not None and (Path(recipe.adapter) / TRAINING_INFO).is_file():
-        info = json.loads((Path(recipe.adapter) / TRAINING_INFO).read_text(encoding="utf-8"))
-        template = (info.get("recipe") or {}).get("prompt_template")
-        if template:
-            return template
-    return DEFAULT_TEMPLATE
+    return trained_template(recipe.adapter) or DEFAULT_TEMPLATE
 
 
 def few_shot_prompt(problem: Problem, mode: str, shots: int) -> Prompt:
@@ -128,8 +122,6 @@ class TransformersBackend:
 
     def request(self, problem: Problem, mode: str) -> PathRequest:
         if self.recipe.prompt == "student":
-            from mixdistill.train.data import format_prompt
-
             return PathRequest(problem, mode, text=format_prompt(self.template, model_input(mode, problem.question)))
         prompt = few_shot_prompt(problem, mode, self.recipe.shots)
         if self.chat:
@@ -137,8 +129,6 @@ class TransformersBackend:
         return PathRequest(problem, mode, text=prompt.completion(problem.question))
 
     def _ids(self, r: PathRequest) -> list[int]:
-        from mixdistill.train.data import prompt_ids
-
         if r.messages is not None:
             return list(self.tokenizer.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=True,
                                                            return_dict=False))
@@ -335,8 +325,6 @@ class OpenAIBackend:
 
     def request(self, problem: Problem, mode: str) -> PathRequest:
         if self.recipe.prompt == "student":
-            from mixdistill.train.data import format_prompt
-
             return PathRequest(problem, mode, text=format_prompt(self.template, model_input(mode, problem.question)))
         return PathRequest(problem, mode, messages=tuple(few_shot_prompt(problem, mode, self.recipe.shots).chat(problem.question)))
 

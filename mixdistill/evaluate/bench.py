@@ -28,7 +28,8 @@ SHAPES = {
 @dataclass
 class BenchRow:
     backend: str
-    shape: str
+    shape: str  # a random shape's name, or the local model folder's name
+    threads: int
     problems: int
     k: int
     batch: int
@@ -124,22 +125,30 @@ def _vllm(recipe: EvalRecipe, shape: str) -> VLLMBackend:
 
 
 def run_backend(name: str, shape: str, model: Path, problems: list[Problem], k: int, max_tokens: int,
-                batches: list[int]) -> list[BenchRow]:
-    """One backend (one model load: vLLM keeps most of the GPU until the process ends), timed at each batch size."""
+                batches: list[int], threads: list[int], label: str | None = None) -> list[BenchRow]:
+    """One backend (one model load: vLLM keeps most of the GPU until the process ends), timed at each batch size and
+    torch CPU thread count."""
+    import torch
+
+    from mixdistill.cpu import set_threads
+
     recipe = _recipe(model, k, max_tokens, max(batches), name)
     backend = _transformers(recipe, shape) if name == "transformers" else _vllm(recipe, shape)
     requests = [backend.request(p, "cot") for p in problems]
+    label = label or shape
     rows = []
-    for batch in batches:
-        backend.generate(requests[: min(batch, 2)], k)  # warm-up: kernels, caches, allocator
-        tokens, paths = 0, 0
-        started = time.perf_counter()
-        for i in range(0, len(requests), batch):
-            out = backend.generate(requests[i : i + batch], k)
-            tokens += sum(c.tokens for row in out for c in row)
-            paths += sum(len(row) for row in out)
-        rows.append(BenchRow(name, shape, len(problems), k, batch, max_tokens, paths, tokens,
-                             time.perf_counter() - started))
+    for n_threads in threads:
+        set_threads(n_threads)
+        for batch in batches:
+            backend.generate(requests[: min(batch, 2)], k)  # warm-up: kernels, caches, allocator
+            tokens, paths = 0, 0
+            started = time.perf_counter()
+            for i in range(0, len(requests), batch):
+                out = backend.generate(requests[i : i + batch], k)
+                tokens += sum(c.tokens for row in out for c in row)
+                paths += sum(len(row) for row in out)
+            rows.append(BenchRow(name, label, torch.get_num_threads(), len(problems), k, batch, max_tokens, paths,
+                                 tokens, time.perf_counter() - started))
     backend.close()
     _free_gpu()
     return rows
@@ -157,31 +166,35 @@ def _free_gpu() -> None:
 
 
 def bench_eval(shape: str, backends: list[str], problems: int, k: int, max_tokens: int, batches: list[int],
-               data_dir: Path | None, threads: int | None = None) -> list[BenchRow]:
+               data_dir: Path | None, threads: list[int] | None = None, model: Path | None = None) -> list[BenchRow]:
     """Backends in the order given; run transformers before vllm on one GPU (vLLM does not give its memory back).
-    `threads`: torch CPU threads (on a shared machine, fewer threads than cores avoids spin-waiting)."""
-    if shape not in SHAPES:
-        raise EvalError(f"--shape: unknown shape {shape!r}; use one of {', '.join(SHAPES)}")
-    if threads is not None:
-        import torch
+    `threads`: torch CPU thread counts to time one after the other (default: the `threads` default of a recipe);
+    `model`: a local model folder instead of a random-weight shape (e.g. the demo's SmolLM2-135M-Instruct)."""
+    from mixdistill.cpu import default_threads
 
-        torch.set_num_threads(threads)
+    if model is None and shape not in SHAPES:
+        raise EvalError(f"--shape: unknown shape {shape!r}; use one of {', '.join(SHAPES)}")
+    if model is not None and not (Path(model) / "config.json").is_file():
+        raise EvalError(f"--model: {model} is not a model folder (no config.json)")
     ps = bench_problems(data_dir, problems)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mixdistill-bench-eval-") as tmp:
-        model = build_model(shape, Path(tmp), [p.question for p in ps] + ["[CoT] [PoT] ans = 1 + 2"])
+        folder = model or build_model(shape, Path(tmp), [p.question for p in ps] + ["[CoT] [PoT] ans = 1 + 2"])
         for name in backends:
-            rows += run_backend(name, shape, model, ps, k, max_tokens, batches)
+            # a local model loads like the tiny shape: from its folder
+            rows += run_backend(name, "tiny" if model else shape, folder, ps, k, max_tokens, batches,
+                                threads or [default_threads()], label=Path(model).name if model else None)
     return rows
 
 
 def format_rows(rows: list[BenchRow]) -> str:
     base = rows[0].tokens_per_s if rows else 0.0
-    lines = [f"{'backend':<13} {'shape':<10} {'batch':>5} {'paths':>6} {'tokens':>8} {'seconds':>8} {'tok/s':>9} {'ratio':>6}"]
+    lines = [f"{'backend':<13} {'model':<22} {'threads':>7} {'batch':>5} {'paths':>6} {'tokens':>8} {'seconds':>8} "
+             f"{'tok/s':>9} {'ratio':>6}"]
     for r in rows:
         ratio = r.tokens_per_s / base if base else 0.0
-        lines.append(f"{r.backend:<13} {r.shape:<10} {r.batch:>5} {r.paths:>6} {r.tokens:>8} {r.seconds:>8.2f} "
-                     f"{r.tokens_per_s:>9.1f} {ratio:>5.2f}x")
+        lines.append(f"{r.backend:<13} {r.shape:<22} {r.threads:>7} {r.batch:>5} {r.paths:>6} {r.tokens:>8} "
+                     f"{r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {ratio:>5.2f}x")
     return "\n".join(lines)
 
 

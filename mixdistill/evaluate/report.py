@@ -1,7 +1,9 @@
 """Stored evals -> the comparison table (models x modes x tasks, the shape of the MD paper's tables), its Markdown and
 plot, and the Hub `model-index` results of a model card.
 
-The newest summary wins when the same (model, task, split, mode, k, rule) was evaluated more than once.
+Each cell keeps its own n (rows of one column can have been evaluated on different numbers of problems) and, for
+votes, how many problems the tie-break decided and on how many of those it passed over a right answer. Reading the
+stored summaries lives one floor down, in `registry.evals`.
 """
 
 from __future__ import annotations
@@ -14,72 +16,101 @@ from typing import Any
 
 import polars as pl
 
-from mixdistill.registry import Registry
+from mixdistill.registry.evals import card_results, latest_evals, mode_label
 
-_LATEST = """
-SELECT e.*, json_extract_string(e.summary, '$.label') AS label
-FROM evals e
-WHERE e.accuracy IS NOT NULL {where}
-QUALIFY row_number() OVER (PARTITION BY e.model, e.task, e.split, e.mode, e.k, e.rule ORDER BY e.created_at DESC) = 1
-ORDER BY e.task, e.split, e.model, e.mode, e.k
-"""
-MODE_NAMES = {"cot": "CoT", "pot": "PoT", "md": "MD vote"}
+__all__ = ["Table", "card_results", "comparison_table", "latest_evals", "mode_label", "model_index", "plot_png",
+           "write_report"]
 MODE_ORDER = {"cot": 0, "pot": 1, "md": 2}
 
 
-def mode_label(mode: str, k: int) -> str:
-    """`CoT` (single greedy path), `PoT k=10` (majority of 10 paths), `MD vote k=10` (pooled)."""
-    return MODE_NAMES.get(mode, mode) + (f" k={k}" if k > 1 else "")
-
-
-def latest_evals(reg: Registry, tasks: Sequence[str] = (), models: Sequence[str] = ()) -> pl.DataFrame:
-    where, params = "", []
-    if tasks:
-        where += " AND e.task IN (SELECT unnest(?))"
-        params.append(list(tasks))
-    if models:
-        where += " AND (e.model IN (SELECT unnest(?)) OR json_extract_string(e.summary, '$.label') IN (SELECT unnest(?)))"
-        params += [list(models), list(models)]
-    df = reg.query(_LATEST.format(where=where), params or None)
-    if df.height == 0:
-        return df
-    return df.with_columns(pl.coalesce("label", "model").alias("label"))
+@dataclass(frozen=True)
+class Cell:
+    accuracy: float
+    n: int | None  # problems this row was evaluated on
+    ties: int | None = None  # problems whose vote the tie-break decided (None: not recorded)
+    ties_lost: int | None = None  # of those, problems where a tied answer was right but the tie-break chose another
 
 
 @dataclass(frozen=True)
 class Table:
-    """Rows: (model, mode); columns: task/split; cells: accuracy in %. `n` per column for the header."""
+    """Rows: (model, mode); columns: task/split; `rows` carry the accuracies, `cells` the same positions in full."""
 
     columns: list[str]
     rows: list[tuple[str, str, list[float | None]]]  # (model label, mode label, accuracy per column)
-    n: dict[str, int]
+    cells: list[list[Cell | None]]
     rules: tuple[str, ...] = ()  # rule@version of the rows, naming the CoT reading (`+cot-stated`)
 
+    def column_n(self, j: int) -> int | None:
+        """The n every row of column j shares, or None when rows differ."""
+        ns = {c.n for row in self.cells if (c := row[j]) is not None}
+        return ns.pop() if len(ns) == 1 else None
+
+    def header(self) -> list[str]:
+        """Column names; the n goes into the header only when every row of the column has the same n."""
+        return [c if self.column_n(j) is None else f"{c} (n={self.column_n(j)})" for j, c in enumerate(self.columns)]
+
+    def cell_text(self, i: int, j: int) -> str:
+        c = self.cells[i][j]
+        if c is None:
+            return ""
+        return f"{100 * c.accuracy:.1f}" + (f" (n={c.n})" if self.column_n(j) is None else "")
+
+    def row_n(self, i: int) -> str:
+        """The row's own n: one number, or one per column evaluated when they differ (`30/50`)."""
+        ns = sorted({c.n for c in self.cells[i] if c is not None and c.n is not None})
+        return "/".join(map(str, ns))
+
+    def tie_text(self, i: int, j: int) -> str:
+        c = self.cells[i][j]
+        if c is None or not c.ties:
+            return "" if c is None or c.ties is None else "0"
+        lost = f", {c.ties_lost} passing over a right answer" if c.ties_lost else ""
+        return f"{c.ties} of {c.n}{lost}"
+
     def markdown(self) -> str:
-        head = ["model", "mode", *[f"{c} (n={self.n[c]})" for c in self.columns]]
+        head = ["model", "mode", *self.header()]
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * 2 + [" ---: "] * len(self.columns)) + "|"]
-        for model, mode, values in self.rows:
-            cells = ["" if v is None else f"{100 * v:.1f}" for v in values]
-            lines.append("| " + " | ".join([model, mode, *cells]) + " |")
+        for i, (model, mode, _) in enumerate(self.rows):
+            lines.append("| " + " | ".join([model, mode, *[self.cell_text(i, j) for j in range(len(self.columns))]]) + " |")
+        tied = [i for i, row in enumerate(self.cells) if any(c is not None and c.ties for c in row)]
+        if tied:
+            lines += ["", "Problems whose vote the tie-break decided (`tie_break` and `mode_weights` in the eval recipe), "
+                      "and how many of those had a right answer among the tied ones that the tie-break passed over:", "",
+                      "| model | mode | " + " | ".join(self.columns) + " |",
+                      "|" + "|".join([" --- "] * 2 + [" ---: "] * len(self.columns)) + "|"]
+            for i in tied:
+                model, mode, _ = self.rows[i]
+                lines.append("| " + " | ".join([model, mode, *[self.tie_text(i, j) for j in range(len(self.columns))]]) + " |")
         return "\n".join(lines) + "\n"
 
 
 def comparison_table(df: pl.DataFrame) -> Table:
     """Accuracy (%) per model and mode (rows) and task split (columns), as in the paper's tables."""
     columns = sorted({f"{t}/{s}" for t, s in zip(df["task"], df["split"])})
-    n = {}
-    cells: dict[tuple[str, str, int, str], dict[str, float]] = {}
+    found: dict[tuple[str, str, int, str], dict[str, Cell]] = {}
     for r in df.iter_rows(named=True):
         col = f"{r['task']}/{r['split']}"
-        n[col] = max(n.get(col, 0), r["n"] or 0)
-        cells.setdefault((r["label"], r["mode"], r["k"], r["rule"]), {})[col] = r["accuracy"]
-    keys = sorted(cells, key=lambda x: (x[0], x[2], MODE_ORDER.get(x[1], 9), x[3]))
+        found.setdefault((r["label"], r["mode"], r["k"], r["rule"]), {})[col] = Cell(
+            r["accuracy"], r["n"], r.get("ties"), r.get("ties_lost"))
+    keys = sorted(found, key=lambda x: (x[0], x[2], MODE_ORDER.get(x[1], 9), x[3]))
     rules = {k[3] for k in keys}
+    cells = [[found[key].get(c) for c in columns] for key in keys]
     rows = [
-        (label, mode_label(mode, k) + (f" [{rule}]" if len(rules) > 1 else ""), [cells[(label, mode, k, rule)].get(c) for c in columns])
-        for label, mode, k, rule in keys
+        (label, mode_label(mode, k) + (f" [{rule}]" if len(rules) > 1 else ""), [c.accuracy if c else None for c in row])
+        for (label, mode, k, rule), row in zip(keys, cells)
     ]
-    return Table(columns, rows, n, tuple(sorted(rules)))
+    return Table(columns, rows, cells, tuple(sorted(rules)))
+
+
+def bar_colours(n: int) -> list:
+    """n distinct colours: tab10 up to 10 bars, tab20 up to 20, evenly spaced hues beyond."""
+    import matplotlib
+
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    return [matplotlib.colormaps["hsv"](i / n) for i in range(n)]
 
 
 def plot_figure(table: Table):
@@ -93,12 +124,13 @@ def plot_figure(table: Table):
     n_rows = max(1, len(table.rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 + 0.55 * len(table.columns) * n_rows), 4.2), layout="constrained")
     width = 0.8 / n_rows
+    colours = bar_colours(n_rows)
     for i, (model, mode, values) in enumerate(table.rows):
         xs = [j + (i - (n_rows - 1) / 2) * width for j in range(len(table.columns))]
         heights = [100 * v if v is not None else float("nan") for v in values]  # nan: not evaluated, no bar
-        bars = ax.bar(xs, heights, width, label=f"{model}: {mode}")
+        bars = ax.bar(xs, heights, width, label=f"{model}: {mode} (n={table.row_n(i)})", color=colours[i])
         ax.bar_label(bars, labels=["" if v is None else f"{100 * v:.1f}" for v in values], fontsize=7, padding=2)
-    ax.set_xticks(range(len(table.columns)), [f"{c}\n(n={table.n.get(c, 0)})" for c in table.columns])
+    ax.set_xticks(range(len(table.columns)), table.columns)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 108)  # room for the value above a 100% bar
     ax.set_title("Accuracy per model and mode on each task split")
@@ -121,7 +153,8 @@ def write_report(table: Table, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md, png = out_dir / "eval_report.md", out_dir / "eval_report.png"
     md.write_text("# Evaluation\n\nAccuracy (%) per model and mode (rows) and task split (columns). `k=N`: the "
-                  "majority of N sampled paths (MD: pooled over CoT and PoT); no k: one greedy path. Answer rule "
+                  "majority of N sampled paths (MD: pooled over CoT and PoT); no k: one greedy path. `n`: the problems "
+                  "a row was evaluated on (in the column header when every row of the column shares it). Answer rule "
                   "(its version names the CoT reading, `stated` or `expression`): "
                   + (", ".join(f"`{r}`" for r in table.rules) or "n/a") + ".\n\n"
                   + table.markdown() + f"\n![accuracy]({png.name})\n", encoding="utf-8")
@@ -130,17 +163,6 @@ def write_report(table: Table, out_dir: Path) -> tuple[Path, Path]:
 
 
 # ------------------------------------------------------------------------------------------------ model card
-def card_results(reg: Registry, keys: Sequence[str]) -> list[dict[str, Any]]:
-    """The newest eval of each (task, split, mode, k) of one model (by model id, adapter path or Hub repo), as the
-    rows `cards/model_card.md` renders."""
-    df = latest_evals(reg, models=keys)
-    return [
-        {"task": r["task"], "split": r["split"], "mode": r["mode"], "k": r["k"], "n": r["n"], "rule": r["rule"],
-         "dataset_type": r["task"], "accuracy": round(float(r["accuracy"]), 4), "mode_label": mode_label(r["mode"], r["k"])}
-        for r in df.iter_rows(named=True)
-    ] if df.height else []
-
-
 def model_index(name: str, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Hub `model-index` metadata (huggingface_hub's own structure) from `card_results` rows."""
     from huggingface_hub import EvalResult

@@ -36,6 +36,7 @@ from mixdistill.evaluate.backends import (
     PathRequest,
     make_backend,
 )
+from mixdistill.cpu import set_threads
 from mixdistill.evaluate.paths import JudgedPath, execute, judge_cot, judge_pot
 from mixdistill.evaluate.scores import Score, StoredPath, score
 from mixdistill.ids import canonical_json, content_hash
@@ -186,6 +187,7 @@ def run_eval(
     """Evaluate the recipe's model on each task split; returns the scores (also stored in `evals`)."""
     console = console or Console()
     rule = get_rule(recipe.rule, recipe.cot_reading, recipe.pot_conventions)  # an unknown rule stops here, before any model is loaded
+    set_threads(recipe.threads)
     tasks = [(ref, *load_task(ref, i, data_dir)) for i, ref in enumerate(recipe.tasks)]
     backend = backend or make_backend(recipe)
     limits = SandboxLimits(timeout_s=recipe.program_timeout_s, cpu_s=min(1.0, recipe.program_timeout_s))

@@ -35,6 +35,7 @@ class Score:
     oracle: int = 0  # problems with at least one right path (pass@k)
     unanswered: int = 0  # problems where no path gave an answer
     ties: int = 0  # problems whose vote the tie-break decided
+    ties_lost: int = 0  # of those, problems where a tied answer was right and the tie-break chose a wrong one
 
     @property
     def accuracy(self) -> float | None:
@@ -65,7 +66,9 @@ def score(
         v = vote([s.as_answer() for s in mine], weights, order)
         answers[p.problem_id] = v.answer
         total.n += 1
-        total.correct += v.answer is not None and judge_answer(rule, p, v.answer)
+        right = v.answer is not None and judge_answer(rule, p, v.answer)
+        total.correct += right
+        total.ties_lost += v.tied and not right and any(judge_answer(rule, p, a) for a in v.leaders[1:])
         total.paths += len(mine)
         total.paths_correct += sum(s.correct for s in mine)
         total.oracle += any(s.correct for s in mine)

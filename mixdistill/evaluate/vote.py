@@ -40,6 +40,7 @@ class Vote:
     total: float  # (weighted) votes cast by paths with an answer
     tied: bool  # another answer had as many votes: the pooled order decided
     counts: Mapping[str, float] = field(default_factory=dict)  # vote key -> (weighted) votes
+    leaders: tuple[str, ...] = ()  # every answer with the top count, in pooled order (the winner first)
 
 
 def vote_key(answer: str) -> str:
@@ -78,5 +79,6 @@ def vote(
         return Vote(None, 0.0, 0.0, False, {})
     best = max(counts.values())
     leaders = [k for k, c in counts.items() if best - c <= 1e-9 * best]  # float sums of weights
-    winner = min(leaders, key=lambda k: first[k][0])
-    return Vote(first[winner][1], best, sum(counts.values()), len(leaders) > 1, counts)
+    leaders.sort(key=lambda k: first[k][0])
+    return Vote(first[leaders[0]][1], best, sum(counts.values()), len(leaders) > 1, counts,
+                tuple(first[k][1] for k in leaders))

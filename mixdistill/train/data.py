@@ -18,6 +18,7 @@ import numpy as np
 
 from mixdistill.errors import MixdistillError
 from mixdistill.recipe import CorpusRef, TrainRecipe
+from mixdistill.student import format_prompt, prompt_ids
 from mixdistill.train.loss import IGNORE
 
 MODES = ("cot", "pot")
@@ -193,17 +194,6 @@ def select_rows(ds: datasets.Dataset, recipe: TrainRecipe) -> datasets.Dataset:
 
 
 # ------------------------------------------------------------------------------------------------ tokenising
-def format_prompt(template: str, model_input: str) -> str:
-    """The text the student sees before its rationale; evaluation must use the same template."""
-    return template.replace("{input}", model_input)
-
-
-def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    """Token ids of a prompt as training sees it: BOS (if the tokenizer has one) + the prompt, no EOS."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-
-
 def encode_example(tokenizer, prompt: str, rationale: str) -> tuple[list[int], list[int]]:
     """(input_ids, labels): labels are IGNORE on the prompt and equal to the ids on the rationale + EOS."""
     if tokenizer.eos_token_id is None:

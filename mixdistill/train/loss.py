@@ -28,3 +28,18 @@ def weighted_loss(
     if denom is None:
         denom = valid.sum().clamp(min=1)
     return (token_loss * weights).sum() / denom
+
+
+def window_losses(sums: torch.Tensor, counts: torch.Tensor, mode_weights: torch.Tensor, modes: tuple[str, ...]) -> dict:
+    """Losses over a stretch of training (or an evaluation) on one basis, the token: `loss` is the objective,
+    sum_m w_m * (mode-m token losses) / (all rationale tokens), exactly what `weighted_loss` gives for the whole stretch
+    as one batch; `loss_<mode>` is the plain mean token loss of that mode. With every weight 1, `loss` is the
+    token-weighted mean of the modes' losses, so it lies between them. Empty modes are left out; no tokens: {}."""
+    total = float(counts.sum())
+    if total == 0:
+        return {}
+    out = {"loss": float((mode_weights.double().cpu() * sums.double().cpu()).sum()) / total}
+    for i, m in enumerate(modes):
+        if counts[i] > 0:
+            out[f"loss_{m}"] = float(sums[i] / counts[i])
+    return out

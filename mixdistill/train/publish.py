@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mixdistill.train import records
+from mixdistill.student import DEFAULT_TEMPLATE, INFO_FILE
 from mixdistill.train.data import TrainError
-from mixdistill.train.run import INFO_FILE
 
 SKIP = {"training_args.bin", "README.md"}
 CARD = "model_card.md"
+EXAMPLE_INPUT = "[PoT] Tom has 3 apples and buys 4 more. How many apples does he have?"  # the card's usage snippet
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class AdapterPush:
     files: list[str]
     commit: str | None  # None for a dry run
     url: str | None
+    card: str  # the README.md uploaded (or, for a dry run, that would be)
 
 
 def resolve_adapter(key: str, registry_path: Path | None) -> tuple[Path, dict[str, Any] | None]:
@@ -44,20 +46,37 @@ def eval_results(registry_path: Path | None, keys: list[str]) -> list[dict[str, 
     """Rows of `evals` recorded for this model (by model id, adapter path or Hub repo), for model-index."""
     if not registry_path or not Path(registry_path).exists():
         return []
-    from mixdistill.evaluate.report import card_results  # the newest eval per task, split, mode and k
     from mixdistill.registry import Registry
+    from mixdistill.registry.evals import card_results  # the newest eval per task, split, mode and k
 
     with Registry.open(registry_path, read_only=True) as reg:
         return card_results(reg, keys)
+
+
+def is_local_model(name: str) -> bool:
+    """A base model given as a folder (or anything that is not a Hub repo id): the card names it, never links it."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if Path(name).expanduser().exists():
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
 
 
 def render_card(info: dict[str, Any], repo_id: str, results: list[dict[str, Any]]) -> str:
     from mixdistill.cards import render
 
     corpus = info["corpus"]
+    base = info["base_model"]
     return render(
         CARD,
-        name=repo_id.split("/")[-1], repo_id=repo_id, base_model=info["base_model"], base_revision=info.get("base_revision"),
+        name=repo_id.split("/")[-1], repo_id=repo_id, base_model=base, base_revision=info.get("base_revision"),
+        base_local=is_local_model(base), base_name=Path(base).expanduser().name or base,
+        template_literal=repr(info["recipe"].get("prompt_template") or DEFAULT_TEMPLATE), example_literal=repr(EXAMPLE_INPUT),
         corpus=corpus, dataset_id=corpus.get("hub"), recipe=info["recipe"], metrics=info["metrics"], results=results,
         license="other",  # the base model's license governs the adapter; the card says which base that is
     )
@@ -85,7 +104,7 @@ def push_adapter(
     card = render_card(info, repo_id, eval_results(registry_path, keys))
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name not in SKIP)
     if dry_run:
-        return AdapterPush(repo_id, [*files, "README.md"], None, None)
+        return AdapterPush(repo_id, [*files, "README.md"], None, None, card)
     token = resolve_token(token)
     if token is None:
         raise TrainError("no Hub token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)")
@@ -106,4 +125,4 @@ def push_adapter(
             raise TrainError(f"Hub refused the adapter push to {repo_id} (HTTP {status}): {first}") from None
     if row is not None:
         records.set_model_hub(registry_path, row["model_id"], repo_id, commit.oid)
-    return AdapterPush(repo_id, [*files, "README.md"], commit.oid, commit.commit_url)
+    return AdapterPush(repo_id, [*files, "README.md"], commit.oid, commit.commit_url, card)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mixdistill.ids import canonical_json, content_hash
+from mixdistill.ids import canonical_json
 from mixdistill.recipe import TrainRecipe
 
 
@@ -38,6 +38,7 @@ def finish_run(registry_path: Path, run_id: str, error: str | None = None) -> No
 def register_model(
     registry_path: Path,
     *,
+    model_id: str,
     run_id: str,
     recipe: TrainRecipe,
     base_revision: str | None,
@@ -45,7 +46,7 @@ def register_model(
     corpus_id: str | None,
     metrics: dict[str, Any],
 ) -> str:
-    model_id = content_hash({"run_id": run_id, "adapter_path": str(adapter_path.resolve())})
+    """The adapter's `models` row; a resumed training replaces its own row (same model id, newest run and metrics)."""
     with _open(registry_path) as reg:
         reg.insert("models", [{
             "model_id": model_id, "run_id": run_id, "base_model": recipe.student, "base_revision": base_revision,

@@ -2,7 +2,12 @@
 
 The paper's multi-task loss is L = sum_m w_m * L_m over the modes (CoT, PoT). Here every rationale token's
 cross-entropy is weighted by its row's mode weight and the sum is divided by the number of rationale tokens in the
-whole (gradient-accumulated) batch, so w = {cot: 1, pot: 1} is plain token-level SFT. Checkpoints, exact resume
+whole (gradient-accumulated) batch, so w = {cot: 1, pot: 1} is plain token-level SFT.
+
+Every logged loss is on that one basis, the rationale token (`loss.window_losses`): `loss` and `eval_loss` are the
+objective over all tokens since the last log (or of the whole evaluation), `loss_cot` / `loss_pot` and their `eval_`
+twins the mean token loss of each mode, and `train_loss` the objective over every token this invocation trained on.
+(The Trainer's own `loss` is a mean of per-step losses and its `eval_loss` a mean over batches; both are replaced.) Checkpoints, exact resume
 (optimizer, scheduler, RNG and data position), cosine schedule, mixed precision and multi-GPU (`accelerate launch`)
 come from the Trainer itself; trl's SFTTrainer would add nothing that the weighted loss does not have to replace.
 """
@@ -17,7 +22,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mixdistill.recipe import TrainRecipe
 from mixdistill.train.data import MODES
-from mixdistill.train.loss import token_losses, weighted_loss
+from mixdistill.train.loss import token_losses, weighted_loss, window_losses
 from mixdistill.train.model import Precision
 
 
@@ -31,7 +36,8 @@ class MixTrainer(Trainer):
         # (num_items_in_batch) and must not divide by the accumulation steps again
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
-        self._mode_stats = {split: torch.zeros(2, len(MODES), dtype=torch.float64) for split in ("train", "eval")}
+        # per mode: [sum of token losses, token count]; "train" and "eval" reset at each log, "run" never
+        self._mode_stats = {split: torch.zeros(2, len(MODES), dtype=torch.float64) for split in ("train", "eval", "run")}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = inputs.pop("mode")
@@ -44,7 +50,9 @@ class MixTrainer(Trainer):
             # as Trainer.compute_loss does
             tp = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
             loss = loss * (self.accelerator.num_processes // tp if self.args.n_gpu <= 1 else self.args.n_gpu)
-        self._record(token_loss.detach(), valid, mode.unsqueeze(1).expand_as(valid), "train" if model.training else "eval")
+        row_mode = mode.unsqueeze(1).expand_as(valid)
+        for split in ("train", "run") if model.training else ("eval",):
+            self._record(token_loss.detach(), valid, row_mode, split)
         return (loss, outputs) if return_outputs else loss
 
     def _record(self, token_loss: torch.Tensor, valid: torch.Tensor, row_mode: torch.Tensor, split: str) -> None:
@@ -54,16 +62,19 @@ class MixTrainer(Trainer):
         stats[0].scatter_add_(0, index, (token_loss * valid).reshape(-1).double())
         stats[1].scatter_add_(0, index, valid.reshape(-1).double())
 
+    def window(self, split: str) -> dict[str, float]:
+        """`window_losses` of one split's accumulated statistics, summed over processes."""
+        stats = self.accelerator.reduce(self._mode_stats[split].to(self.args.device), reduction="sum").cpu().clone()
+        return window_losses(stats[0], stats[1], self.mode_weights, MODES)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add `loss_cot` / `loss_pot` (mean token loss since the last log; `eval_` for evaluation) to each log."""
+        """Put `loss`, `loss_cot`, `loss_pot` (`eval_` twins for an evaluation) on the token basis in each log."""
         split = "eval" if any(k.startswith("eval_") for k in logs) else "train" if "loss" in logs else None
         if split is not None:
-            stats = self.accelerator.reduce(self._mode_stats[split].to(self.args.device), reduction="sum").cpu().clone()
+            losses = self.window(split)
             self._mode_stats[split].zero_()
-            prefix = "eval_loss_" if split == "eval" else "loss_"
-            for i, m in enumerate(MODES):
-                if stats[1, i] > 0:
-                    logs[prefix + m] = round(float(stats[0, i] / stats[1, i]), 4)
+            prefix = "eval_" if split == "eval" else ""
+            logs.update({prefix + k: round(v, 4) for k, v in losses.items()})
         super().log(logs, start_time)
 
 
