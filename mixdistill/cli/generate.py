@@ -22,6 +22,7 @@ from mixdistill.errors import MixdistillError
 from mixdistill.generate import GenerationReport, plan_generation, run_generation
 from mixdistill.recipe import BuildRecipe, load_recipe
 from mixdistill.registry import Registry
+from mixdistill.shard import Shard
 from mixdistill.teachers import make_teacher
 
 BENCH_KEY_ENV = "MIXDISTILL_BENCH_KEY"
@@ -41,10 +42,13 @@ def report_table(report: GenerationReport) -> Table:
 def generate(
     recipe: Path = typer.Argument(..., help="build recipe (YAML)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="only shard I of N (I/N, from 0) of the problems; "
+                                        "merge shard registries with `mixdistill registry merge`"),
 ) -> None:
     """Ask the recipe's teachers for every request not already stored (generation only; no verification)."""
+    part = Shard.parse(shard) if shard is not None else None
     spec = load_recipe(recipe, BuildRecipe)
-    plan = plan_generation(spec, state.data_dir)  # validates keys, prompts and replay files before any write
+    plan = plan_generation(spec, state.data_dir, part)  # validates keys, prompts and replay files before any write
     with Registry.open(state.registry) as reg:
         report = run_generation(reg, spec, progress=progress, data_dir=state.data_dir, plan=plan)
     console.print(report_table(report))

@@ -11,6 +11,7 @@ from rich.table import Table
 from mixdistill.cli.app import app, bench_app, console, state
 from mixdistill.errors import MixdistillError
 from mixdistill.registry import Registry
+from mixdistill.shard import Shard
 from mixdistill.verify.rules import RULES, get_rule
 from mixdistill.verify.sandbox import SANDBOX_VERSION, SandboxLimits
 
@@ -31,6 +32,7 @@ def verify(
     memory_mb: int = typer.Option(_DEFAULTS.memory_mb, "--memory-mb", help="memory a program may allocate"),
     workers: Optional[int] = typer.Option(None, "--workers", help="sandbox workers (default: 2 per CPU)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="only generations of shard I of N (I/N, from 0)"),
 ) -> None:
     """Verify every generation that has no verdict from the rule's current version (never calls a teacher).
 
@@ -41,10 +43,11 @@ def verify(
     from mixdistill.verify.sandbox import Sandbox
 
     rules = [get_rule(name) for name in rule]  # unknown names fail before anything runs
+    part = Shard.parse(shard) if shard is not None else None
     limits = _limits(timeout, cpu, memory_mb)
     with Registry.open(state.registry) as reg, Sandbox(workers=workers, limits=limits) as sb:
         for r in rules:
-            s = verify_pending(reg, r.name, progress=progress, sandbox=sb)
+            s = verify_pending(reg, r.name, progress=progress, sandbox=sb, shard=part)
             acc = "n/a" if s.accuracy is None else f"{s.accuracy:.2%}"
             console.print(
                 f"rule {s.rule} v{s.rule_version}: {s.verified} verified ({s.pending} pending), {s.correct} correct "
