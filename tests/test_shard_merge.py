@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 from mixdistill.errors import MixdistillError
 from mixdistill.shard import Shard, shard_of
@@ -21,7 +22,7 @@ CONSOLE = [sys.executable, "-m", "mixdistill"]
 
 
 def mixdistill(*args: str, registry: Path, wait: bool = True):
-    env = {**os.environ, "MIXDISTILL_REGISTRY": str(registry)}
+    env = {**os.environ, "MIXDISTILL_REGISTRY": str(registry), "COLUMNS": "250"}
     cmd = [*CONSOLE, *args]
     if not wait:
         return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -59,10 +60,20 @@ def test_bad_shard_spec_is_one_line_and_touches_nothing(tmp_path, shared_data):
     assert not reg.exists()
 
 
+def small_recipe(tmp_path: Path, problems: int = 150) -> Path:
+    """svamp-published on its first `problems` training problems (its paths are all ${MIXDISTILL_DATA}-based)."""
+    spec = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
+    spec["tasks"][0]["limit"] = problems
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
 @pytest.mark.slow
 def test_sharded_build_merges_to_the_single_machine_corpus(tmp_path, shared_data):
+    recipe = small_recipe(tmp_path)
     single = tmp_path / "single.duckdb"
-    proc = mixdistill("build", str(RECIPE), "--out", str(tmp_path / "one"), "--no-progress", registry=single)
+    proc = mixdistill("build", str(recipe), "--out", str(tmp_path / "one"), "--no-progress", registry=single)
     assert proc.returncode == 0, proc.stderr
     expected = digest(tmp_path / "one" / "svamp-published" / "1.0.0")
     assert expected
@@ -70,7 +81,7 @@ def test_sharded_build_merges_to_the_single_machine_corpus(tmp_path, shared_data
     # three "machines": each generates and verifies its shard into its own registry, concurrently
     shards = [tmp_path / f"shard{i}.duckdb" for i in range(3)]
     procs = [
-        mixdistill("generate", str(RECIPE), "--shard", f"{i}/3", "--no-progress", registry=s, wait=False)
+        mixdistill("generate", str(recipe), "--shard", f"{i}/3", "--no-progress", registry=s, wait=False)
         for i, s in enumerate(shards)
     ]
     for p in procs:
@@ -81,24 +92,23 @@ def test_sharded_build_merges_to_the_single_machine_corpus(tmp_path, shared_data
         assert proc.returncode == 0, proc.stderr
     counts = [duckdb.connect(str(s), read_only=True).execute("SELECT count(*) FROM generations").fetchone()[0]
               for s in shards]
-    assert all(c > 0 for c in counts) and sum(counts) == 1599  # disjoint shards covering every request
+    total = duckdb.connect(str(single), read_only=True).execute("SELECT count(*) FROM generations").fetchone()[0]
+    assert all(c > 0 for c in counts) and sum(counts) == total  # disjoint shards covering every request
 
     merged = tmp_path / "merged.duckdb"
     proc = mixdistill("registry", "merge", *map(str, shards), registry=merged)
     assert proc.returncode == 0, proc.stderr
-    before = file_digest(merged)
     proc = mixdistill("registry", "merge", *map(str, shards), registry=merged)  # idempotent
     assert proc.returncode == 0 and proc.stdout.count("0 rows added") == 3, proc.stdout
     con = duckdb.connect(str(merged), read_only=True)
-    assert con.execute("SELECT count(*) FROM generations").fetchone()[0] == 1599
-    assert con.execute("SELECT count(*) FROM verdicts").fetchone()[0] == 1599
+    assert con.execute("SELECT count(*) FROM generations").fetchone()[0] == total
+    assert con.execute("SELECT count(*) FROM verdicts").fetchone()[0] == total
     con.close()
 
-    proc = mixdistill("build", str(RECIPE), "--out", str(tmp_path / "merged-out"), "--no-progress", registry=merged)
+    proc = mixdistill("build", str(recipe), "--out", str(tmp_path / "merged-out"), "--no-progress", registry=merged)
     assert proc.returncode == 0, proc.stderr
     assert "0 sent" in proc.stdout and "0 new verdicts" in proc.stdout  # the shards did all the work
     assert digest(tmp_path / "merged-out" / "svamp-published" / "1.0.0") == expected
-    assert before  # (the second merge wrote no rows; the build above then added only its own corpus rows)
 
 
 def _tiny_registry(path: Path, response: str = "The answer is 5.", recipe: str = "{}", shard_count: int = 2) -> Path:
@@ -115,7 +125,7 @@ def _tiny_registry(path: Path, response: str = "The answer is 5.", recipe: str =
     return path
 
 
-def test_merge_refusals_leave_the_target_unchanged(tmp_path):
+def test_merge_refusals_leave_the_target_unchanged(tmp_path, cli):
     a = _tiny_registry(tmp_path / "a.duckdb")
     same = _tiny_registry(tmp_path / "same.duckdb")  # same content, other run id and latency: not a conflict
     clash = _tiny_registry(tmp_path / "clash.duckdb", response="The answer is 6.")
@@ -141,8 +151,29 @@ def test_merge_refusals_leave_the_target_unchanged(tmp_path):
     con.execute("DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)")
     con.close()
     cases.append(([str(older)], "schema version"))
-    for args, says in cases:
-        proc = mixdistill("registry", "merge", *args, registry=target)
-        assert proc.returncode == 2, (args, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, proc.stderr
+    for i, (args, says) in enumerate(cases):
+        if i == 0:  # through the real console script once; the rest in-process through the same main()
+            proc = mixdistill("registry", "merge", *args, registry=target)
+            code, err = proc.returncode, proc.stderr
+        else:
+            code, _, err = cli("--registry", str(target), "registry", "merge", *args)
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and says in err, err
         assert file_digest(target) == frozen, args
+
+
+@pytest.mark.slow
+def test_ray_example_builds_the_same_corpus(tmp_path, shared_data):
+    """examples/ray_shards.py on a local single-node Ray cluster: the corpus equals a single-machine build's."""
+    pytest.importorskip("ray", reason="ray is an optional extra (pip install 'mixdistill[ray]')")
+    recipe = small_recipe(tmp_path, problems=40)
+    single = tmp_path / "single.duckdb"
+    proc = mixdistill("build", str(recipe), "--out", str(tmp_path / "one"), "--no-progress", registry=single)
+    assert proc.returncode == 0, proc.stderr
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # no token file, no telemetry
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "ray_shards.py"), str(recipe), "--shards", "2",
+                           "--work", str(tmp_path / "ray")], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert digest(tmp_path / "ray" / "corpora" / "svamp-published" / "1.0.0") == \
+        digest(tmp_path / "one" / "svamp-published" / "1.0.0")
