@@ -30,6 +30,7 @@ from mixdistill.recipe import BuildRecipe, TaskRef
 from mixdistill.registry import Registry
 from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.registry.problems import save_problems
+from mixdistill.shard import Shard
 from mixdistill.tasks import TASKS, Problem, load_problems
 from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher, request_key
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
@@ -100,6 +101,7 @@ class Plan:
     teachers: list[Teacher]
     requests: dict[str, list[TeacherRequest]]  # teacher_id -> requests
     params: dict[str, dict]  # teacher_id -> the settings its request keys record (`Teacher.request_params`)
+    shard: Shard | None = None  # only this shard's problems are asked (all of them are stored)
 
     @property
     def total(self) -> int:
@@ -123,7 +125,7 @@ def _check_unique_identities(recipe: BuildRecipe) -> None:
         seen[ident] = spec.label
 
 
-def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
+def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None, shard: Shard | None = None) -> Plan:
     data_dir = data_dir or settings.data_dir()
     _check_unique_identities(recipe)
     loaded = []
@@ -155,8 +157,8 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
             for mode in filter(teacher.serves, recipe.modes):
                 prompt = prompts[(task, mode)]
                 for p in problems:
-                    if p.problem_id in seen:
-                        continue  # a problem listed through two splits is asked once
+                    if p.problem_id in seen or (shard is not None and not shard.holds(p.problem_id)):
+                        continue  # a problem listed through two splits is asked once; other shards ask theirs
                     for i in range(recipe.samples[mode]):
                         key = request_key(
                             provider=teacher.spec.provider, model=teacher.spec.model, prompt_id=prompt.prompt_id,
@@ -165,7 +167,7 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None) -> Plan:
                         reqs.append(TeacherRequest(key, p.problem_id, p.question, mode, i, prompt, recipe.sampling))
             seen.update(p.problem_id for p in problems)
         teacher.check_coverage(reqs)
-    return Plan([(t, s, ps) for t, s, ps, _ in loaded], prompts, teachers, requests, params)
+    return Plan([(t, s, ps) for t, s, ps, _ in loaded], prompts, teachers, requests, params, shard)
 
 
 # ---------------------------------------------------------------------- storing
@@ -187,7 +189,8 @@ def _store_plan(reg: Registry, plan: Plan, recipe: BuildRecipe, run_id: str) -> 
                 for t in plan.teachers
             ],
         )
-        start_run(reg, "generate", recipe.name, recipe, run_id=run_id)
+        name = recipe.name if plan.shard is None else f"{recipe.name} shard {plan.shard}"
+        start_run(reg, "generate", name, recipe, run_id=run_id)
 
 
 def _cached(reg: Registry, teacher_ids: list[str]) -> dict[str, tuple[float, int]]:

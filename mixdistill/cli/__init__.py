@@ -16,6 +16,8 @@ from mixdistill.cli import generate  # noqa: F401  (generate, teachers, bench te
 from mixdistill.cli import corpus  # noqa: F401  (build, corpora, diff, push)
 from mixdistill.cli import data  # noqa: F401  (data fetch)
 from mixdistill.cli import train  # noqa: F401  (train, push-adapter, bench train, bench startup)
+from mixdistill.cli import registry  # noqa: F401  (registry merge)
+from mixdistill.cli import scale  # noqa: F401  (bench scale)
 from mixdistill.cli.app import app, click_exceptions, err_console
 from mixdistill.errors import MixdistillError
 from mixdistill.stopping import Stopped, exit_code_for, install_signal_handlers

@@ -56,12 +56,15 @@ def report_table(report: GenerationReport) -> Table:
 def generate(
     recipe: Path = typer.Argument(..., help="build recipe (YAML)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="only shard I of N (I/N, from 0) of the problems; "
+                                        "merge shard registries with `mixdistill registry merge`"),
 ) -> None:
     """Ask the recipe's teachers for every request not already stored (generation only; no verification)."""
+    part = Shard.parse(shard) if shard is not None else None
     spec = load_build_recipe(recipe)  # before the engine (and the provider SDKs) are even imported
     from mixdistill.generate import plan_generation, run_generation
 
-    plan = plan_generation(spec, state.data_dir)  # validates keys, prompts and replay files before any write
+    plan = plan_generation(spec, state.data_dir, part)  # validates keys, prompts and replay files before any write
     from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg:
         report = run_generation(reg, spec, progress=progress_enabled(progress), data_dir=state.data_dir, plan=plan)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from mixdistill.cli.app import app, bench_app, console, progress_enabled, state
 from mixdistill.errors import MixdistillError
+from mixdistill.shard import Shard
 from mixdistill.verify.rules import RULES, get_rule
 from mixdistill.verify.sandbox import SANDBOX_VERSION, SandboxLimits
 
@@ -33,6 +34,7 @@ def verify(
     pot_convention: list[str] = typer.Option([], "--pot-convention",
                                              help="opt-in PoT answer convention (repeatable): printed, first-of-tuple"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="only generations of shard I of N (I/N, from 0)"),
 ) -> None:
     """Verify every generation that has no verdict from the rule's current version (never calls a teacher).
 
@@ -43,12 +45,13 @@ def verify(
     from mixdistill.verify.sandbox import Sandbox
 
     rules = [get_rule(name, cot_reading, pot_convention) for name in rule]  # unknown names fail before anything runs
+    part = Shard.parse(shard) if shard is not None else None
     limits = _limits(timeout, cpu, memory_mb)
     from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg, Sandbox(workers=workers, limits=limits) as sb:
         for r in rules:
             s = verify_pending(reg, r.name, progress=progress_enabled(progress), sandbox=sb, cot_reading=cot_reading,
-                               pot_conventions=r.pot_conventions)
+                               pot_conventions=r.pot_conventions, shard=part)
             acc = "n/a" if s.accuracy is None else f"{s.accuracy:.2%}"
             console.print(
                 f"rule {s.rule} v{s.rule_version}: {s.verified} verified ({s.pending} pending), {s.correct} correct "

@@ -17,6 +17,7 @@ import polars as pl
 
 from mixdistill.registry import Registry
 from mixdistill.registry.runs import describe_error, finish_run, start_run
+from mixdistill.shard import Shard
 from mixdistill.verify.answers import NUMBER_RE, extract_cot_answer, format_number, parse_number
 from mixdistill.verify.programs import extract_program
 from mixdistill.verify.rules import Rule, get_rule
@@ -25,7 +26,7 @@ from mixdistill.verify.sandbox import SANDBOX_VERSION, ExecResult, Sandbox, Sand
 CHUNK = 2000  # generations per transaction: a killed run keeps every finished chunk
 
 _PENDING_SQL = """
-SELECT g.request_key, g.mode, g.response_text, p.answer_type, p.gold_number, p.gold_bool,
+SELECT g.request_key, g.problem_id, g.mode, g.response_text, p.answer_type, p.gold_number, p.gold_bool,
        e.status AS exec_status, e.answer AS exec_answer, e.answer_number AS exec_number, e.printed AS exec_printed,
        e.first_answer AS exec_first, e.first_number AS exec_first_number
 FROM generations g
@@ -122,6 +123,7 @@ def verify_pending(
     limits: SandboxLimits | None = None,
     cot_reading: str = "stated",
     pot_conventions: tuple[str, ...] = (),
+    shard: Shard | None = None,
 ) -> VerifySummary:
     """Verify every generation without a verdict from `rule`'s current version (which names the CoT reading);
     returns counts by reason."""
@@ -130,6 +132,8 @@ def verify_pending(
     pending = reg.query(
         _PENDING_SQL, {"rule": the_rule.name, "version": the_rule.version, "sandbox": SANDBOX_VERSION}
     )
+    if shard is not None:
+        pending = pending.filter(pl.col("problem_id").map_elements(shard.holds, return_dtype=pl.Boolean))
     summary = VerifySummary(the_rule.name, the_rule.version, pending=pending.height)
     if pending.height == 0:
         return summary

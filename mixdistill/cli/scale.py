@@ -1,0 +1,164 @@
+"""`mixdistill bench scale`: the whole pipeline on a synthetic corpus of a given size, stage by stage.
+
+Each stage runs as its own `mixdistill` process, so its wall time includes start-up (as a user pays it) and its peak
+RSS is that process's own (`wait4`). The synthetic task is one-step word problems; the replayed teacher gives CoT and
+PoT rationales with wrong answers, failing programs and a few programs that run into the time limit, so every
+verification path is taken. Growth exponents are log-log slopes between the sizes (1.0: linear).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mixdistill.cli.app import bench_app, console
+from mixdistill.errors import MixdistillError
+
+TIMEOUTS_PER_SIZE = 3  # programs that loop until the sandbox stops them: their cost is per program, not per row
+AUDIT_VIEWS = ("audit_pass_rate", "audit_failures", "audit_mode_disagreement", "audit_cost")
+
+
+@dataclass
+class Stage:
+    name: str
+    wall_s: float
+    peak_rss_mb: float
+
+
+def write_synthetic(folder: Path, problems: int, pot: bool) -> Path:
+    """Task file, replay file and recipe for `problems` problems (CoT, and PoT when `pot`); returns the recipe."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "task.jsonl", "w", encoding="utf-8") as task, \
+            open(folder / "replay.jsonl", "w", encoding="utf-8") as replay:
+        for i in range(problems):
+            a, b = i % 997 + 1, i // 997 + 2
+            question = f"Item {i}: Sam has {a} pens and finds {b} more. How many pens does Sam have?"
+            task.write(json.dumps({"id": f"s{i}", "question": question, "answer": a + b}) + "\n")
+            stated = a + b if i % 10 else a + b + 1  # one CoT in ten is wrong
+            cot = f"Sam starts with {a} pens and finds {b}, so {a} + {b} = {stated}. The answer is {stated}."
+            if i % 20 == 7:
+                cot = "Sam has some pens. It depends on how many he finds."  # states no answer
+            replay.write(json.dumps({"question": question, "mode": "cot", "response": cot}) + "\n")
+            if pot:
+                if i < TIMEOUTS_PER_SIZE:
+                    program = "while True:\n    pass"
+                elif i % 25 == 3:
+                    program = f"pens = {a}\nans = pens / 0"
+                else:
+                    program = f"pens = {a}\nfound = {b}\nans = pens + found" + (" + 1" if i % 8 == 5 else "")
+                replay.write(json.dumps({"question": question, "mode": "pot", "response": program}) + "\n")
+    recipe = {
+        "name": "scale", "version": "1.0.0",
+        "tasks": [{"custom": {"name": "scale", "path": str(folder / "task.jsonl"), "question": "question",
+                              "answer": "answer", "id": "id", "license": "apache-2.0"}}],
+        "teachers": [{"name": "replayed", "provider": "replay", "model": "synthetic",
+                      "path": str(folder / "replay.jsonl")}],
+        "modes": ["cot", "pot"] if pot else ["cot"],
+        "samples": {"cot": 1, "pot": 1},
+        "mix": {"k_per_mode": 1, "balance_modes": pot, "validation_fraction": 0.05},
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_stage(name: str, args: list[str], registry: Path) -> Stage:
+    env = {**os.environ, "MIXDISTILL_REGISTRY": str(registry)}
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "mixdistill", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        raise MixdistillError(f"bench scale: stage {name} failed (exit {proc.returncode}): {err.strip()[-300:]}")
+    return Stage(name, wall, usage.ru_maxrss / 1024)
+
+
+def measure(folder: Path, problems: int, pot: bool, workers: int | None) -> tuple[int, list[Stage], dict]:
+    shutil.rmtree(folder, ignore_errors=True)
+    recipe = write_synthetic(folder, problems, pot)
+    registry, out = folder / "registry.duckdb", folder / "corpora"
+    verify = ["verify", "--no-progress"] + (["--workers", str(workers)] if workers else [])
+    stages = [
+        run_stage("start-up (info)", ["info"], registry),
+        run_stage("generate", ["generate", str(recipe), "--no-progress"], registry),
+        run_stage("verify", verify, registry),
+        run_stage("build", ["build", str(recipe), "--out", str(out), "--no-progress"], registry),
+        run_stage("rebuild (cached)", ["build", str(recipe), "--out", str(out), "--no-progress"], registry),
+    ]
+    stages += [run_stage(v, ["sql", f"SELECT count(*) FROM {v}"], registry) for v in AUDIT_VIEWS]
+    sizes = {"registry_mb": registry.stat().st_size / 1e6,
+             "export_mb": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6}
+    return problems * (2 if pot else 1), stages, sizes
+
+
+def _slope(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 2 or min(ys) <= 0:
+        return None
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    den = sum((x - mx) ** 2 for x in lx)
+    return sum((x - mx) * (y - my) for x, y in zip(lx, ly)) / den if den else None
+
+
+@bench_app.command("scale")
+def bench_scale(
+    generations: list[int] = typer.Option([10_000, 100_000], "--generations", "-n",
+                                          help="corpus sizes in generations (repeat: -n 1e5 -n 1e6 ...)"),
+    cot_only: bool = typer.Option(False, "--cot-only", help="CoT only (PoT execution time dominates at 10^7)"),
+    work: Optional[Path] = typer.Option(None, "--work", help="scratch folder (default: a temporary one, removed)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="sandbox workers for verify"),
+) -> None:
+    """Per stage: wall time, microseconds per generation, peak RSS; registry and export size; growth exponents."""
+    import tempfile
+
+    if any(n < 10 for n in generations):
+        raise MixdistillError("--generations: each size must be at least 10")
+    root = work or Path(tempfile.mkdtemp(prefix="mixdistill-scale-"))
+    results = []
+    try:
+        for n in sorted(generations):
+            problems = n if cot_only else n // 2
+            console.print(f"size {n:,} generations ({problems:,} problems)...", highlight=False)
+            results.append(measure(root / f"n{n}", problems, not cot_only, workers))
+    finally:
+        if work is None:
+            shutil.rmtree(root, ignore_errors=True)
+    table = Table(title="bench scale (each stage is a fresh mixdistill process: start-up included)")
+    for col in ("stage", "generations", "wall s", "us / generation", "peak RSS MB"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for n, stages, _ in results:
+        for st in stages:
+            table.add_row(st.name, f"{n:,}", f"{st.wall_s:.1f}", f"{1e6 * st.wall_s / n:.1f}", f"{st.peak_rss_mb:.0f}")
+        table.add_section()
+    console.print(table)
+    sizes = Table(title="sizes and growth (log-log slope over the sizes; 1.0 = linear)")
+    for col in ("", *(f"{n:,}" for n, _, _ in results)):
+        sizes.add_column(col, justify="left" if not col else "right")
+    sizes.add_row("registry MB", *(f"{z['registry_mb']:.1f}" for _, _, z in results))
+    sizes.add_row("export MB", *(f"{z['export_mb']:.1f}" for _, _, z in results))
+    console.print(sizes)
+    ns = [n for n, _, _ in results]
+    for i, stage in enumerate(results[0][1]):
+        et = _slope(ns, [r[1][i].wall_s for r in results])
+        er = _slope(ns, [r[1][i].peak_rss_mb for r in results])
+        if et is not None:
+            console.print(f"{stage.name}: time ~ N^{et:.2f}, peak RSS ~ N^{er:.2f}", highlight=False)
+    first, cached = results[-1][1][2].wall_s, results[-1][1][3].wall_s
+    console.print(f"cached rebuild at {results[-1][0]:,}: {cached / first:.0%} of the first build "
+                  f"(target < 5%: {'met' if cached / first < 0.05 else 'not met'})", highlight=False)

@@ -1,0 +1,39 @@
+"""`mixdistill bench scale`: the synthetic corpus it builds, and one small run through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mixdistill.cli.scale import TIMEOUTS_PER_SIZE, _slope, write_synthetic
+
+
+def test_synthetic_corpus_takes_every_verification_path(tmp_path):
+    recipe = yaml.safe_load(write_synthetic(tmp_path, 200, pot=True).read_text())
+    assert recipe["modes"] == ["cot", "pot"]
+    rows = [json.loads(line) for line in (tmp_path / "replay.jsonl").read_text().splitlines()]
+    assert len(rows) == 400 and {r["mode"] for r in rows} == {"cot", "pot"}
+    programs = [r["response"] for r in rows if r["mode"] == "pot"]
+    assert sum("while True" in p for p in programs) == TIMEOUTS_PER_SIZE
+    assert any("/ 0" in p for p in programs) and any(p.endswith("+ 1") for p in programs)
+    cots = [r["response"] for r in rows if r["mode"] == "cot"]
+    assert any("depends" in c for c in cots)
+    assert len((tmp_path / "task.jsonl").read_text().splitlines()) == 200
+    assert _slope([10, 100], [1.0, 10.0]) == pytest.approx(1.0) and _slope([10], [1.0]) is None
+
+
+@pytest.mark.slow
+def test_bench_scale_runs_every_stage(tmp_path):
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "mixdistill", "bench", "scale", "-n", "40", "--work",
+                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for stage in ("generate", "verify", "build", "rebuild (cached)", "audit_pass_rate", "audit_cost"):
+        assert stage in proc.stdout
+    assert "cached rebuild at 40" in proc.stdout
+    assert (tmp_path / "n40" / "corpora" / "scale" / "1.0.0" / "mixed" / "train.parquet").is_file()
