@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mixdistill.evaluate.report import Table, plot_figure, plot_png
+from mixdistill.evaluate.report import Cell, Table, plot_figure, plot_png
 
 
 def test_plot_has_title_values_and_a_legend_outside_the_axes():
@@ -10,7 +10,8 @@ def test_plot_has_title_values_and_a_legend_outside_the_axes():
 
     rows = [(f"model-{m}", mode, [0.81 + 0.01 * i, None if mode == "MD" and m == 1 else 0.5])
             for m in range(3) for i, mode in enumerate(("CoT", "PoT", "MD"))]
-    table = Table(["svamp/test", "gsm8k/test"], rows, {"svamp/test": 200, "gsm8k/test": 1319})
+    cells = [[None if v is None else Cell(v, n) for v, n in zip(values, (200, 1319))] for _, _, values in rows]
+    table = Table(["svamp/test", "gsm8k/test"], rows, cells)
     fig = plot_figure(table)
     fig.canvas.draw()
     ax = fig.axes[0]

@@ -60,6 +60,8 @@ def generate(
                                         "merge shard registries with `mixdistill registry merge`"),
 ) -> None:
     """Ask the recipe's teachers for every request not already stored (generation only; no verification)."""
+    from mixdistill.shard import Shard
+
     part = Shard.parse(shard) if shard is not None else None
     spec = load_build_recipe(recipe)  # before the engine (and the provider SDKs) are even imported
     from mixdistill.generate import plan_generation, run_generation

@@ -185,7 +185,7 @@ def run_eval(
     backend: Backend | None = None,
 ) -> list[TaskResult]:
     """Evaluate the recipe's model on each task split; returns the scores (also stored in `evals`)."""
-    console = console or Console()
+    console = console or Console(stderr=True)  # a library caller's stdout stays its own
     rule = get_rule(recipe.rule, recipe.cot_reading, recipe.pot_conventions)  # an unknown rule stops here, before any model is loaded
     set_threads(recipe.threads)
     tasks = [(ref, *load_task(ref, i, data_dir)) for i, ref in enumerate(recipe.tasks)]

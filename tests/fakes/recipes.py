@@ -14,7 +14,8 @@ def synthetic_task(tmp_path: Path, n: int, name: str = "synth") -> dict:
     rows = [{"id": f"p{i}", "question": f"Sam has {i} pens and finds {i + 3} more. How many pens does Sam have?",
              "answer": 2 * i + 3} for i in range(n)]
     path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    return {"custom": {"name": name, "path": str(path), "question": "question", "answer": "answer", "id": "id"}}
+    return {"custom": {"name": name, "path": str(path), "question": "question", "answer": "answer", "id": "id",
+                       "license": "cc0-1.0"}}  # written here, so a corpus built from it can carry a license
 
 
 def openai_teacher(srv, **kw) -> dict:
