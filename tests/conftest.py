@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ SHARED_DATA = Path(os.environ.get("MIXDISTILL_TEST_DATA", REPO.parent / "shared"
 
 # Point every loader (and every CLI call made in-process) at the shared data, and never at a user's registry.
 os.environ["MIXDISTILL_DATA"] = str(SHARED_DATA)
+# `datasets` keys its cache of a local folder by the folder's name and file names, not its content: a stale copy from
+# an earlier run would be loaded in place of a fresh export. Every test session gets an empty cache of its own.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="mixdistill-tests-hf-datasets-")
 
 
 @pytest.fixture
