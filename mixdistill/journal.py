@@ -50,6 +50,10 @@ class Journal:
             self._fd = None
         if remove:
             self.path.unlink(missing_ok=True)
+            try:
+                self.path.parent.rmdir()  # only when no other run's journal is left in it
+            except OSError:
+                pass
 
 
 def read_journal(path: Path) -> list[dict]:

@@ -161,3 +161,11 @@ def test_ctrl_c_and_sigterm_keep_what_was_answered_and_say_so(sig, code, tmp_pat
         run = reg.query("SELECT status, error FROM runs").to_dicts()
     assert answered - 4 <= stored <= answered  # only the calls in flight at the interrupt are lost
     assert run == [{"status": "interrupted", "error": "interrupted"}]
+
+
+def test_a_finished_build_leaves_no_journal(tmp_path, registry_path):
+    with fake_openai() as srv:
+        spec = recipe([synthetic_task(tmp_path, 3)], [openai_teacher(srv)], modes=["cot"], samples={"cot": 1})
+        with Registry.open(registry_path) as reg:
+            assert run_generation(reg, spec, progress=False).ok == 3
+    assert not journal_dir_of(registry_path).exists()

@@ -1,6 +1,6 @@
 """Routing over a fleet of servers of one model: fewest requests in flight first, failing servers rested.
 
-Written by hand because it is a dozen lines of bookkeeping beside the SDK clients: an HTTP load balancer library
+Written by hand because it is a dozen lines of bookkeeping beside the HTTP sessions: a load-balancer library
 would add a process or a dependency for what one event loop can decide per request. Which server answered never
 reaches a request key or the teacher's identity (a fleet serves one model).
 """

@@ -1,0 +1,16 @@
+"""`mixdistill bench teachers` runs the raw aiohttp floor and mixdistill against one fake server and prints both."""
+
+from __future__ import annotations
+
+import re
+
+
+def test_bench_teachers_reports_the_floor_and_client_cpu(cli):
+    code, out, err = cli("bench", "teachers", "--requests", "60", "--concurrency", "8", "--latency", "0.02")
+    assert code == 0, err
+    figures = dict(re.findall(r"│ ([a-z][\w /]+?)\s+│ ([\d.]+%?x?)\s+│", out))
+    assert figures["requests"] == "60" and float(figures["ideal req/s"]) == 400.0
+    for name in ("mixdistill share of ideal", "raw share of ideal", "mixdistill share of raw"):
+        assert figures[name].endswith("%") and float(figures[name][:-1]) > 0
+    assert 0 < float(figures["raw CPU ms/request"]) and 0 < float(figures["mixdistill CPU ms/request"])
+    assert "of the raw client" in out and "client CPU" in out
