@@ -123,7 +123,7 @@ def test_interrupted_run_resumes_from_stored_samples(shared_data, tmp_path, regi
     with Registry.open(registry_path, read_only=True) as reg:
         stored = reg.scalar("SELECT count(*) FROM eval_samples")
         status = reg.scalar("SELECT status FROM runs WHERE kind = 'eval'")
-    assert stored == 200 + 60 and status == "failed"  # 7 CoT batches (200 problems) + 2 PoT batches of 30
+    assert stored == 200 + 60 and status == "interrupted"  # 7 CoT batches (200 problems) + 2 PoT batches of 30
     [resumed] = run_eval(r, registry_path, shared_data, progress=False)
     assert resumed.generated_paths == 140  # only the PoT problems not stored yet
     [fresh] = run_eval(r, tmp_path / "fresh.duckdb", shared_data, progress=False)

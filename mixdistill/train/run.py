@@ -18,6 +18,7 @@ from transformers import set_seed
 from transformers.trainer_callback import PrinterCallback
 
 from mixdistill.recipe import TrainRecipe
+from mixdistill.registry.runs import describe_error
 from mixdistill.train import records
 from mixdistill.train.data import Collator, TrainError, load_corpus, select_rows, tokenize
 from mixdistill.train.model import load_student, load_tokenizer, resolve_precision
@@ -88,7 +89,7 @@ def train(recipe: TrainRecipe, registry_path: Path | None, *, resume: bool = Tru
         trainer.save_model(str(adapter))  # the PEFT adapter only (adapter_config.json + weights) and the tokenizer
     except BaseException as e:
         if run_id:
-            records.finish_run(registry_path, run_id, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            records.finish_run(registry_path, run_id, error=describe_error(e))  # Ctrl-C / SIGTERM: interrupted
         raise
 
     metrics = _metrics(trainer, out.metrics, eval_metrics, train_report, eval_report, time.monotonic() - started)
