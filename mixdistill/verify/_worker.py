@@ -20,6 +20,7 @@ Slot -> host: one ready frame (4-byte length + JSON), then per program a `REPLY`
 from __future__ import annotations
 
 import builtins
+import fcntl
 import gc
 import io
 import json
@@ -52,6 +53,9 @@ LAZY_RE = re.compile(r"\b(" + "|".join(LAZY_MODULES) + r")\b")
 
 # Everything the zygote holds that a child must not keep: the child takes what it needs, then clears it.
 _STATE: dict = {}
+# The zygote's result buffers: zeroed after each program, so a child may keep them (freeing them costs more).
+_BUFFERS: dict = {}
+RESULT_PIPE_BYTES = 1 << 20
 
 
 def preload_mask(program: str) -> int:
@@ -283,8 +287,9 @@ def _child(length: int, result_fd: int) -> None:
     confine()
     if seccomp is not None:
         seccomp.install()
-    for namespace in st["forget"]:  # the libc handle (its cached function pointers) and the isolation module
+    for namespace in st["forget"]:  # the libc handle's cached function pointers, then the handle itself
         namespace.clear()
+    st["libc_holder"].pop("_libc", None)
     st.clear()
     settings = (cfg["max_output"], cfg["python_guard"], cfg["scratch"])
     del seccomp, confine, st, cfg
@@ -375,6 +380,10 @@ def _preload(mask: int) -> None:
 
 def _run_one(program_id: int, length: int) -> bool:
     r, w = os.pipe()
+    try:  # room for a whole result: the child never waits for the zygote to read, so the zygote wakes once
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
+    except OSError:
+        pass
     t0 = time.perf_counter_ns()
     pid = os.fork()
     if pid == 0:
@@ -384,65 +393,49 @@ def _run_one(program_id: int, length: int) -> bool:
         finally:
             os._exit(70)
     os.close(w)
-    st = _STATE
     try:
-        outcome, status, n = _collect(pid, r, t0, st)
+        outcome, status, n = _collect(pid, r, t0 + int(_STATE["cfg"]["timeout_s"] * 1e9))
     finally:
         os.close(r)
     wall = time.perf_counter_ns() - t0
-    view = st["view"]
+    view = _BUFFERS["view"]
     in_step = n > 0 and view[0] == READ_MARK[0]
-    if not in_step and outcome == WALL_TIMEOUT:  # killed before it had read its program
-        return False
-    os.writev(st["out_fd"], [REPLY.pack(program_id, outcome, status, wall, n), view[:n]])
-    view[:n] = st["zeros"][:n]  # no later child inherits this result, not even as freed memory
-    if not in_step:
+    os.writev(_STATE["out_fd"], [REPLY.pack(program_id, outcome, status, wall, n), view[:n]])
+    view[:n] = _BUFFERS["zeros"][:n]  # no later child inherits this result, not even as freed memory
+    if not in_step:  # it died before it had read all of its program: the stream is out of step
         return False
     try:
-        _reset_scratch(st["cfg"]["scratch"])
+        _reset_scratch(_STATE["cfg"]["scratch"])
     except (OSError, RecursionError):
         return False
-    return not (st["check_sysv"] and _sysv_objects_left())
+    return not (_STATE["check_sysv"] and _sysv_objects_left())
 
 
-def _collect(pid: int, r: int, t0: int, st: dict) -> tuple[int, int, int]:
-    """Read the child's bytes until it exits or its wall deadline passes (then SIGKILL). The deadline starts when
-    the child has read its program; reading it may take until `read_deadline`."""
-    view, spill = st["view"], st["spill"]
-    timeout_ns, n = int(st["cfg"]["timeout_s"] * 1e9), 0
-    deadline = t0 + 30 * 10**9  # only while the child reads its source
+def _collect(pid: int, r: int, deadline: int) -> tuple[int, int, int]:
+    """Wait for the child to exit or its wall deadline (then SIGKILL), then read what it wrote: (outcome, wait
+    status, bytes kept). Only the first `MAX_RESULT_BYTES` are kept."""
     pidfd = os.pidfd_open(pid)
-    poller = select.poll()
-    poller.register(r, select.POLLIN)
-    poller.register(pidfd, select.POLLIN)
-    reading = True
     try:
-        while True:
-            left = deadline - time.perf_counter_ns()
-            if left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return WALL_TIMEOUT, 0, n
-            events = dict(poller.poll(left / 1e6))
-            if reading and r in events:
-                got = os.readv(r, [view[n:]] if n < MAX_RESULT_BYTES else [spill])
-                if not got:
-                    poller.unregister(r)
-                    reading = False
-                elif n < MAX_RESULT_BYTES:
-                    if n == 0:
-                        deadline = time.perf_counter_ns() + timeout_ns
-                    n += got
-            if pidfd in events:
-                while reading:  # drain what the child wrote before exiting
-                    got = os.readv(r, [view[n:]] if n < MAX_RESULT_BYTES else [spill])
-                    if not got:
-                        break
-                    n += got if n < MAX_RESULT_BYTES else 0
-                spill[:] = st["zeros"][: len(spill)]
-                return EXITED, os.waitpid(pid, 0)[1], n
+        left = deadline - time.perf_counter_ns()
+        ready = left > 0 and select.select([pidfd], [], [], left / 1e9)[0]
+        outcome = EXITED if ready else WALL_TIMEOUT
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        status = os.waitpid(pid, 0)[1]
     finally:
         os.close(pidfd)
+    view, spill, n, spilled = _BUFFERS["view"], _BUFFERS["spill"], 0, False
+    while True:  # every writer is gone: read to the end
+        if n < MAX_RESULT_BYTES:
+            got = os.readv(r, [view[n:]])
+            n += got
+        else:
+            got, spilled = os.readv(r, [spill]), True
+        if not got:
+            break
+    if spilled:
+        spill[:] = _BUFFERS["zeros"][: len(spill)]
+    return outcome, status, n
 
 
 def _reset_scratch(scratch: str) -> None:
@@ -580,10 +573,10 @@ def _setup(cfg: dict) -> None:
             become(uid)
 
     st.update(cfg=cfg, report=rep, child_seccomp=child_filter, confine=confine, exact=_exact_numbers(),
-              address_space_in_use=isolation.address_space_in_use, forget=[vars(isolation._libc), vars(isolation)],
-              check_sysv=child_filter is None and ipc is None,
-              view=memoryview(bytearray(MAX_RESULT_BYTES)), spill=memoryview(bytearray(1 << 16)),
-              zeros=memoryview(bytes(MAX_RESULT_BYTES)))
+              address_space_in_use=isolation.address_space_in_use, forget=[vars(isolation._libc)],
+              libc_holder=vars(isolation), check_sysv=child_filter is None and ipc is None)
+    _BUFFERS.update(view=memoryview(bytearray(MAX_RESULT_BYTES)), spill=memoryview(bytearray(1 << 16)),
+                    zeros=memoryview(bytes(MAX_RESULT_BYTES)))
     # A program that wants ctypes must import it afresh, which the Python guard refuses; the zygote keeps its own
     # references through the functions above, and each child clears them before the program runs.
     for name in ("ctypes", "_ctypes", "ctypes._endian", "mixdistill.verify.isolation"):
