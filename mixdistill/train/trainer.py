@@ -99,6 +99,7 @@ def training_arguments(recipe: TrainRecipe, precision: Precision, has_eval: bool
         train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=False,  # `mode` and `length` are ours, not model inputs
+        prediction_loss_only=True,  # evaluation needs the losses only; else the Trainer keeps every batch's logits
         logging_steps=recipe.logging_steps,
         save_strategy="steps",
         save_steps=recipe.save_steps,
