@@ -382,3 +382,22 @@ def logits_sized_allocations(fn, logits) -> int:
     with Count():
         fn()
     return Count.n
+
+
+def test_hidden_state_loss_equals_the_logits_loss_and_its_gradient():
+    from mixdistill.train.loss import hidden_token_losses, token_losses
+
+    gen = torch.Generator().manual_seed(2)
+    head = torch.nn.Linear(8, 30, bias=False)
+    hidden = torch.randn(3, 7, 8, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 30, (3, 7), generator=gen)
+    labels[:, :2] = IGNORE
+    labels[2, 5:] = IGNORE  # padding
+    ref_loss, ref_valid = token_losses(head(hidden), labels)
+    (ref_loss * ref_valid).sum().backward()
+    ref_grad, hidden.grad = hidden.grad.clone(), None
+    got_loss, got_valid = hidden_token_losses(hidden, head, labels, chunk_tokens=4)  # several chunks
+    (got_loss * got_valid).sum().backward()
+    assert torch.equal(got_valid, ref_valid)
+    assert torch.allclose(got_loss, ref_loss * ref_valid, atol=1e-6)
+    assert torch.allclose(hidden.grad, ref_grad, atol=1e-6)
