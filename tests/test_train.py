@@ -332,3 +332,73 @@ def test_logged_losses_share_the_token_basis(student, corpus_dir, tmp_path):
     # one mode: one number, although the 3 logged steps and the 2 eval batches hold different numbers of tokens
     # (a mean of per-step or per-batch losses would differ from the mode's token mean)
     assert m["loss"] == m["loss_pot"] and m["eval_loss"] == m["eval_loss_pot"] and "eval_loss_cot" not in m
+
+
+def test_evaluation_keeps_no_logits_and_the_loss_copies_none(student, corpus_dir, tmp_path):
+    """Memory: the Trainer's evaluation returns no predictions (it would keep every batch's logits), and the loss
+    reads the logits in place (float32 logits are not copied, not even a shifted slice of them)."""
+    from mixdistill.train.data import Collator
+    from mixdistill.train.loss import token_losses
+    from mixdistill.train.model import load_student, load_tokenizer, resolve_precision
+    from mixdistill.train.trainer import MixTrainer, training_arguments
+
+    recipe = tiny_recipe(student, corpus_dir, tmp_path)
+    tok = load_tokenizer(recipe)
+    corpus = load_corpus(recipe.corpus, recipe, None)
+    evals, _ = tokenize(corpus.eval, tok, recipe, "validation")
+    precision = resolve_precision("fp32")
+    trainer = MixTrainer(model=load_student(recipe, tok, precision), args=training_arguments(recipe, precision, True),
+                         eval_dataset=evals, data_collator=Collator(tok.pad_token_id), mode_weights=recipe.mode_weights)
+    out = trainer.predict(evals)
+    assert out.predictions is None and out.metrics["test_loss"] > 0
+
+    logits = torch.randn(4, 16, 50, requires_grad=True)
+    labels = torch.randint(0, 50, (4, 16))
+    labels[:, :3] = IGNORE
+    token_loss, valid = token_losses(logits, labels)
+    assert token_loss.shape == valid.shape == (4, 16) and int(valid.sum()) == 4 * 13 and not valid[:, -1].any()
+    expected = torch.nn.functional.cross_entropy(logits.detach()[:, 2:15].reshape(-1, 50), labels[:, 3:16].reshape(-1),
+                                                 reduction="sum")
+    assert float(token_loss.detach().sum()) == pytest.approx(float(expected), rel=1e-5)
+    assert logits_sized_allocations(lambda: token_losses(logits, labels), logits) == 1  # log-softmax's output only
+
+
+def logits_sized_allocations(fn, logits) -> int:
+    """How many new tensors of (nearly) the logits' size the ops inside `fn` allocate (views do not count)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    big = logits.numel() - logits.shape[0] * logits.shape[-1]  # a slice of one position less is still "logits-sized"
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor) and t.numel() >= big and t.untyped_storage().data_ptr() not in inputs:
+                    Count.n += 1
+            return out
+
+    with Count():
+        fn()
+    return Count.n
+
+
+def test_hidden_state_loss_equals_the_logits_loss_and_its_gradient():
+    from mixdistill.train.loss import hidden_token_losses, token_losses
+
+    gen = torch.Generator().manual_seed(2)
+    head = torch.nn.Linear(8, 30, bias=False)
+    hidden = torch.randn(3, 7, 8, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 30, (3, 7), generator=gen)
+    labels[:, :2] = IGNORE
+    labels[2, 5:] = IGNORE  # padding
+    ref_loss, ref_valid = token_losses(head(hidden), labels)
+    (ref_loss * ref_valid).sum().backward()
+    ref_grad, hidden.grad = hidden.grad.clone(), None
+    got_loss, got_valid = hidden_token_losses(hidden, head, labels, chunk_tokens=4)  # several chunks
+    (got_loss * got_valid).sum().backward()
+    assert torch.equal(got_valid, ref_valid)
+    assert torch.allclose(got_loss, ref_loss * ref_valid, atol=1e-6)
+    assert torch.allclose(hidden.grad, ref_grad, atol=1e-6)

@@ -220,3 +220,17 @@ def test_a_hub_base_model_is_linked():
 
     assert not is_local_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert is_local_model("/models/SmolLM2-135M-Instruct") and is_local_model("./tiny student")
+
+
+def test_bench_train_cpu_measures_the_real_training_path(cli, student, tmp_path):  # noqa: F811
+    out_json = tmp_path / "mem.json"
+    code, out, err = cli("bench", "train", "--device", "cpu", "--model", str(student), "--steps", "1", "--seq-len", "64",
+                         "--batch", "2", "--eval-rows", "4", "--threads", "1", "--json", str(out_json))
+    assert code == 0, err
+    result = json.loads(out_json.read_text())
+    assert result["steps"] == 1 and result["train_tokens"] == 2 * 64 and result["threads"] == 1
+    assert {"setup", "train", "evaluate"} <= set(result["phase_peak_rss_mib"])  # the final evaluation ran too
+    assert result["peak_rss_mib"] >= max(result["phase_peak_rss_mib"].values()) >= result["baseline_rss_mib"] > 0
+    assert "peak RSS" in out
+    code, _, err = cli("bench", "train", "--device", "tpu")
+    assert code == 2 and "--device: unknown device 'tpu'" in err

@@ -33,8 +33,9 @@ class CpuBenchResult:
     eval_rows: int
     threads: int
     gradient_checkpointing: bool
-    baseline_rss_mib: float  # the training process before `train()`: interpreter, torch, transformers imported
+    baseline_rss_mib: float  # the training process's RSS before `train()`: interpreter, torch, transformers imported
     peak_rss_mib: float  # its peak over the whole training and evaluation
+    phase_peak_rss_mib: dict  # sampled peak per phase: setup (model, corpus, tokenising), train (steps), evaluate, save
     seconds: float
     train_tokens: int
 
@@ -78,17 +79,53 @@ def _corpus(folder: Path, tokenizer, seq_len: int, train_rows: int, eval_rows: i
     return folder
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
 def _child(recipe, queue) -> None:
-    """In a fresh process: train, then report the peak RSS (ru_maxrss is in KiB on Linux)."""
+    """In a fresh process: train, sampling RSS every 20 ms per phase (setup, training steps, evaluation, saving);
+    the overall peak is ru_maxrss (KiB on Linux)."""
+    import threading
+
     from rich.console import Console
 
-    from mixdistill.train.run import train
+    import mixdistill.train.run as run
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    phase, peaks, stop = ["setup"], {}, threading.Event()
+
+    class Phased(run.MixTrainer):
+        def train(self, *args, **kwargs):
+            phase[0] = "train"
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                phase[0] = "save"  # the final evaluation, then writing the adapter and the lineage
+
+        def evaluate(self, *args, **kwargs):
+            before, phase[0] = phase[0], "evaluate"
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                phase[0] = before
+
+    def sample() -> None:
+        while not stop.wait(0.02):
+            peaks[phase[0]] = max(peaks.get(phase[0], 0.0), _rss_mib())
+
+    run.MixTrainer = Phased  # this process only exists for this run
+    baseline = _rss_mib()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     started = time.perf_counter()
-    result = train(recipe, None, resume=False, console=Console(file=io.StringIO()))
+    result = run.train(recipe, None, resume=False, console=Console(file=io.StringIO()))
+    seconds = time.perf_counter() - started
+    stop.set()
+    sampler.join()
     queue.put({"baseline": baseline, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "seconds": time.perf_counter() - started, "steps": result.metrics["global_step"]})
+               "seconds": seconds, "steps": result.metrics["global_step"],
+               "phases": {k: round(v, 1) for k, v in peaks.items()}})
 
 
 def bench_train_cpu(model: Path | None = None, batch_size: int = 8, seq_len: int = 256, steps: int = 2,
@@ -124,7 +161,7 @@ def bench_train_cpu(model: Path | None = None, batch_size: int = 8, seq_len: int
     return CpuBenchResult(
         model=student.name if model else "random SmolLM2-135M shape", batch_size=batch_size, seq_len=seq_len,
         steps=out["steps"], eval_rows=eval_rows, threads=recipe.threads, gradient_checkpointing=gradient_checkpointing,
-        baseline_rss_mib=round(out["baseline"], 1), peak_rss_mib=round(out["peak"], 1),
+        baseline_rss_mib=round(out["baseline"], 1), peak_rss_mib=round(out["peak"], 1), phase_peak_rss_mib=out["phases"],
         seconds=round(out["seconds"], 1), train_tokens=batch_size * seq_len * out["steps"],
     )
 
@@ -132,7 +169,8 @@ def bench_train_cpu(model: Path | None = None, batch_size: int = 8, seq_len: int
 def format_cpu_result(r: CpuBenchResult) -> str:
     return (f"{r.model}: batch {r.batch_size} x {r.seq_len} tokens, {r.steps} steps + evaluation of {r.eval_rows} rows, "
             f"fp32, {r.threads} threads, gradient checkpointing {'on' if r.gradient_checkpointing else 'off'}\n"
-            f"peak RSS {r.peak_rss_mib:.0f} MiB (process before training: {r.baseline_rss_mib:.0f} MiB); "
+            f"peak RSS {r.peak_rss_mib:.0f} MiB (process before training: {r.baseline_rss_mib:.0f} MiB; per phase: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in r.phase_peak_rss_mib.items()) + "); "
             f"{r.seconds:.1f} s in train(), {r.tokens_per_s:.1f} training tokens/s")
 
 

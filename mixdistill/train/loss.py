@@ -4,16 +4,47 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100  # label id that the loss skips (prompt tokens and padding)
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token next-token cross-entropy (float32) and the mask of tokens that count; shapes (batch, seq - 1)."""
-    targets = labels[:, 1:]
-    flat = logits[:, :-1, :].float()
-    loss = F.cross_entropy(flat.reshape(-1, flat.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="none")
+    """Per-token next-token cross-entropy (float32) and the mask of tokens that count; shapes (batch, seq).
+
+    Position t is scored against label t + 1 (the last position against nothing). The labels are shifted, not the
+    logits: a shifted slice of the (batch x seq x vocab) logits is not contiguous, so flattening it copied the largest
+    tensor of the step (400 MB for a 49k-vocabulary student at 8 x 256 tokens). Logits already in float32 are not copied.
+    """
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    scores = logits if logits.dtype == torch.float32 else logits.float()
+    loss = F.cross_entropy(scores.reshape(-1, scores.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="none")
     return loss.view(targets.shape), targets.ne(IGNORE)
+
+
+def hidden_token_losses(hidden: torch.Tensor, lm_head, labels: torch.Tensor, chunk_tokens: int = 1024
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_losses` from the final hidden states, without ever holding the logits of the whole batch.
+
+    Only the positions that are scored (rationale tokens, not prompt or padding) go through the LM head, in chunks of
+    `chunk_tokens`, each under activation checkpointing: a chunk's logits exist only while its loss is computed (and
+    again while its gradient is), so the largest tensor of the step shrinks from batch x seq x vocab to
+    chunk_tokens x vocab (for a 49k-vocabulary student at 8 x 256 tokens: from 400 MB, plus as much again for its
+    log-softmax and each gradient, to under 200 MB in all). The values are those of `token_losses`.
+    """
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    valid = targets.ne(IGNORE)
+    scored, wanted = hidden[valid], targets[valid]
+    token_loss = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
+    if scored.size(0) == 0:
+        return token_loss + 0.0 * hidden.sum(), valid  # keeps the graph connected for an all-prompt batch
+    parts = [checkpoint(_chunk_loss, lm_head, scored[i : i + chunk_tokens], wanted[i : i + chunk_tokens], use_reentrant=False)
+             for i in range(0, scored.size(0), chunk_tokens)]
+    return token_loss.index_put((valid.nonzero(as_tuple=True)), torch.cat(parts)), valid
+
+
+def _chunk_loss(lm_head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(lm_head(hidden).float(), targets, reduction="none")
 
 
 def weighted_loss(

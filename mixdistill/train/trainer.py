@@ -22,7 +22,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from mixdistill.recipe import TrainRecipe
 from mixdistill.train.data import MODES
-from mixdistill.train.loss import token_losses, weighted_loss, window_losses
+from mixdistill.train.loss import hidden_token_losses, token_losses, weighted_loss, window_losses
 from mixdistill.train.model import Precision
 
 
@@ -42,8 +42,13 @@ class MixTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = inputs.pop("mode")
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        token_loss, valid = token_losses(outputs.logits, labels)
+        lm_head = self._lm_head()
+        if lm_head is not None:  # the model returns its final hidden states; the loss runs the LM head in chunks
+            outputs = model(**inputs, logits_to_keep=1, output_hidden_states=True)
+            token_loss, valid = hidden_token_losses(outputs.hidden_states[-1], lm_head, labels)
+        else:
+            outputs = model(**inputs)
+            token_loss, valid = token_losses(outputs.logits, labels)
         loss = weighted_loss(token_loss, valid, mode, self.mode_weights, num_items_in_batch)
         if num_items_in_batch is not None and getattr(self.args, "average_tokens_across_devices", False):
             # the token count is summed over processes while DDP averages gradients: undo that average, exactly
@@ -54,6 +59,18 @@ class MixTrainer(Trainer):
         for split in ("train", "run") if model.training else ("eval",):
             self._record(token_loss.detach(), valid, row_mode, split)
         return (loss, outputs) if return_outputs else loss
+
+    def _lm_head(self):
+        """The student's output layer when its forward can skip the logits (`logits_to_keep`, transformers' causal
+        LMs), else None: then the loss reads the full logits."""
+        if not hasattr(self, "_head"):
+            import inspect
+
+            base = self.accelerator.unwrap_model(self.model)
+            base = base.get_base_model() if hasattr(base, "get_base_model") else base
+            head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+            self._head = head if head is not None and "logits_to_keep" in inspect.signature(base.forward).parameters else None
+        return self._head
 
     def _record(self, token_loss: torch.Tensor, valid: torch.Tensor, row_mode: torch.Tensor, split: str) -> None:
         """Accumulate per-mode loss sums and token counts on the device (no host sync per step)."""
@@ -99,6 +116,7 @@ def training_arguments(recipe: TrainRecipe, precision: Precision, has_eval: bool
         train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=False,  # `mode` and `length` are ours, not model inputs
+        prediction_loss_only=True,  # evaluation needs the losses only; else the Trainer keeps every batch's logits
         logging_steps=recipe.logging_steps,
         save_strategy="steps",
         save_steps=recipe.save_steps,
