@@ -59,12 +59,13 @@ class TeacherTally:
     tokens: int = 0
     unmatched: int = 0  # replay: recorded questions that match no requested problem
     unmatched_examples: list[str] = field(default_factory=list)
+    replay: bool = False  # a replay teacher's answers are read from recordings, never sent
 
 
 @dataclass
 class GenerationReport:
     """What one `run_generation` did. The totals are sums over the per-teacher tallies, which are the only counters;
-    `sent` counts requests answered this run (ok + errors)."""
+    `sent` counts requests answered by a model this run (ok + errors); `replayed`, answers read from recordings."""
 
     run_id: str
     total: int = 0
@@ -83,8 +84,17 @@ class GenerationReport:
     tokens = property(lambda self: self._sum("tokens"))
 
     @property
-    def sent(self) -> int:
+    def answered(self) -> int:
+        """Answers stored this run, sent or replayed."""
         return self.ok + self.errors
+
+    @property
+    def replayed(self) -> int:
+        return sum(t.ok + t.errors for t in self.by_teacher.values() if t.replay)
+
+    @property
+    def sent(self) -> int:
+        return self.answered - self.replayed
 
     @property
     def cost(self) -> float:
@@ -409,7 +419,7 @@ def _progress_bar(total: int, enabled: bool) -> Progress:
         TextColumn("[bold]generate"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>7.1f} req/s"),
+        TextColumn("{task.fields[rate]:>7.1f} answers/s"),
         TextColumn("[red]{task.fields[errors]} errors"),
         TextColumn("${task.fields[spend]:.4f}"),
         TimeElapsedColumn(),
@@ -433,7 +443,8 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
     meta: dict[str, tuple[str, TeacherRequest]] = {}
     cost_before = tokens_before = 0
     for teacher in plan.teachers:
-        tally = report.by_teacher.setdefault(teacher.teacher_id, TeacherTally(name=teacher.spec.label))
+        tally = report.by_teacher.setdefault(
+            teacher.teacher_id, TeacherTally(name=teacher.spec.label, replay=teacher.provider == "replay"))
         tally.unmatched, tally.unmatched_examples = getattr(teacher, "unmatched", (0, []))
         todo = []
         for r in plan.requests[teacher.teacher_id]:
@@ -457,7 +468,7 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
         t0 = time.perf_counter()
 
         def on_result(n: int) -> None:
-            bar.update(task, advance=n, rate=report.sent / max(time.perf_counter() - t0, 1e-9),
+            bar.update(task, advance=n, rate=report.answered / max(time.perf_counter() - t0, 1e-9),
                        errors=report.errors, spend=report.cost_usd)
 
         params_json = {tid: canonical_json(p) for tid, p in plan.params.items()}

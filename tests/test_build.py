@@ -22,7 +22,7 @@ def test_build_from_published_outputs_then_cache_hit(cli, tmp_path, shared_data)
     code, text, err = cli("build", str(RECIPE), "--out", str(out), "--no-progress")
     assert code == 0, err
     assert "palm-540b" in text and "codex" in text
-    assert "1599 sent" in text  # 800 PaLM CoT + 799 Codex PoT (chal-1000 was never run by the PoT authors)
+    assert "0 sent, 1599 replayed" in text  # 800 PaLM CoT + 799 Codex PoT (chal-1000 was never run by the PoT authors)
     assert "corpus svamp-published@1.0.0 (new)" in text
     export = out / "svamp-published" / "1.0.0"
     first = digest(export)

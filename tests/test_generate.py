@@ -91,7 +91,7 @@ def test_cli_generate_and_teachers(tmp_path, registry_path):
         path.write_text(json.dumps(r.model_dump(mode="json")), encoding="utf-8")  # JSON is YAML
         out = runner.invoke(app, ["generate", str(path), "--no-progress"])
         assert out.exit_code == 0, out.output
-        assert "4 requests: 0 cached, 4 sent (4 ok, 0 errors)" in out.output
+        assert "4 requests: 0 cached, 4 sent, 0 replayed (4 ok, 0 errors)" in out.output
         again = runner.invoke(app, ["generate", str(path), "--no-progress"])
         assert "4 requests: 4 cached, 0 sent" in again.output
     shown = runner.invoke(app, ["teachers", "--recipe", str(path)], env={"COLUMNS": "250"})

@@ -47,7 +47,8 @@ def build(
     g, v, ver = result.generation, result.verification, result.version
     console.print(report_table(g))
     console.print(
-        f"generation: {g.total} requests, {g.cached} cached, {g.sent} sent, {g.errors} errors, ${g.cost_usd:.4f}",
+        f"generation: {g.total} requests, {g.cached} cached, {g.sent} sent, {g.replayed} replayed, {g.errors} errors, "
+        f"${g.cost_usd:.4f}",
         highlight=False,
     )
     console.print(f"verification: {v.verified} new verdicts ({v.correct} correct, {v.executed} programs run)",

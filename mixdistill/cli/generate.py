@@ -72,8 +72,9 @@ def generate(
         report = run_generation(reg, spec, progress=progress_enabled(progress), data_dir=state.data_dir, plan=plan)
     console.print(report_table(report))
     console.print(
-        f"{report.total} requests: {report.cached} cached, {report.sent} sent ({report.ok} ok, {report.errors} errors), "
-        f"{report.missing} without a recording; spent ${report.cost_usd:.4f} this run", highlight=False
+        f"{report.total} requests: {report.cached} cached, {report.sent} sent, {report.replayed} replayed "
+        f"({report.ok} ok, {report.errors} errors), {report.missing} without a recording; "
+        f"spent ${report.cost_usd:.4f} this run", highlight=False
     )
     for t in report.by_teacher.values():
         if t.unmatched:

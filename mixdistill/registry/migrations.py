@@ -393,3 +393,26 @@ def m006_runs_process(con: duckdb.DuckDBPyConnection) -> None:
         ALTER TABLE runs ADD COLUMN host VARCHAR;
         """
     )
+
+
+@migration
+def m007_audit_failures_reasons(con: duckdb.DuckDBPyConnection) -> None:
+    """`audit_failures` lists failures only (no `correct` rows), and a failed verdict shows its own reason
+    (`no-answer`, `non-numeric`, `non-finite`, `wrong-answer`...) instead of calling every one `wrong-answer`."""
+    con.execute(
+        """
+        CREATE OR REPLACE VIEW audit_failures AS
+        SELECT f.teacher, f.mode, f.task, v.rule,
+               coalesce(CASE WHEN e.status <> 'ok' THEN e.status END,
+                        CASE WHEN f.status <> 'ok' THEN 'generation-' || f.status END,
+                        CASE WHEN v.correct = false THEN coalesce(v.reason, 'wrong-answer') END,
+                        'unverified') AS outcome,
+               CASE WHEN e.status <> 'ok' THEN e.error_class END AS error_class,
+               count(*)::BIGINT AS n
+        FROM generation_facts f
+        LEFT JOIN latest_verdicts v USING (request_key)
+        LEFT JOIN latest_executions e USING (request_key)
+        WHERE v.correct IS DISTINCT FROM true
+        GROUP BY ALL ORDER BY n DESC;
+        """
+    )
