@@ -85,8 +85,8 @@ def _rss_mib() -> float:
 
 
 def _child(recipe, queue) -> None:
-    """In a fresh process: train, sampling RSS every 20 ms per phase (setup, training steps, evaluation, saving);
-    the overall peak is ru_maxrss (KiB on Linux)."""
+    """In a fresh process: train, sampling RSS every 20 ms and at every phase switch (setup, training steps,
+    evaluation, saving); the overall peak is ru_maxrss (KiB on Linux) or the highest sample, whichever is larger."""
     import threading
 
     from rich.console import Console
@@ -95,24 +95,35 @@ def _child(recipe, queue) -> None:
 
     phase, peaks, stop = ["setup"], {}, threading.Event()
 
+    def sample_now() -> None:
+        peaks[phase[0]] = max(peaks.get(phase[0], 0.0), _rss_mib())
+
+    def enter(name: str) -> str:
+        """Switch phase, sampling at both edges: a phase shorter than the sampling interval is still measured."""
+        before = phase[0]
+        sample_now()
+        phase[0] = name
+        sample_now()
+        return before
+
     class Phased(run.MixTrainer):
         def train(self, *args, **kwargs):
-            phase[0] = "train"
+            enter("train")
             try:
                 return super().train(*args, **kwargs)
             finally:
-                phase[0] = "save"  # the final evaluation, then writing the adapter and the lineage
+                enter("save")  # the final evaluation, then writing the adapter and the lineage
 
         def evaluate(self, *args, **kwargs):
-            before, phase[0] = phase[0], "evaluate"
+            before = enter("evaluate")
             try:
                 return super().evaluate(*args, **kwargs)
             finally:
-                phase[0] = before
+                enter(before)
 
     def sample() -> None:
         while not stop.wait(0.02):
-            peaks[phase[0]] = max(peaks.get(phase[0], 0.0), _rss_mib())
+            sample_now()
 
     run.MixTrainer = Phased  # this process only exists for this run
     baseline = _rss_mib()
@@ -123,7 +134,10 @@ def _child(recipe, queue) -> None:
     seconds = time.perf_counter() - started
     stop.set()
     sampler.join()
-    queue.put({"baseline": baseline, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    # the kernel's high-water mark can trail a VmRSS sample taken just before memory was handed back (madvise), so
+    # the peak is the larger of the two
+    high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({"baseline": baseline, "peak": max(high_water, *peaks.values()),
                "seconds": seconds, "steps": result.metrics["global_step"],
                "phases": {k: round(v, 1) for k, v in peaks.items()}})
 
