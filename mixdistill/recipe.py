@@ -427,8 +427,11 @@ class EvalRecipe(_Model):
     max_concurrency: int = Field(16, ge=1, description="openai-compatible: requests in flight")
     program_timeout_s: float = Field(2.0, gt=0, description="wall-clock limit per PoT program")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores but one up to 4 cores, else all")
-
-
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="transformers: weights' dtype; auto = the model's own, bf16 on a CPU with native bf16")
+    decoder: Literal["fast", "generate"] = Field(
+        "fast", description="transformers: mixdistill's decoding loop (shared prefix, top-k sampling, finished rows "
+        "dropped) or transformers' generate()")
 
     def preflight(self) -> list[str]:
         """What `eval` checks before a model is loaded: a local model and the adapter exist."""

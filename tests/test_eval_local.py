@@ -87,7 +87,8 @@ def test_whole_loop_counts_and_determinism(tiny, task_file, tmp_path):
 
 
 def test_greedy_single_path(tiny, task_file, tmp_path):
-    r = recipe(tiny, task_file, k=1, modes=["pot"], batch_size=5)
+    # fp32: in bf16 a matmul's rounding depends on the batch shape, and a random model's near-tied logits flip
+    r = recipe(tiny, task_file, k=1, modes=["pot"], batch_size=5, precision="fp32")
     [result] = run_eval(r, tmp_path / "g.duckdb", tmp_path, progress=False)
     assert result.generated_paths == 5 and [m.mode for m in result.modes] == ["pot"]
     # greedy paths do not depend on batching: one problem per call gives the same text

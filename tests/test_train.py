@@ -280,8 +280,12 @@ def test_qlora_and_oom_give_the_setting_to_change(student, corpus_dir, tmp_path,
     if not torch.cuda.is_available():
         with pytest.raises(TrainError, match="lora.qlora"):
             load_student(qlora, load_tokenizer(qlora), resolve_precision("fp32"))
-        with pytest.raises(TrainError, match="precision: bf16"):
+        monkeypatch.setattr("mixdistill.cpu.cpu_has_bf16", lambda: False)
+        with pytest.raises(TrainError, match="precision: bf16 on a CPU needs native bf16"):
             resolve_precision("bf16")
+        monkeypatch.setattr("mixdistill.cpu.cpu_has_bf16", lambda: True)  # AMX / AVX512-BF16: bf16 autocast allowed
+        assert resolve_precision("bf16").name == "bf16"
+        assert resolve_precision("auto").name == "fp32"  # never the CPU default: it changes a run's numbers
 
     def out_of_memory(self, *args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -95,13 +95,15 @@ def bench_eval(
     threads: list[int] | None = typer.Option(None, "--threads", help="torch CPU threads (repeatable: timed in turn; "
                                              "default: the recipes' default)"),
     model: Path | None = typer.Option(None, "--model", help="a local model folder instead of a random-weight --shape"),
+    variant: list[str] | None = typer.Option(None, "--variant", help="transformers DECODER:PRECISION, repeatable, "
+                                             "e.g. generate:fp32 fast:bf16 (default fast:auto)"),
     output: Path | None = typer.Option(None, "--json", help="write the results here"),
 ) -> None:
     """Generated tokens/s for k paths per problem with the evaluation backends; ratios are to the first row."""
     from mixdistill.cpu import check_threads
     from mixdistill.errors import MixdistillError
     from mixdistill.evaluate.bench import bench_eval as run_bench
-    from mixdistill.evaluate.bench import format_rows, rows_json
+    from mixdistill.evaluate.bench import format_rows, parse_variant, rows_json
 
     for n in threads or []:
         check_threads(n, "--threads")
@@ -109,7 +111,8 @@ def bench_eval(
     unknown = [n for n in names if n not in ("transformers", "vllm")]
     if unknown:
         raise MixdistillError(f"--backend: unknown backend {unknown[0]!r}; use transformers or vllm")
-    rows = run_bench(shape, names, problems, k, max_tokens, batch or [8], state.data_dir, threads, model)
+    variants = [parse_variant(v) for v in variant or []]
+    rows = run_bench(shape, names, problems, k, max_tokens, batch or [8], state.data_dir, threads, model, variants)
     if output:
         output.write_text(rows_json(rows), encoding="utf-8")
     console.print(format_rows(rows), highlight=False)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from mixdistill.cpu import cpu_has_bf16
 from mixdistill.errors import MixdistillError
 from mixdistill.ids import canonical_json, content_hash
 from mixdistill.mix import model_input
@@ -108,8 +109,10 @@ class TransformersBackend:
         self.template = student_template(recipe) if recipe.prompt == "student" else None
 
     def identity(self) -> dict:
+        """The decoder and the weights' dtype are part of it: bf16 and fp32 greedy paths can differ."""
         return {"backend": self.name, "model": self.recipe.model, "revision": self.recipe.revision,
-                "adapter": adapter_identity(self.recipe.adapter), "prompt": prompt_identity(self.recipe, self.template)}
+                "adapter": adapter_identity(self.recipe.adapter), "prompt": prompt_identity(self.recipe, self.template),
+                "decoder": self.recipe.decoder, "dtype": str(eval_dtype(self.recipe.precision)).removeprefix("torch.")}
 
     def check(self) -> None:
         import torch
@@ -135,42 +138,65 @@ class TransformersBackend:
         return prompt_ids(self.tokenizer, r.text)
 
     def generate(self, batch: list[PathRequest], k: int) -> list[list[Completion]]:
-        torch, tok = self._torch, self.tokenizer
         s: Sampling = self.recipe.sampling
         ids = [self._ids(r) for r in batch]
+        generator = None
+        if k > 1:
+            # one seed per batch derived from its problems: a rerun (or a resumed run) draws the same paths
+            seed = path_seed(s.seed, "|".join(r.problem.problem_id for r in batch), batch[0].mode)
+            if seed is not None:
+                generator = self._torch.Generator(device=self.model.device).manual_seed(seed)
+        new = self._fast(ids, k, generator) if self.recipe.decoder == "fast" else self._generate(ids, k, generator)
+        raise_if_stopped()
+        eos = self._eos()
+        results = []
+        for i, _ in enumerate(batch):
+            paths = []
+            for seq in new[i]:
+                ended = next((n for n, t in enumerate(seq) if t in eos), None)
+                kept = seq if ended is None else seq[:ended]
+                text = self.tokenizer.decode(kept, skip_special_tokens=True)
+                if self._cut_at_question:
+                    text = text.split(COMPLETION_STOP, 1)[0]
+                paths.append(Completion(text, len(kept) + (ended is not None)))
+            results.append(paths)
+        return results
+
+    @property
+    def _cut_at_question(self) -> bool:
+        """A base model's few-shot completion runs on into an exemplar of its own: cut at the next "Question:"."""
+        return self.recipe.prompt == "few-shot" and not self.chat
+
+    def _fast(self, ids: list[list[int]], k: int, generator) -> list[list[list[int]]]:
+        from mixdistill.evaluate.decode import Decoding, generate_paths
+        from mixdistill.stopping import stop_requested
+
+        s = self.recipe.sampling
+        decoding = Decoding(s.max_tokens) if k == 1 else Decoding(s.max_tokens, s.temperature, s.top_p)
+        stop = (lambda seq: COMPLETION_STOP in self.tokenizer.decode(seq[-16:])) if self._cut_at_question else None
+        return generate_paths(self.model, ids, k, decoding, self._eos(), pad_id=self.tokenizer.pad_token_id,
+                              generator=generator, stop_text=stop, should_stop=stop_requested)
+
+    def _generate(self, ids: list[list[int]], k: int, generator) -> list[list[list[int]]]:
+        """transformers' own `generate` (`decoder: generate`): for models whose cache the fast loop cannot manage."""
+        torch, s = self._torch, self.recipe.sampling
         width = max(map(len, ids))
-        pad = tok.pad_token_id
+        pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
         kwargs = {"max_new_tokens": s.max_tokens, "pad_token_id": pad, "num_return_sequences": k}
         if k > 1:
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
-            # one seed per batch derived from its problems: a rerun (or a resumed run) draws the same paths
-            seed = path_seed(s.seed, "|".join(r.problem.problem_id for r in batch), batch[0].mode)
-            if seed is not None:
-                torch.manual_seed(seed)
+            if generator is not None:
+                torch.manual_seed(generator.initial_seed())
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         device = self.model.device
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs,
                                       stopping_criteria=generation_stopper())
-        raise_if_stopped()
         new = out[:, width:].tolist()
-        eos = self._eos()
-        results = []
-        for i, _ in enumerate(batch):
-            paths = []
-            for j in range(k):
-                seq = new[i * k + j]
-                ended = next((n for n, t in enumerate(seq) if t in eos), None)
-                kept = seq if ended is None else seq[:ended]
-                text = tok.decode(kept, skip_special_tokens=True)
-                if self.recipe.prompt == "few-shot" and not self.chat:
-                    text = text.split(COMPLETION_STOP, 1)[0]
-                paths.append(Completion(text, len(kept) + (ended is not None)))
-            results.append(paths)
-        return results
+        return [new[i * k : (i + 1) * k] for i in range(len(ids))]
 
     def _eos(self) -> set[int]:
         configured = self.model.generation_config.eos_token_id
@@ -233,6 +259,18 @@ def load_eval_tokenizer(recipe: EvalRecipe):
     return tok
 
 
+def eval_dtype(precision: str):
+    """The dtype an evaluation loads weights in. `auto`: the model's own on a GPU, bf16 on a CPU with native bf16,
+    else the model's own ("auto" for transformers)."""
+    import torch
+
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp32":
+        return torch.float32
+    return torch.bfloat16 if not torch.cuda.is_available() and cpu_has_bf16() else "auto"
+
+
 def load_eval_model(recipe: EvalRecipe):
     """Base model (+ adapter, merged for speed) on the GPU when there is one."""
     import torch
@@ -241,7 +279,8 @@ def load_eval_model(recipe: EvalRecipe):
     config = check_adapter(recipe)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        model = AutoModelForCausalLM.from_pretrained(recipe.model, revision=recipe.revision, dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(recipe.model, revision=recipe.revision,
+                                                     dtype=eval_dtype(recipe.precision))
     except (OSError, ValueError) as e:
         raise EvalError(f"model: cannot load {recipe.model}: {str(e).splitlines()[0]}") from None
     if config is not None:
@@ -262,6 +301,10 @@ class VLLMBackend(TransformersBackend):
     Only the model and generation differ from the transformers backend: prompts are the same token ids."""
 
     name = "vllm"
+
+    def identity(self) -> dict:
+        return {"backend": self.name, "model": self.recipe.model, "revision": self.recipe.revision,
+                "adapter": adapter_identity(self.recipe.adapter), "prompt": prompt_identity(self.recipe, self.template)}
 
     def check(self) -> None:
         try:

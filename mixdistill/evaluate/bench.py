@@ -29,6 +29,8 @@ SHAPES = {
 class BenchRow:
     backend: str
     shape: str  # a random shape's name, or the local model folder's name
+    decoder: str  # transformers: fast | generate (vllm: its own)
+    dtype: str
     threads: int
     problems: int
     k: int
@@ -84,9 +86,21 @@ def build_model(shape: str, workdir: Path, texts: list[str]) -> Path:
     return out
 
 
-def _recipe(model: Path, k: int, max_tokens: int, batch: int, backend: str) -> EvalRecipe:
+def _recipe(model: Path, k: int, max_tokens: int, batch: int, backend: str, variant: tuple[str, str]) -> EvalRecipe:
+    decoder, precision = variant
     return EvalRecipe(name="bench", model=str(model), backend=backend, tasks=[TaskRef(task="svamp")], k=k,
-                      batch_size=batch, sampling=Sampling(temperature=0.7, top_p=0.95, max_tokens=max_tokens, seed=0))
+                      batch_size=batch, sampling=Sampling(temperature=0.7, top_p=0.95, max_tokens=max_tokens, seed=0),
+                      decoder=decoder, precision=precision)
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    """`DECODER:PRECISION` (e.g. `generate:fp32`, `fast:bf16`; either part may be left out)."""
+    decoder, _, precision = text.partition(":")
+    decoder, precision = decoder or "fast", precision or "auto"
+    if decoder not in ("fast", "generate") or precision not in ("auto", "bf16", "fp32"):
+        raise EvalError(f"--variant: {text!r} is not DECODER:PRECISION with DECODER fast|generate and PRECISION "
+                        "auto|bf16|fp32")
+    return decoder, precision
 
 
 def _transformers(recipe: EvalRecipe, shape: str) -> TransformersBackend:
@@ -106,6 +120,7 @@ def _transformers(recipe: EvalRecipe, shape: str) -> TransformersBackend:
     backend.tokenizer = load_eval_tokenizer(recipe)
     with torch.device("cuda"):
         backend.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(recipe.model), dtype=torch.bfloat16)
+    backend.model.generation_config.pad_token_id = backend.tokenizer.pad_token_id
     backend.model.eval()
     return backend
 
@@ -125,15 +140,18 @@ def _vllm(recipe: EvalRecipe, shape: str) -> VLLMBackend:
 
 
 def run_backend(name: str, shape: str, model: Path, problems: list[Problem], k: int, max_tokens: int,
-                batches: list[int], threads: list[int], label: str | None = None) -> list[BenchRow]:
-    """One backend (one model load: vLLM keeps most of the GPU until the process ends), timed at each batch size and
-    torch CPU thread count."""
+                batches: list[int], threads: list[int], label: str | None = None,
+                variant: tuple[str, str] = ("fast", "auto")) -> list[BenchRow]:
+    """One backend and variant (one model load: vLLM keeps most of the GPU until the process ends), timed at each
+    batch size and torch CPU thread count."""
     import torch
 
     from mixdistill.cpu import set_threads
 
-    recipe = _recipe(model, k, max_tokens, max(batches), name)
+    recipe = _recipe(model, k, max_tokens, max(batches), name, variant)
     backend = _transformers(recipe, shape) if name == "transformers" else _vllm(recipe, shape)
+    decoder = recipe.decoder if name == "transformers" else name
+    dtype = str(getattr(backend, "model", None).dtype if name == "transformers" else "bfloat16").removeprefix("torch.")
     requests = [backend.request(p, "cot") for p in problems]
     label = label or shape
     rows = []
@@ -147,8 +165,8 @@ def run_backend(name: str, shape: str, model: Path, problems: list[Problem], k: 
                 out = backend.generate(requests[i : i + batch], k)
                 tokens += sum(c.tokens for row in out for c in row)
                 paths += sum(len(row) for row in out)
-            rows.append(BenchRow(name, label, torch.get_num_threads(), len(problems), k, batch, max_tokens, paths,
-                                 tokens, time.perf_counter() - started))
+            rows.append(BenchRow(name, label, decoder, dtype, torch.get_num_threads(), len(problems), k, batch,
+                                 max_tokens, paths, tokens, time.perf_counter() - started))
     backend.close()
     _free_gpu()
     return rows
@@ -166,10 +184,12 @@ def _free_gpu() -> None:
 
 
 def bench_eval(shape: str, backends: list[str], problems: int, k: int, max_tokens: int, batches: list[int],
-               data_dir: Path | None, threads: list[int] | None = None, model: Path | None = None) -> list[BenchRow]:
+               data_dir: Path | None, threads: list[int] | None = None, model: Path | None = None,
+               variants: list[tuple[str, str]] | None = None) -> list[BenchRow]:
     """Backends in the order given; run transformers before vllm on one GPU (vLLM does not give its memory back).
     `threads`: torch CPU thread counts to time one after the other (default: the `threads` default of a recipe);
-    `model`: a local model folder instead of a random-weight shape (e.g. the demo's SmolLM2-135M-Instruct)."""
+    `model`: a local model folder instead of a random-weight shape (e.g. the demo's SmolLM2-135M-Instruct);
+    `variants`: (decoder, precision) pairs of the transformers backend, each timed with its own model load."""
     from mixdistill.cpu import default_threads
 
     if model is None and shape not in SHAPES:
@@ -182,19 +202,21 @@ def bench_eval(shape: str, backends: list[str], problems: int, k: int, max_token
         folder = model or build_model(shape, Path(tmp), [p.question for p in ps] + ["[CoT] [PoT] ans = 1 + 2"])
         for name in backends:
             # a local model loads like the tiny shape: from its folder
-            rows += run_backend(name, "tiny" if model else shape, folder, ps, k, max_tokens, batches,
-                                threads or [default_threads()], label=Path(model).name if model else None)
+            for variant in (variants or [("fast", "auto")]) if name == "transformers" else [("fast", "auto")]:
+                rows += run_backend(name, "tiny" if model else shape, folder, ps, k, max_tokens, batches,
+                                    threads or [default_threads()], label=Path(model).name if model else None,
+                                    variant=variant)
     return rows
 
 
 def format_rows(rows: list[BenchRow]) -> str:
     base = rows[0].tokens_per_s if rows else 0.0
-    lines = [f"{'backend':<13} {'model':<22} {'threads':>7} {'batch':>5} {'paths':>6} {'tokens':>8} {'seconds':>8} "
-             f"{'tok/s':>9} {'ratio':>6}"]
+    lines = [f"{'backend':<13} {'model':<22} {'decoder':<8} {'dtype':<8} {'threads':>7} {'batch':>5} {'paths':>6} "
+             f"{'tokens':>8} {'seconds':>8} {'tok/s':>9} {'ratio':>6}"]
     for r in rows:
         ratio = r.tokens_per_s / base if base else 0.0
-        lines.append(f"{r.backend:<13} {r.shape:<22} {r.threads:>7} {r.batch:>5} {r.paths:>6} {r.tokens:>8} "
-                     f"{r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {ratio:>5.2f}x")
+        lines.append(f"{r.backend:<13} {r.shape:<22} {r.decoder:<8} {r.dtype:<8} {r.threads:>7} {r.batch:>5} "
+                     f"{r.paths:>6} {r.tokens:>8} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {ratio:>5.2f}x")
     return "\n".join(lines)
 
 

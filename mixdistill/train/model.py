@@ -22,15 +22,21 @@ class Precision:
 
 
 def resolve_precision(setting: str) -> Precision:
-    """`auto`: bf16 where the GPU supports it, else fp16 on a GPU, else fp32 (CPU)."""
+    """`auto`: bf16 where the GPU supports it, else fp16 on a GPU, else fp32 (CPU). `bf16` on a CPU is bf16 autocast
+    over fp32 weights, allowed where the CPU computes bf16 natively (AMX / AVX512-BF16); it is not the CPU default
+    because it changes the numbers a CPU run gives."""
     import torch
 
+    from mixdistill.cpu import cpu_has_bf16
+
     cuda = torch.cuda.is_available()
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    bf16_ok = torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16()
     if setting == "auto":
-        return Precision("bf16" if bf16_ok else "fp16" if cuda else "fp32")
+        return Precision("bf16" if cuda and bf16_ok else "fp16" if cuda else "fp32")
     if setting == "bf16" and not bf16_ok:
-        raise TrainError("precision: bf16 needs a GPU that supports it (Ampere or newer); use fp16 or auto")
+        raise TrainError("precision: bf16 needs a GPU that supports it (Ampere or newer) or a CPU with native bf16 "
+                         "(AMX or AVX512-BF16); use fp16 or auto" if cuda else
+                         "precision: bf16 on a CPU needs native bf16 (AMX or AVX512-BF16), which this CPU lacks; use fp32 or auto")
     if setting == "fp16" and not cuda:
         raise TrainError("precision: fp16 training needs a CUDA GPU; use fp32 or auto on CPU")
     return Precision(setting)
