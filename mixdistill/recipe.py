@@ -14,7 +14,7 @@ from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mixdistill.errors import RecipeError
 from mixdistill.settings import HOME_ENV, ModelRef, RecipePath, expand_path, is_model_path
@@ -485,6 +485,21 @@ def _derived(kind: type[BaseModel], settings: dict, row_fields: tuple[str, ...],
     return settings
 
 
+def _eval_parts(settings: dict) -> tuple[TaskRef, int, dict]:
+    """A reproduction's `eval:` as (task split with the limit, multi-path k, the EvalRecipe fields shared by all)."""
+    ref = settings.get("task", {"task": "svamp", "split": "test"})
+    try:
+        task = TaskRef.model_validate({**ref, "limit": settings.get("limit")})
+    except ValidationError as e:
+        raise ValueError("; ".join(f"task.{line}" for line in validation_lines(e))) from None
+    except TypeError:
+        raise ValueError("task: give a mapping, e.g. {task: svamp, split: test}") from None
+    k = settings.get("k", 10)
+    if not isinstance(k, int):
+        raise ValueError("k: give a whole number")
+    return task, k, {key: v for key, v in settings.items() if key not in ("task", "limit", "k")}
+
+
 class ReproduceRecipe(_Model):
     """The paper's table in one recipe: a corpus build, the teachers' replayed row, the base model few-shot, three
     students (CoT-, PoT-distilled, MD) with the same training settings, their single- and multi-path evals and the
@@ -504,16 +519,25 @@ class ReproduceRecipe(_Model):
     train: dict = Field(default_factory=dict, description="TrainRecipe settings shared by the three students")
     eval: dict = Field(default_factory=dict, description="EvalRecipe settings shared by every eval, plus task, limit, k")
 
+    @field_validator("train")
+    @classmethod
+    def _check_train_settings(cls, value: dict) -> dict:
+        return _derived(TrainRecipe, value, _ROW_TRAIN_FIELDS,
+                        {"name": "x", "student": "x", "corpus": {"parquet": "x"}, "output_dir": "x"})
+
+    @field_validator("eval")
+    @classmethod
+    def _check_eval_settings(cls, value: dict) -> dict:
+        task, k, shared = _eval_parts(value)
+        if k < 2:
+            raise ValueError("k: the multi-path k must be >= 2 (k=1, greedy, is always evaluated too)")
+        for n in (1, k):
+            _derived(EvalRecipe, {**shared, "k": n}, _ROW_EVAL_FIELDS,
+                     {"name": "x", "model": "x", "tasks": [task.model_dump(exclude_defaults=True)]})
+        return value
+
     @model_validator(mode="after")
-    def _check_reproduce(self) -> "ReproduceRecipe":
-        _derived(TrainRecipe, self.train, _ROW_TRAIN_FIELDS,
-                 {"name": "x", "student": "x", "corpus": {"parquet": "x"}, "output_dir": "x"})
-        shared = self.eval_settings
-        for k in (1, self.multi_k):
-            _derived(EvalRecipe, {**shared, "k": k}, _ROW_EVAL_FIELDS,
-                     {"name": "x", "model": "x", "tasks": [self.task.model_dump(exclude_defaults=True)]})
-        if self.multi_k < 2:
-            raise ValueError("eval.k: the multi-path k must be >= 2 (k=1, greedy, is always evaluated too)")
+    def _default_output(self) -> "ReproduceRecipe":
         if self.output_dir is None:
             self.output_dir = expand_path(f"${{{HOME_ENV}}}/reproduce/{self.name}")
         return self
@@ -521,20 +545,16 @@ class ReproduceRecipe(_Model):
     @property
     def task(self) -> TaskRef:
         """The one task split every row is evaluated on, with `eval.limit`."""
-        ref = self.eval.get("task", {"task": "svamp", "split": "test"})
-        try:
-            return TaskRef.model_validate({**ref, "limit": self.eval.get("limit")})
-        except (ValidationError, TypeError) as e:
-            raise ValueError(f"eval.task: {e}") from None
+        return _eval_parts(self.eval)[0]
 
     @property
     def multi_k(self) -> int:
-        return self.eval.get("k", 10)
+        return _eval_parts(self.eval)[1]
 
     @property
     def eval_settings(self) -> dict:
         """The EvalRecipe fields shared by every eval (without the reproduction's own task / limit / k)."""
-        return {k: v for k, v in self.eval.items() if k not in ("task", "limit", "k")}
+        return _eval_parts(self.eval)[2]
 
     def preflight(self) -> list[str]:
         """What `reproduce` checks before anything runs: the base model folder exists."""
