@@ -96,13 +96,14 @@ class Count:
 class ReproTable:
     """Rows (model) x columns (mode, k); None where a row has no such mode."""
 
+    title: str
     header: str
     k: int
     rows: dict[str, list[Count | None]]
 
     def markdown(self) -> str:
         heads = [h for _, _, h in columns(self.k)]
-        lines = [self.header, "", "| model | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(heads)]
+        lines = [f"# {self.title}", "", self.header, "", "| model | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(heads)]
         for row, cells in self.rows.items():
             lines.append(f"| {row} | " + " | ".join("" if c is None else count_text(c.correct, c.n) for c in cells) + " |")
         return "\n".join(lines) + "\n"
@@ -353,7 +354,8 @@ def reproduce(recipe: ReproduceRecipe, registry_path: Path, data_dir: Path, *, c
                 POT: results["eval pot"], ENSEMBLE: results["ensemble"], MD: results["eval mixed"]}
     table = read_table(job, evals_of, header_line(recipe, corpus, trains["mixed"], results, k, base[1]))
     seconds = {sid: s["seconds"] for sid, s in state.stages.items()}
-    return ReproduceResult(table, seconds, write_outputs(job.out, table, seconds, recipe.task.name))
+    task = f"{recipe.task.name}/{recipe.task.split_name}"
+    return ReproduceResult(table, seconds, write_outputs(job.out, table, seconds, task))
 
 
 def header_line(recipe: ReproduceRecipe, corpus: dict, md_train: TrainRecipe, results: dict, k: int,
@@ -377,25 +379,42 @@ def read_table(job: Reproduction, evals_of: dict[str, dict], header: str) -> Rep
     for row in ROWS:
         by_k = evals_of[row]
         rows[row] = [counts.get((by_k.get(str(k)) or {}).get(mode, "")) for mode, k, _ in columns(job.recipe.multi_k)]
-    return ReproTable(header, job.recipe.multi_k, rows)
+    return ReproTable(f"Reproduction {job.recipe.name}", header, job.recipe.multi_k, rows)
+
+
+def plot_png(table: ReproTable, task: str) -> bytes:
+    """The house plot (`evaluate.report`), one group per column, with each bar's 95% interval drawn on it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(table.as_report_table(task))
+    ax = fig.axes[0]
+    for bars, cells in zip(list(ax.containers), table.rows.values()):  # the bar containers, one per row
+        for bar, c in zip(bars, cells):
+            if c is not None:
+                lo, hi = wilson(c.correct, c.n)
+                x = bar.get_x() + bar.get_width() / 2
+                ax.errorbar(x, 100 * c.accuracy, [[100 * (c.accuracy - lo)], [100 * (hi - c.accuracy)]], fmt="none",
+                            ecolor="black", elinewidth=0.8, capsize=2)
+    ax.set_title(f"{task}: accuracy per model, greedy and k={table.k} votes (bars: 95% Wilson interval)")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def write_outputs(out: Path, table: ReproTable, seconds: dict[str, float], task: str) -> list[Path]:
     """table.md, table.png and table.json, rewritten by every run."""
-    import matplotlib.pyplot as plt
-
     out.mkdir(parents=True, exist_ok=True)
     total = round(sum(seconds.values()), 1)
     times = "\n".join(f"| {sid} | {s:.1f} |" for sid, s in seconds.items())
     md = out / "table.md"
-    md.write_text(f"# {table.header.split(';')[0]}\n\n" + table.markdown()
+    md.write_text(table.markdown()
                   + f"\nWall time per stage (all attempts of a resumed run):\n\n| stage | seconds |\n| --- | ---: |\n"
                   f"{times}\n| total | {total:.1f} |\n\n![accuracy](table.png)\n", encoding="utf-8")
-    fig = plot_figure(table.as_report_table(task))
-    fig.axes[0].set_title(f"{task}: accuracy per model (greedy and k={table.k} votes)")
     png = out / "table.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png.write_bytes(plot_png(table, task))
     cells = {row: {h: None if c is None else {"correct": c.correct, "n": c.n, "accuracy": c.accuracy,
                                                "ci95": list(wilson(c.correct, c.n)), "eval_id": c.eval_id}
                    for (_, _, h), c in zip(columns(table.k), row_cells)}
