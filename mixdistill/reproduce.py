@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,17 +27,17 @@ from rich.console import Console
 from mixdistill import settings
 from mixdistill.build import build
 from mixdistill.corpus import CorpusError, export_path, load_version
+from mixdistill.cpu import available_cores
 from mixdistill.errors import MixdistillError
 from mixdistill.evaluate.report import Cell, Table, plot_figure
-from mixdistill.evaluate.run import load_task, stored_paths
+from mixdistill.evaluate.run import load_task, run_eval, stored_paths
 from mixdistill.evaluate.scores import Score, score
 from mixdistill.generate import plan_generation
 from mixdistill.ids import canonical_json, content_hash
 from mixdistill.recipe import BuildRecipe, EvalRecipe, ReproduceRecipe, TrainRecipe, load_for_run
 from mixdistill.registry import Registry
-from mixdistill.verify.rules import get_rule
-from mixdistill.evaluate import run_eval
 from mixdistill.train.run import ADAPTER_DIR, train as run_train
+from mixdistill.verify.rules import get_rule
 
 STATE_FILE = "state.json"
 TEACHERS, BASE, COT, POT, ENSEMBLE, MD = ("Teachers (published)", "Base few-shot", "CoT-distilled", "PoT-distilled",
@@ -45,7 +46,7 @@ ROWS = (TEACHERS, BASE, COT, POT, ENSEMBLE, MD)
 
 
 class ReproduceError(MixdistillError):
-    """The reproduction cannot run as reciped (e.g. a corpus config without the mode a row trains on)."""
+    """The reproduction cannot run as written (e.g. a corpus config without the mode a row trains on)."""
 
 
 @dataclass(frozen=True)
@@ -156,13 +157,15 @@ class Runner:
     state: State
     say: Callable[[str], None]
     total: int
+    scope: str  # the registry: a stage done against another registry is not done against this one
     done: int = 0
 
     def run(self, stage: Stage) -> dict:
         self.done += 1
         tag = f"[{self.done}/{self.total}] {stage.title}"
         before = self.state.stages.get(stage.id) or {}
-        same = before.get("key") == stage.key
+        key = _key(stage.key, self.scope)
+        same = before.get("key") == key
         if same and before.get("status") == "done":
             self.say(f"{tag} ... already done ({before['seconds']:.1f} s)")
             return before["result"]
@@ -173,10 +176,10 @@ class Runner:
             result = stage.run()
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            self.state.record(stage.id, stage.key, status, spent + time.monotonic() - started, {})
+            self.state.record(stage.id, key, status, spent + time.monotonic() - started, {})
             raise
         took = time.monotonic() - started
-        self.state.record(stage.id, stage.key, "done", spent + took, result)
+        self.state.record(stage.id, key, "done", spent + took, result)
         self.say(f"{tag}: done in {took:.1f} s")
         return result
 
@@ -323,7 +326,7 @@ def reproduce(recipe: ReproduceRecipe, registry_path: Path, data_dir: Path, *, c
     k = recipe.multi_k
     build_spec = job.build_recipe()
 
-    runner = Runner(state, say, total=10)
+    runner = Runner(state, say, total=10, scope=str(job.registry.resolve()))
     corpus = runner.run(Stage("corpus", f"corpus {build_spec.name}@{build_spec.version}", _key(_recipe_key(build_spec)),
                               job.corpus))
     check_modes(Path(corpus["export"]), corpus["ref"])  # before any training starts
@@ -408,11 +411,12 @@ def write_outputs(out: Path, table: ReproTable, seconds: dict[str, float], task:
     """table.md, table.png and table.json, rewritten by every run."""
     out.mkdir(parents=True, exist_ok=True)
     total = round(sum(seconds.values()), 1)
+    machine = f"{platform.platform()}, {platform.processor() or platform.machine()}, {available_cores()} cores available"
     times = "\n".join(f"| {sid} | {s:.1f} |" for sid, s in seconds.items())
     md = out / "table.md"
     md.write_text(table.markdown()
                   + f"\nWall time per stage (all attempts of a resumed run):\n\n| stage | seconds |\n| --- | ---: |\n"
-                  f"{times}\n| total | {total:.1f} |\n\n![accuracy](table.png)\n", encoding="utf-8")
+                  f"{times}\n| total | {total:.1f} |\n\nMachine: {machine}.\n\n![accuracy](table.png)\n", encoding="utf-8")
     png = out / "table.png"
     png.write_bytes(plot_png(table, task))
     cells = {row: {h: None if c is None else {"correct": c.correct, "n": c.n, "accuracy": c.accuracy,
@@ -421,5 +425,5 @@ def write_outputs(out: Path, table: ReproTable, seconds: dict[str, float], task:
              for row, row_cells in table.rows.items()}
     data = out / "table.json"
     data.write_text(json.dumps({"header": table.header, "k": table.k, "rows": cells, "stage_seconds": seconds,
-                                "total_seconds": total}, indent=1), encoding="utf-8")
+                                "total_seconds": total, "machine": machine}, indent=1), encoding="utf-8")
     return [md, png, data]
