@@ -237,8 +237,13 @@ class Reproduction:
         })
 
     def teacher_recipe(self) -> EvalRecipe:
+        """The teachers' eval on the same problems as every other row (its task split, with the reproduction's limit)."""
         spec = load_for_run(self.recipe.teacher_eval, EvalRecipe)
-        limit = self.recipe.task.limit
+        task = self.recipe.task
+        if [(t.name, t.split_name) for t in spec.tasks] != [(task.name, task.split_name)]:
+            raise ReproduceError(f"{self.recipe.teacher_eval}: tasks: the teachers' row must be evaluated on "
+                                 f"{task.name}/{task.split_name} only, like every other row")
+        limit = task.limit
         return spec.model_copy(update={"tasks": [t.model_copy(update={"limit": limit}) for t in spec.tasks]})
 
     def evaluate(self, *recipes: EvalRecipe) -> dict:

@@ -208,6 +208,16 @@ def test_recipe_settings_are_checked_as_the_recipes_they_become(tmp_path, tiny_s
     assert spec.output_dir.parts[-2:] == ("reproduce", "tiny")
 
 
+def test_the_teachers_row_must_use_the_same_task_split(tmp_path, tiny_student):
+    teachers = yaml.safe_load((REPO / "recipes" / "eval-published-svamp.yaml").read_text())
+    teachers["tasks"] = [{"task": "svamp", "split": "full"}]
+    (tmp_path / "teachers.yaml").write_text(yaml.safe_dump(teachers), encoding="utf-8")
+    spec = load_recipe(recipe_file(tmp_path, tiny_student, teacher_eval=str(tmp_path / "teachers.yaml")), ReproduceRecipe)
+    job = rep.Reproduction(spec, tmp_path / "r.duckdb", Path(os.environ["MIXDISTILL_DATA"]), None)
+    with pytest.raises(rep.ReproduceError, match=r"teachers' row must be evaluated on svamp/test only"):
+        job.teacher_recipe()
+
+
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "250", **env},
                           timeout=180)
