@@ -1,7 +1,8 @@
 """Recipes: the YAML files a user copies and edits, validated by pydantic before any work starts.
 
-Three kinds: `BuildRecipe` (tasks x teachers x modes -> a corpus), `TrainRecipe` (student + LoRA on a corpus) and
-`EvalRecipe` (model x task split x modes/paths). Unknown keys are errors, so a typo never silently falls back to a
+Four kinds: `BuildRecipe` (tasks x teachers x modes -> a corpus), `TrainRecipe` (student + LoRA on a corpus),
+`EvalRecipe` (model x task split x modes/paths) and `ReproduceRecipe` (the paper's table: one corpus, three students
+and every eval row, derived from shared train / eval settings). Unknown keys are errors, so a typo never silently falls back to a
 default. The MD paper publishes no prompts, sample counts or hyper-parameters: every such choice is a field here with
 a documented default.
 """
@@ -13,10 +14,10 @@ from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mixdistill.errors import RecipeError
-from mixdistill.settings import ModelRef, RecipePath, is_model_path
+from mixdistill.settings import HOME_ENV, ModelRef, RecipePath, expand_path, is_model_path
 from mixdistill.tasks import TASKS, CustomTask, HubSource
 
 Mode = Literal["cot", "pot"]
@@ -469,9 +470,107 @@ def _missing_paths(*fields: tuple[str, str]) -> list[str]:
             if value and is_model_path(value) and not Path(value).exists()]
 
 
-Recipe = BuildRecipe | TrainRecipe | EvalRecipe
-R = TypeVar("R", BuildRecipe, TrainRecipe, EvalRecipe)
-_KINDS: dict[str, type[BaseModel]] = {"build": BuildRecipe, "train": TrainRecipe, "eval": EvalRecipe}
+# Fields of the derived train / eval recipes that the reproduction sets per row (the rest are the shared settings).
+_ROW_TRAIN_FIELDS = ("kind", "name", "student", "corpus", "output_dir")
+_ROW_EVAL_FIELDS = ("kind", "name", "label", "model", "adapter", "prompt", "modes", "tasks")
+DEMO_STUDENT = "${MIXDISTILL_HOME}/models/SmolLM2-135M-Instruct"  # where `mixdistill fetch-demo-model` puts it
+
+
+def _derived(kind: type[BaseModel], settings: dict, row_fields: tuple[str, ...], placeholders: dict) -> dict:
+    """Shared settings checked by building the recipe they will become (so new fields of that recipe just work)."""
+    taken = sorted(set(settings) & set(row_fields))
+    if taken:
+        raise ValueError(f"{taken[0]}: set by the reproduction for each row; leave it out")
+    try:
+        kind.model_validate({**settings, **placeholders})
+    except ValidationError as e:
+        raise ValueError("; ".join(validation_lines(e))) from None
+    return settings
+
+
+def _eval_parts(settings: dict) -> tuple[TaskRef, int, dict]:
+    """A reproduction's `eval:` as (task split with the limit, multi-path k, the EvalRecipe fields shared by all)."""
+    ref = settings.get("task", {"task": "svamp", "split": "test"})
+    try:
+        task = TaskRef.model_validate({**ref, "limit": settings.get("limit")})
+    except ValidationError as e:
+        raise ValueError("; ".join(f"task.{line}" for line in validation_lines(e))) from None
+    except TypeError:
+        raise ValueError("task: give a mapping, e.g. {task: svamp, split: test}") from None
+    k = settings.get("k", 10)
+    if not isinstance(k, int):
+        raise ValueError("k: give a whole number")
+    return task, k, {key: v for key, v in settings.items() if key not in ("task", "limit", "k")}
+
+
+class ReproduceRecipe(_Model):
+    """The paper's table in one recipe: a corpus build, the teachers' replayed row, the base model few-shot, three
+    students (CoT-, PoT-distilled, MD) with the same training settings, their single- and multi-path evals and the
+    ensemble of the two single-mode students.
+
+    `train` holds TrainRecipe fields shared by the three students; `eval` holds EvalRecipe fields shared by every
+    eval, plus `task` (default svamp test), `limit` (first N problems; default all) and `k` (the multi-path k,
+    default 10; every row is also evaluated greedily, k=1).
+    """
+
+    kind: Literal["reproduce"] = "reproduce"
+    name: str
+    student: ModelRef = Field(DEMO_STUDENT, validate_default=True, description="base model folder")
+    corpus: RecipePath = Field(description="build recipe of the training corpus (built if not in the registry)")
+    teacher_eval: RecipePath = Field(description="eval recipe of the teachers' own row (e.g. eval-published-svamp.yaml)")
+    output_dir: RecipePath | None = Field(None, description="default: ${MIXDISTILL_HOME}/reproduce/<name>")
+    train: dict = Field(default_factory=dict, description="TrainRecipe settings shared by the three students")
+    eval: dict = Field(default_factory=dict, description="EvalRecipe settings shared by every eval, plus task, limit, k")
+
+    @field_validator("train")
+    @classmethod
+    def _check_train_settings(cls, value: dict) -> dict:
+        return _derived(TrainRecipe, value, _ROW_TRAIN_FIELDS,
+                        {"name": "x", "student": "x", "corpus": {"parquet": "x"}, "output_dir": "x"})
+
+    @field_validator("eval")
+    @classmethod
+    def _check_eval_settings(cls, value: dict) -> dict:
+        task, k, shared = _eval_parts(value)
+        if k < 2:
+            raise ValueError("k: the multi-path k must be >= 2 (k=1, greedy, is always evaluated too)")
+        for n in (1, k):
+            _derived(EvalRecipe, {**shared, "k": n}, _ROW_EVAL_FIELDS,
+                     {"name": "x", "model": "x", "tasks": [task.model_dump(exclude_defaults=True)]})
+        return value
+
+    @model_validator(mode="after")
+    def _default_output(self) -> "ReproduceRecipe":
+        if self.output_dir is None:
+            self.output_dir = expand_path(f"${{{HOME_ENV}}}/reproduce/{self.name}")
+        return self
+
+    @property
+    def task(self) -> TaskRef:
+        """The one task split every row is evaluated on, with `eval.limit`."""
+        return _eval_parts(self.eval)[0]
+
+    @property
+    def multi_k(self) -> int:
+        return _eval_parts(self.eval)[1]
+
+    @property
+    def eval_settings(self) -> dict:
+        """The EvalRecipe fields shared by every eval (without the reproduction's own task / limit / k)."""
+        return _eval_parts(self.eval)[2]
+
+    def preflight(self) -> list[str]:
+        """What `reproduce` checks before anything runs: the base model folder exists."""
+        if is_model_path(self.student) and not Path(self.student).exists():
+            return [f"student: model folder {self.student} does not exist; `mixdistill fetch-demo-model` fetches "
+                    "SmolLM2-135M-Instruct there (or set student: to a local model folder)"]
+        return []
+
+
+Recipe = BuildRecipe | TrainRecipe | EvalRecipe | ReproduceRecipe
+R = TypeVar("R", BuildRecipe, TrainRecipe, EvalRecipe, ReproduceRecipe)
+_KINDS: dict[str, type[BaseModel]] = {"build": BuildRecipe, "train": TrainRecipe, "eval": EvalRecipe,
+                                      "reproduce": ReproduceRecipe}
 
 
 def load_for_run(path: str | Path, expect: type[R]) -> R:

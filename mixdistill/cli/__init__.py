@@ -21,6 +21,7 @@ from mixdistill.cli import data  # noqa: F401  (data fetch)
 from mixdistill.cli import train  # noqa: F401  (train, push-adapter, bench train, bench startup)
 from mixdistill.cli import registry  # noqa: F401  (registry merge)
 from mixdistill.cli import scale  # noqa: F401  (bench scale)
+from mixdistill.cli import reproduce  # noqa: F401  (reproduce)
 from mixdistill.cli.app import app, click_exceptions, err_console
 from mixdistill.errors import MixdistillError
 from mixdistill.stopping import Stopped, exit_code_for, install_signal_handlers
