@@ -46,3 +46,33 @@ def test_readers_see_recent_commits_while_a_writer_holds_the_registry(cli, regis
     assert not snapshot_path(registry_path).exists()  # the writer cleans up after itself
     with Registry.open(registry_path, read_only=True) as reg:
         assert reg.path == registry_path
+
+
+def test_closing_during_a_snapshot_copy_interrupts_it_quietly(registry_path, monkeypatch, caplog):
+    """`close()` interrupts a copy in progress on purpose: that is not a failure to report."""
+    import threading
+
+    from mixdistill.registry.snapshot import Snapshots
+
+    copying = threading.Event()
+
+    class Cursor:
+        def __init__(self):
+            self.interrupted = threading.Event()
+
+        def interrupt(self):
+            self.interrupted.set()
+
+    def slow_copy(self):
+        self._cursor = cursor = Cursor()
+        copying.set()
+        cursor.interrupted.wait(10)
+        raise RuntimeError("INTERRUPT Error: Interrupted!")  # what duckdb raises in the interrupted COPY
+
+    monkeypatch.setattr(Snapshots, "_publish", slow_copy)
+    monkeypatch.setattr("mixdistill.registry.snapshot.MIN_INTERVAL_S", 0.0)
+    with caplog.at_level("WARNING", logger="mixdistill.registry.snapshot"):
+        with Registry.open(registry_path) as reg:
+            reg.insert("runs", [{"run_id": "r1", "kind": "build", "status": "done"}])
+            assert copying.wait(10)
+    assert not caplog.records

@@ -66,6 +66,8 @@ class Snapshots:
             try:
                 self.publish()
             except Exception as e:  # a snapshot is a convenience for readers; it must never break the writer
+                if self._stop.is_set():
+                    return  # `close()` interrupted the copy on purpose
                 log.warning("registry snapshot not published: %s", str(e).splitlines()[0] if str(e) else type(e).__name__)
                 self._next_at = time.monotonic() + 5.0
 
