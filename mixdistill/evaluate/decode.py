@@ -20,6 +20,7 @@ bf16 weights and sdpa attention all apply unchanged.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,12 +77,14 @@ def new_cache(config):
     cache = DynamicCache(config=config)
     layers = getattr(cache, "layers", None)
     if layers and all(type(layer) is DynamicLayer for layer in layers):
-        layer = __getattr__("GrowingLayer")
+        layer = growing_layer()
         cache.layers = [layer() for _ in layers]
     return cache
 
 
-def _growing_layer():
+@functools.cache
+def growing_layer():
+    """The `GrowingLayer` class, made on first use: transformers is imported only when decoding."""
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
@@ -129,13 +132,6 @@ def _growing_layer():
                 self._views()
 
     return GrowingLayer
-
-
-def __getattr__(name: str):
-    if name == "GrowingLayer":  # defined on first use: transformers is imported only when decoding
-        globals()[name] = _growing_layer()
-        return globals()[name]
-    raise AttributeError(name)
 
 
 def generate_paths(
