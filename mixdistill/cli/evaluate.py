@@ -97,6 +97,8 @@ def bench_eval(
     model: Path | None = typer.Option(None, "--model", help="a local model folder instead of a random-weight --shape"),
     variant: list[str] | None = typer.Option(None, "--variant", help="transformers DECODER:PRECISION, repeatable, "
                                              "e.g. generate:fp32 fast:bf16 (default fast:auto)"),
+    shots: int = typer.Option(0, "--shots", min=0, help="few-shot exemplars per prompt (the base model's prompt; "
+                              "0: the student format)"),
     output: Path | None = typer.Option(None, "--json", help="write the results here"),
 ) -> None:
     """Generated tokens/s for k paths per problem with the evaluation backends; ratios are to the first row."""
@@ -112,7 +114,8 @@ def bench_eval(
     if unknown:
         raise MixdistillError(f"--backend: unknown backend {unknown[0]!r}; use transformers or vllm")
     variants = [parse_variant(v) for v in variant or []]
-    rows = run_bench(shape, names, problems, k, max_tokens, batch or [8], state.data_dir, threads, model, variants)
+    rows = run_bench(shape, names, problems, k, max_tokens, batch or [8], state.data_dir, threads, model, variants,
+                     shots)
     if output:
         output.write_text(rows_json(rows), encoding="utf-8")
     console.print(format_rows(rows), highlight=False)

@@ -4,7 +4,8 @@ The model has random weights (nothing to download): `tiny` is the 2-layer test L
 Llama-2-7B's shape (4096 hidden, 32 layers, 32 heads, 11008 MLP) with the locally trained test tokenizer's vocabulary
 (about 600 tokens instead of 32000: the output layer is under 2% of a 7B model's FLOPs). vLLM builds the same shape
 with `load_format="dummy"`. Prompts are SVAMP questions in the student format when the data is there, else made-up
-ones. Tokens are counted up to each path's end-of-sequence (what an evaluation actually uses).
+ones; `shots` > 0 puts them in the base model's few-shot CoT prompt instead (a long prefix shared by every prompt,
+what the decoding loop's cascade attention is for). Tokens are counted up to each path's end-of-sequence (what an evaluation actually uses).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class BenchRow:
     batch: int
     max_tokens: int
     paths: int
+    shots: int
     tokens: int
     seconds: float
 
@@ -86,11 +88,13 @@ def build_model(shape: str, workdir: Path, texts: list[str]) -> Path:
     return out
 
 
-def _recipe(model: Path, k: int, max_tokens: int, batch: int, backend: str, variant: tuple[str, str]) -> EvalRecipe:
+def _recipe(model: Path, k: int, max_tokens: int, batch: int, backend: str, variant: tuple[str, str],
+            shots: int = 0) -> EvalRecipe:
     decoder, precision = variant
     return EvalRecipe(name="bench", model=str(model), backend=backend, tasks=[TaskRef(task="svamp")], k=k,
                       batch_size=batch, sampling=Sampling(temperature=0.7, top_p=0.95, max_tokens=max_tokens, seed=0),
-                      decoder=decoder, precision=precision)
+                      decoder=decoder, precision=precision, prompt="few-shot" if shots else "student",
+                      shots=shots or 4)
 
 
 def parse_variant(text: str) -> tuple[str, str]:
@@ -141,14 +145,14 @@ def _vllm(recipe: EvalRecipe, shape: str) -> VLLMBackend:
 
 def run_backend(name: str, shape: str, model: Path, problems: list[Problem], k: int, max_tokens: int,
                 batches: list[int], threads: list[int], label: str | None = None,
-                variant: tuple[str, str] = ("fast", "auto")) -> list[BenchRow]:
+                variant: tuple[str, str] = ("fast", "auto"), shots: int = 0) -> list[BenchRow]:
     """One backend and variant (one model load: vLLM keeps most of the GPU until the process ends), timed at each
     batch size and torch CPU thread count."""
     import torch
 
     from mixdistill.cpu import set_threads
 
-    recipe = _recipe(model, k, max_tokens, max(batches), name, variant)
+    recipe = _recipe(model, k, max_tokens, max(batches), name, variant, shots)
     backend = _transformers(recipe, shape) if name == "transformers" else _vllm(recipe, shape)
     decoder = recipe.decoder if name == "transformers" else name
     dtype = str(getattr(backend, "model", None).dtype if name == "transformers" else "bfloat16").removeprefix("torch.")
@@ -166,7 +170,7 @@ def run_backend(name: str, shape: str, model: Path, problems: list[Problem], k: 
                 tokens += sum(c.tokens for row in out for c in row)
                 paths += sum(len(row) for row in out)
             rows.append(BenchRow(name, label, decoder, dtype, torch.get_num_threads(), len(problems), k, batch,
-                                 max_tokens, paths, tokens, time.perf_counter() - started))
+                                 max_tokens, paths, shots, tokens, time.perf_counter() - started))
     backend.close()
     _free_gpu()
     return rows
@@ -185,11 +189,12 @@ def _free_gpu() -> None:
 
 def bench_eval(shape: str, backends: list[str], problems: int, k: int, max_tokens: int, batches: list[int],
                data_dir: Path | None, threads: list[int] | None = None, model: Path | None = None,
-               variants: list[tuple[str, str]] | None = None) -> list[BenchRow]:
+               variants: list[tuple[str, str]] | None = None, shots: int = 0) -> list[BenchRow]:
     """Backends in the order given; run transformers before vllm on one GPU (vLLM does not give its memory back).
     `threads`: torch CPU thread counts to time one after the other (default: the `threads` default of a recipe);
     `model`: a local model folder instead of a random-weight shape (e.g. the demo's SmolLM2-135M-Instruct);
-    `variants`: (decoder, precision) pairs of the transformers backend, each timed with its own model load."""
+    `variants`: (decoder, precision) pairs of the transformers backend, each timed with its own model load;
+    `shots`: few-shot exemplars per prompt (0: the student format)."""
     from mixdistill.cpu import default_threads
 
     if model is None and shape not in SHAPES:
@@ -205,18 +210,18 @@ def bench_eval(shape: str, backends: list[str], problems: int, k: int, max_token
             for variant in (variants or [("fast", "auto")]) if name == "transformers" else [("fast", "auto")]:
                 rows += run_backend(name, "tiny" if model else shape, folder, ps, k, max_tokens, batches,
                                     threads or [default_threads()], label=Path(model).name if model else None,
-                                    variant=variant)
+                                    variant=variant, shots=shots)
     return rows
 
 
 def format_rows(rows: list[BenchRow]) -> str:
     base = rows[0].tokens_per_s if rows else 0.0
-    lines = [f"{'backend':<13} {'model':<22} {'decoder':<8} {'dtype':<8} {'threads':>7} {'batch':>5} {'paths':>6} "
-             f"{'tokens':>8} {'seconds':>8} {'tok/s':>9} {'ratio':>6}"]
+    lines = [f"{'backend':<13} {'model':<22} {'decoder':<8} {'dtype':<8} {'threads':>7} {'batch':>5} {'shots':>5} "
+             f"{'paths':>6} {'tokens':>8} {'seconds':>8} {'tok/s':>9} {'ratio':>6}"]
     for r in rows:
         ratio = r.tokens_per_s / base if base else 0.0
         lines.append(f"{r.backend:<13} {r.shape:<22} {r.decoder:<8} {r.dtype:<8} {r.threads:>7} {r.batch:>5} "
-                     f"{r.paths:>6} {r.tokens:>8} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {ratio:>5.2f}x")
+                     f"{r.shots:>5} {r.paths:>6} {r.tokens:>8} {r.seconds:>8.2f} {r.tokens_per_s:>9.1f} {ratio:>5.2f}x")
     return "\n".join(lines)
 
 

@@ -171,6 +171,8 @@ def cascade_attention(module, query, key, value, attention_mask, dropout=0.0, sc
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    if kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None:
+        raise ValueError("the decoding loop's cascade attention has no sliding window or softcap: use decoder: generate")
     p_keys, p_values = layer.prefix
     rows, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
@@ -195,12 +197,17 @@ def cascade_attention(module, query, key, value, attention_mask, dropout=0.0, sc
 
 
 def _can_cascade(model, cache) -> bool:
-    """The cascade needs the CPU kernel, in-place cache layers, and attention modules that name their layer."""
+    """The cascade needs the CPU kernel, in-place cache layers, attention modules that name their layer, and plain
+    causal attention (no sliding window, no logit softcap)."""
     layers = getattr(cache, "layers", None)
     if model.device.type != "cpu" or not layers or type(layers[0]) is not growing_layer():
         return False
     attention = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
-    return len(attention) == len(layers) and getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
+    config = model.config
+    windowed = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    if windowed or getattr(config, "attn_logit_softcapping", None) is not None:
+        return False
+    return len(attention) == len(layers) and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
 
 
 @contextlib.contextmanager
