@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 import mixdistill.build
+import mixdistill.generate
 from mixdistill.registry import Registry
 from mixdistill.teachers.replay import normalize_question
 
@@ -39,20 +41,50 @@ def test_unchanged_build_keeps_the_export(cli, built, monkeypatch):
     manifest = json.loads((export / "export.json").read_text())
     assert set(manifest["files"]) >= {"mixed/train.parquet", "README.md", "report.html", "rejected/train.parquet"}
     assert manifest["version"]["fingerprint"] and manifest["corpus"] == "svamp-published@1.0.0"
+    assert manifest["generation_complete"] and manifest["requests"] == {"palm-540b": 800, "codex": 800}
     before = stamps(export)
-    monkeypatch.setattr(mixdistill.build, "build_version", _no_work)
-    monkeypatch.setattr(mixdistill.build, "export_version", _no_work)
+    for name in ("build_version", "export_version", "run_generation"):
+        monkeypatch.setattr(mixdistill.build, name, _no_work)
+    monkeypatch.setattr(mixdistill.generate, "plan_generation", _no_work)
     code, text, err = cli("build", str(RECIPE), "--out", str(out), "--no-progress")
     assert code == 0, err
     assert f"corpus svamp-published@1.0.0 unchanged since {manifest['written_at']}: export kept" in text
-    assert "0 sent" in text and "0 new verdicts" in text and "mixed 1" in text  # the version's figures, as before
+    assert "1600 requests, 1600 cached, 0 sent" in text and "(not planned:" in text
+    assert "0 new verdicts" in text and "mixed 1" in text  # the version's figures, as before
     assert stamps(export) == before
+
+
+def test_a_touched_source_file_is_planned_again_and_the_export_kept(cli, built, monkeypatch, tmp_path, shared_data):
+    out, export = built
+    recordings = tmp_path / "codex.jsonl"  # the PoT teacher's recordings, copied: same bytes, a newer file
+    spec = yaml.safe_load(RECIPE.read_text())
+    codex = next(t for t in spec["teachers"] if t["name"] == "codex")
+    source = Path(codex["path"].replace("${MIXDISTILL_DATA}", str(shared_data)))
+    recordings.write_bytes(source.read_bytes())
+    codex["path"] = str(recordings)
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(yaml.safe_dump(spec))
+    code, text, err = cli("build", str(moved), "--out", str(out), "--no-progress")  # another recipe text: re-exported
+    assert code == 0, err
+    assert "(not planned:" not in text and "export kept" not in text
+    code, text, err = cli("build", str(moved), "--out", str(out), "--no-progress")
+    assert code == 0 and "(not planned:" in text and "export kept" in text
+    recordings.touch()
+    before = stamps(export)
+    monkeypatch.setattr(mixdistill.build, "export_version", _no_work)
+    code, text, err = cli("build", str(moved), "--out", str(out), "--no-progress")
+    assert code == 0, err
+    assert "(not planned:" not in text and "0 sent" in text and "export kept" in text
+    code, text, err = cli("build", str(moved), "--out", str(out), "--no-progress")
+    assert code == 0 and "(not planned:" in text and "export kept" in text  # the manifest took the new stamp
+    assert {k: v for k, v in stamps(export).items() if k != "export.json"} == \
+        {k: v for k, v in before.items() if k != "export.json"}
 
 
 def _rebuilt(cli, out: Path) -> str:
     code, text, err = cli("build", str(RECIPE), "--out", str(out), "--no-progress")
     assert code == 0, err
-    assert "export kept" not in text and "(unchanged)" in text
+    assert "export kept" not in text and "(not planned:" not in text and "(unchanged)" in text
     return text
 
 

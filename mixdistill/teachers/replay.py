@@ -158,6 +158,14 @@ def load_recordings(path: Path, teacher: str, fields=None) -> Recordings:
     raise TeacherError(f"replay file {path}: not a PoT outputs JSONL, a PaLM CoT folder, a records JSONL or a .duckdb")
 
 
+def recording_files(path: Path) -> list[Path]:
+    """Every file `load_recordings` may read: the file, or the folder's files, and beside PaLM CoT files the task's
+    question files (what a build's sources stamp covers, `mixdistill.incremental`)."""
+    path = Path(path).expanduser()
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return files + sorted({q for f in files if _DSS_FILE.match(f.name) for q in f.parent.parent.glob("*.json")})
+
+
 def unmatched_recordings(recordings: Recordings, asked) -> tuple[int, list[str]]:
     """How many recorded (question, mode) pairs match none of `asked` ((question, mode) pairs), and the first few of
     their questions (normalised)."""
