@@ -3,16 +3,20 @@
 rich draws nothing while its output is not a terminal (a CI log, `> build.log`) until the bar ends, so a long stage
 was silent for its whole length. `Progress` here is rich's, plus a reporter thread that, when the console is not a
 terminal, prints one line per task every `LINE_EVERY_S`: done/total, rate, ETA and the task's own fields (errors,
-spend). Stages import `Progress` from here instead of from rich; nothing else changes for them.
+spend). A task that has not moved (a batch of long generations in flight) is repeated only every `QUIET_S`, so the
+log shows it alive without a screen of identical lines. Stages import `Progress` from here instead of from rich;
+nothing else changes for them.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 from rich import progress as rich_progress
 
 LINE_EVERY_S = 5.0
+QUIET_S = 60.0  # a task with nothing new is printed again after this long
 
 
 class Progress(rich_progress.Progress):
@@ -32,11 +36,18 @@ class Progress(rich_progress.Progress):
         super().stop()
 
     def _print_lines(self) -> None:
+        last: dict = {}  # task id -> (what it showed, when it was printed)
         while not self._lines_stop.wait(LINE_EVERY_S):
-            for line in self.lines():
+            now = time.monotonic()
+            for task, line in self.lines():
+                state = (task.completed, tuple(task.fields.items()))
+                shown = last.get(task.id)
+                if shown is not None and shown[0] == state and now - shown[1] < QUIET_S:
+                    continue
+                last[task.id] = (state, now)
                 self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    def lines(self) -> list[str]:
+    def lines(self) -> list[tuple[rich_progress.Task, str]]:
         """One plain line per unfinished task."""
         out = []
         for task in self.tasks:
@@ -47,7 +58,7 @@ class Progress(rich_progress.Progress):
             rate = f", {task.speed:.1f}/s" if task.speed else ""
             eta = f", ETA {task.time_remaining:.0f} s" if task.time_remaining is not None else ""
             extra = "".join(f", {k} {_fmt(v)}" for k, v in task.fields.items() if k != "rate")
-            out.append(f"{task.description}: {task.completed:.0f}{total}{pct}{rate}{eta}{extra}")
+            out.append((task, f"{task.description}: {task.completed:.0f}{total}{pct}{rate}{eta}{extra}"))
         return out
 
 

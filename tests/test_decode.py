@@ -103,3 +103,62 @@ def test_a_stop_string_ends_a_path_and_a_stop_request_ends_the_batch(model_and_t
     stopped = generate_paths(model, prompts, 1, Decoding(16), set(), pad_id=tok.pad_token_id,
                              should_stop=lambda: next(calls) >= 3)
     assert all(len(p[0]) == 3 for p in stopped)
+
+
+@pytest.mark.parametrize("same_length", [False, True])
+def test_cascade_attention_over_the_shared_prefix_changes_nothing(model_and_tok, monkeypatch, same_length):
+    """The prefix kept once and attended in a separate part gives the tokens of the prefix copied into every row,
+    greedy and sampled, with padded tails and with tails of one length (where transformers passes no mask)."""
+    import mixdistill.evaluate.decode as decode
+
+    model, tok = model_and_tok
+    exemplar = tok.encode(" ".join(TEXTS[:3]))
+    tails = [TEXTS[3]] * 3 if same_length else TEXTS[3:]
+    prompts = [exemplar + tok.encode(t) for t in tails]
+    calls = []
+    real = decode.cascade_attention
+    monkeypatch.setattr(decode, "cascade_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+
+    def run():
+        greedy = generate_paths(model, prompts, 1, Decoding(16), set(), pad_id=tok.pad_token_id)
+        sampled = generate_paths(model, prompts, 3, Decoding(16, temperature=1.0, top_p=0.9), set(),
+                                 pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(3))
+        return greedy, sampled
+
+    cascaded = run()
+    assert calls  # the cascade ran
+    monkeypatch.setattr(decode, "_can_cascade", lambda model, cache: False)
+    calls.clear()
+    assert run() == cascaded and not calls
+    assert model.config._attn_implementation != decode.CASCADE  # restored after each call
+
+
+@pytest.mark.parametrize("q_len", [1, 5])
+def test_cascade_attention_equals_attention_over_the_whole_sequence_with_grouped_heads(q_len):
+    """Against sdpa over [prefix copied per row | tail], with 6 query heads on 2 key/value heads, a padded row and
+    a row whose tail it cannot see (a padding query), in fp32."""
+    from types import SimpleNamespace
+
+    import mixdistill.evaluate.decode as decode
+
+    g = torch.Generator().manual_seed(0)
+    rows, heads, kv_heads, dim, prefix, tail = 3, 6, 2, 8, 7, q_len + 4
+    query = torch.randn(rows, heads, q_len, dim, generator=g)
+    key, value = (torch.randn(rows, kv_heads, tail, dim, generator=g) for _ in range(2))
+    p_key, p_value = (torch.randn(1, kv_heads, prefix, dim, generator=g) for _ in range(2))
+    allowed = torch.ones(rows, 1, q_len, prefix + tail, dtype=torch.bool)
+    allowed[..., prefix:] = torch.ones(q_len, tail, dtype=torch.bool).tril(tail - q_len)
+    allowed[1, ..., prefix : prefix + 2] = False  # row 1's tail starts with two padding slots
+    allowed[2, :, 0, prefix:] = False  # row 2's first query sees only the prefix
+    cache = SimpleNamespace(layers=[SimpleNamespace(prefix=(p_key, p_value))])
+    token = decode._ACTIVE.set(cache)
+    try:
+        ours, _ = decode.cascade_attention(SimpleNamespace(layer_idx=0), query, key, value, allowed, scaling=0.3)
+    finally:
+        decode._ACTIVE.reset(token)
+    whole_k = torch.cat([p_key.expand(rows, -1, -1, -1), key], dim=2)
+    whole_v = torch.cat([p_value.expand(rows, -1, -1, -1), value], dim=2)
+    theirs = torch.nn.functional.scaled_dot_product_attention(query, whole_k, whole_v, attn_mask=allowed, scale=0.3,
+                                                              enable_gqa=True).transpose(1, 2)
+    assert ours.shape == (rows, q_len, heads, dim)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)

@@ -31,6 +31,9 @@ from mixdistill.tasks import Problem
 
 
 
+# the fast loop (evaluate/decode.py) by version: bf16 paths differ between versions (2: cascade attention)
+FAST_DECODER = "fast/2"
+
 class EvalError(MixdistillError):
     """An evaluation cannot run as configured (model, adapter, backend, task split...)."""
 
@@ -112,7 +115,8 @@ class TransformersBackend:
         """The decoder and the weights' dtype are part of it: bf16 and fp32 greedy paths can differ."""
         return {"backend": self.name, "model": self.recipe.model, "revision": self.recipe.revision,
                 "adapter": adapter_identity(self.recipe.adapter), "prompt": prompt_identity(self.recipe, self.template),
-                "decoder": self.recipe.decoder, "dtype": str(eval_dtype(self.recipe.precision)).removeprefix("torch.")}
+                "decoder": FAST_DECODER if self.recipe.decoder == "fast" else self.recipe.decoder,
+                "dtype": str(eval_dtype(self.recipe.precision)).removeprefix("torch.")}
 
     def check(self) -> None:
         import torch

@@ -12,22 +12,32 @@ not need (measured on SmolLM2-135M, README "Evaluation speed"):
   is the set transformers keeps too (its default `top_k` is 50), so the distribution is the same: temperature, then
   top-k, then top-p over the renormalised top-k, then a draw;
 - a finished sequence stays in the batch until the longest one ends; here finished rows leave the KV cache once a
-  quarter of the rows has ended.
+  quarter of the rows has ended;
+- every row keeps, and every step reads, its own copy of the shared prefix's keys and values: with a 4-shot prompt
+  and 16 problems x 10 paths that is 2.6 GB read per token on SmolLM2-135M. On a CPU the prefix is kept once and
+  attention runs in two parts (cascade attention): all rows' queries against the one shared prefix, each row
+  against its own tail, merged exactly through the two parts' log-sum-exp.
 
-The model runs its ordinary forward (any transformers causal LM with a `DynamicCache`), so a merged LoRA adapter,
-bf16 weights and sdpa attention all apply unchanged.
+The model runs its ordinary forward (any transformers causal LM with a `DynamicCache`), so a merged LoRA adapter
+and bf16 weights apply unchanged; the cascade replaces the attention function (through transformers'
+`AttentionInterface`) for the duration of one call only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 COMPACT_SHARE = 0.25  # drop finished rows from the cache once this share of the active rows has ended
 SPARE = 64  # token slots a cache layer grows by at a time
+CASCADE = "mixdistill_cascade"  # the attention implementation's registered name
+_ACTIVE = contextvars.ContextVar("mixdistill_cascade_cache")  # the cache whose layers hold the shared prefixes
 
 
 @dataclass(frozen=True)
@@ -76,12 +86,14 @@ def new_cache(config):
     cache = DynamicCache(config=config)
     layers = getattr(cache, "layers", None)
     if layers and all(type(layer) is DynamicLayer for layer in layers):
-        layer = __getattr__("GrowingLayer")
+        layer = growing_layer()
         cache.layers = [layer() for _ in layers]
     return cache
 
 
-def _growing_layer():
+@functools.cache
+def growing_layer():
+    """The `GrowingLayer` class, made on first use: transformers is imported only when decoding."""
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
@@ -92,6 +104,17 @@ def _growing_layer():
             super().lazy_initialization(key_states, value_states)
             self.length = 0
             self.buffers = None
+            self.prefix = None  # (keys, values) of the prefix every row shares, batch 1, after `share_prefix`
+
+        def share_prefix(self, rows: int) -> None:
+            """Keep what is cached (batch 1) as the shared prefix, and start `rows` empty rows after it."""
+            self.prefix = (self.keys, self.values)
+            self.buffers = tuple(x.new_empty((rows, *x.shape[1:-2], SPARE, x.shape[-1])) for x in self.prefix)
+            self.length = 0
+            self._views()
+
+        def prefix_length(self) -> int:
+            return 0 if getattr(self, "prefix", None) is None else self.prefix[0].shape[-2]
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -116,26 +139,85 @@ def _growing_layer():
             self.keys, self.values = (b[..., : self.length, :] for b in self.buffers)
 
         def get_seq_length(self) -> int:
-            return self.length if self.is_initialized else 0
+            return self.prefix_length() + self.length if self.is_initialized else 0
 
         def batch_repeat_interleave(self, repeats: int) -> None:
-            if self.get_seq_length() > 0:
+            if self.length > 0:
                 self.buffers = tuple(b.repeat_interleave(repeats, dim=0) for b in self.buffers)
                 self._views()
 
         def batch_select_indices(self, indices) -> None:
-            if self.get_seq_length() > 0:
+            if self.length > 0:
                 self.buffers = tuple(b[indices, ...] for b in self.buffers)
                 self._views()
 
     return GrowingLayer
 
 
-def __getattr__(name: str):
-    if name == "GrowingLayer":  # defined on first use: transformers is imported only when decoding
-        globals()[name] = _growing_layer()
-        return globals()[name]
-    raise AttributeError(name)
+def _flash(query, key, value, mask, scale):
+    """Attention and its log-sum-exp per query (torch's CPU flash kernel); `mask` is additive, in the query's dtype."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=mask, scale=scale)
+
+
+def cascade_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention over [shared prefix | own tail] in two parts (`key`/`value` hold the rows' own tails only; the
+    prefix is the cache layer's, batch 1), merged by log-sum-exp. Grouped-query heads are folded into the query
+    length, so neither part repeats keys or values.
+
+    query: rows x heads x q x d; key, value: rows x kv_heads x tail x d; attention_mask: None or a boolean
+    rows x 1 x q x (prefix + tail) mask (True: attend). Returns rows x q x heads x d, as transformers expects."""
+    layer = _ACTIVE.get().layers[module.layer_idx]
+    if layer.prefix is None:  # the shared prefix's own pass
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    p_keys, p_values = layer.prefix
+    rows, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    folded = query.reshape(rows, kv_heads, heads // kv_heads * q_len, dim)  # (kv head, (group, position))
+    tail = key.shape[-2]
+    if attention_mask is None:  # no padding: causal within the tail (the queries are its last q_len positions)
+        allowed = torch.ones(q_len, tail, dtype=torch.bool, device=query.device).tril(tail - q_len)[None, None]
+    else:
+        allowed = attention_mask[..., p_keys.shape[-2]:]
+    allowed = allowed.expand(rows, 1, q_len, tail).repeat(1, 1, heads // kv_heads, 1)
+    additive = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device).masked_fill_(~allowed, float("-inf"))
+    out_t, lse_t = _flash(folded, key, value, additive, scaling)
+    lse_t = lse_t.masked_fill(~allowed.any(-1), float("-inf"))  # the kernel gives 0 for a row that sees nothing
+    # the prefix: every row's queries at once, against the one copy (batch 1, rows folded into the query length)
+    shared = folded.transpose(0, 1).reshape(1, kv_heads, -1, dim)
+    out_p, lse_p = _flash(shared, p_keys, p_values, None, scaling)
+    out_p = out_p.reshape(kv_heads, rows, -1, dim).transpose(0, 1)
+    lse_p = lse_p.reshape(kv_heads, rows, -1).transpose(0, 1)
+    total = torch.logaddexp(lse_p, lse_t)
+    out = (out_p * (lse_p - total).exp()[..., None] + out_t.nan_to_num(0.0) * (lse_t - total).exp()[..., None])
+    return out.to(query.dtype).reshape(rows, heads, q_len, dim).transpose(1, 2).contiguous(), None
+
+
+def _can_cascade(model, cache) -> bool:
+    """The cascade needs the CPU kernel, in-place cache layers, and attention modules that name their layer."""
+    layers = getattr(cache, "layers", None)
+    if model.device.type != "cpu" or not layers or type(layers[0]) is not growing_layer():
+        return False
+    attention = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
+    return len(attention) == len(layers) and getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+@contextlib.contextmanager
+def _cascade(model, cache) -> Iterator[None]:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(CASCADE, cascade_attention)
+    AttentionMaskInterface.register(CASCADE, sdpa_mask)  # boolean masks, None where none is needed
+    before = model.config._attn_implementation
+    token = _ACTIVE.set(cache)
+    model.config._attn_implementation = CASCADE
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = before
+        _ACTIVE.reset(token)
 
 
 def generate_paths(
@@ -164,10 +246,16 @@ def generate_paths(
         return model(**kwargs, **{cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
     shared = common_prefix(prompts)
     n_prompts = len(prompts)
-    with torch.inference_mode():
+    cascade = shared > 0 and _can_cascade(model, cache)
+    with torch.inference_mode(), (_cascade(model, cache) if cascade else contextlib.nullcontext()):
         if shared:
             forward(input_ids=torch.tensor([list(prompts[0][:shared])], device=device))
-            cache.batch_repeat_interleave(n_prompts)
+            # then kept once (cascade) or copied per prompt
+            if cascade:
+                for layer in cache.layers:
+                    layer.share_prefix(n_prompts)
+            else:
+                cache.batch_repeat_interleave(n_prompts)
         tails = [list(p[shared:]) for p in prompts]
         width = max(map(len, tails))
         ids = torch.tensor([[pad_id] * (width - len(t)) + t for t in tails], device=device)

@@ -44,7 +44,9 @@ def hidden_token_losses(hidden: torch.Tensor, lm_head, labels: torch.Tensor, chu
 
 
 def _chunk_loss(lm_head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(lm_head(hidden).float(), targets, reduction="none")
+    # the hidden states come out of accelerate's autocast wrapper of forward() in fp32, and this runs outside it:
+    # with bf16/fp16 weights they are cast to the head's dtype, as autocast would have done
+    return F.cross_entropy(lm_head(hidden.to(lm_head.weight.dtype)).float(), targets, reduction="none")
 
 
 def weighted_loss(
