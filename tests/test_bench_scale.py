@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from mixdistill.cli.scale import TIMEOUTS_PER_SIZE, _slope, write_synthetic
+from mixdistill.cli.scale import TIMEOUTS_PER_SIZE, _slope, rebuild_line, write_synthetic
 
 
 def test_synthetic_corpus_takes_every_verification_path(tmp_path):
@@ -25,6 +25,12 @@ def test_synthetic_corpus_takes_every_verification_path(tmp_path):
     assert any("depends" in c for c in cots)
     assert len((tmp_path / "task.jsonl").read_text().splitlines()) == 200
     assert _slope([10, 100], [1.0, 10.0]) == pytest.approx(1.0) and _slope([10], [1.0]) is None
+
+
+def test_rebuild_ratio_is_against_the_build_stage():
+    wall = {"generate": 20.0, "verify": 100.0, "build": 40.0, "rebuild (cached)": 1.0}
+    assert rebuild_line(10**6, wall) == ("cached rebuild at 1,000,000: 1.0 s = 2.5% of the first build (40.0 s; "
+                                         "target < 5%: met), 0.6% of generate + verify + build (160.0 s)")
 
 
 @pytest.mark.slow

@@ -39,16 +39,25 @@ def build(
     from mixdistill.build import build as run_build
     from mixdistill.generate import plan_generation
 
-    plan = plan_generation(spec, state.data_dir)  # keys, prompts, files checked before anything is written
+    from mixdistill.corpus import export_path
+    from mixdistill.incremental import generation_settled, read_manifest, sources_stamp
+
+    root = out or default_out()
+    manifest = read_manifest(export_path(root, spec.name, spec.version))
+    if generation_settled(manifest, sources_stamp(spec, state.data_dir or settings.data_dir())):
+        plan = None  # the last build planned from these same files: `build` plans only if the registry changed since
+    else:
+        plan = plan_generation(spec, state.data_dir)  # keys, prompts, files checked before anything is written
     from mixdistill.registry import Registry
     with Registry.open(state.registry) as reg:
-        result = run_build(reg, spec, out or default_out(), progress=progress_enabled(progress),
-                           data_dir=state.data_dir, plan=plan)
+        result = run_build(reg, spec, root, progress=progress_enabled(progress), data_dir=state.data_dir, plan=plan)
     g, v, ver = result.generation, result.verification, result.version
-    console.print(report_table(g))
+    if not result.generation_settled:
+        console.print(report_table(g))
     console.print(
         f"generation: {g.total} requests, {g.cached} cached, {g.sent} sent, {g.replayed} replayed, {g.errors} errors, "
-        f"${g.cost_usd:.4f}",
+        f"${g.cost_usd:.4f}" + (" (not planned: the recipe's files and the registry are as at the last build)"
+                                if result.generation_settled else ""),
         highlight=False,
     )
     console.print(f"verification: {v.verified} new verdicts ({v.correct} correct, {v.executed} programs run)",
@@ -60,6 +69,8 @@ def build(
         + " rows (train+validation)",
         highlight=False,
     )
+    if result.kept_since:
+        console.print(f"corpus {ver.ref} unchanged since {result.kept_since}: export kept", highlight=False)
     console.print(frame_table(pl.DataFrame(ver.stats["teacher_mode"]), title="teacher x mode"))
     console.print(f"\n[bold]where everything went[/]\n  registry: {state.registry}\n  export:   {result.export_dir}"
                   f"\n  card:     {result.export_dir / 'README.md'}\n  report:   {result.export_dir / 'report.html'}",

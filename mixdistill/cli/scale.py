@@ -160,6 +160,15 @@ def bench_scale(
         er = _slope(ns, [r[1][i].peak_rss_mb for r in results])
         if et is not None:
             console.print(f"{stage.name}: time ~ N^{et:.2f}, peak RSS ~ N^{er:.2f}", highlight=False)
-    first, cached = results[-1][1][2].wall_s, results[-1][1][3].wall_s
-    console.print(f"cached rebuild at {results[-1][0]:,}: {cached / first:.0%} of the first build "
-                  f"(target < 5%: {'met' if cached / first < 0.05 else 'not met'})", highlight=False)
+    for n, stages, _ in results:
+        console.print(rebuild_line(n, {st.name: st.wall_s for st in stages}), highlight=False)
+
+
+def rebuild_line(n: int, wall: dict[str, float]) -> str:
+    """The cached rebuild against the first build (mixing and export after generate and verify), and against the
+    whole first pass (generate + verify + build) a user pays on a fresh registry."""
+    cached, first = wall["rebuild (cached)"], wall["build"]
+    whole = first + wall["generate"] + wall["verify"]
+    return (f"cached rebuild at {n:,}: {cached:.1f} s = {cached / first:.1%} of the first build ({first:.1f} s; "
+            f"target < 5%: {'met' if cached / first < 0.05 else 'not met'}), {cached / whole:.1%} of generate + "
+            f"verify + build ({whole:.1f} s)")

@@ -87,6 +87,7 @@ def load(spec: CustomTask) -> list[Problem]:
     parse = parse_gold_number if spec.answer_type == "number" else parse_gold_bool
     problems = []
     seen_ids: dict[str, int] = {}
+    source = spec.source  # once: a property that parses the path (a second per 100,000 rows)
     for i, row in enumerate(df.iter_rows(named=True)):
         if spec.id:  # the id is the problem's identity: an empty or repeated one would merge rows silently
             sid = "" if row[spec.id] is None else str(row[spec.id]).strip()
@@ -111,7 +112,7 @@ def load(spec: CustomTask) -> list[Problem]:
                 question=question,
                 gold=gold,
                 gold_text=str(raw).strip(),
-                source=spec.source,
+                source=source,
                 source_id=str(row[spec.id]) if spec.id else str(i),
                 license=spec.license,
             )

@@ -27,12 +27,21 @@ DSS_BLOCK = 500
 _DSS_FILE = re.compile(r"^(?P<split>[a-z]+)_CoT_(?P<idx>\d+)\.json$")
 
 
+_ASCII_DROPPED = bytes(c for c in range(128) if unicodedata.category(chr(c)).startswith("P") and chr(c) not in ".,/:")
+_ASCII_PUNCTUATION = bytes.maketrans(_ASCII_DROPPED, b" " * len(_ASCII_DROPPED))
+_NOT_BETWEEN_DIGITS = re.compile(r"[.,/:](?:(?<![0-9].)|(?![0-9]))")  # these four are kept only between two digits
+
+
 def normalize_question(text: str) -> str:
     """What identifies a problem's question, so published outputs match as users have them: Unicode NFKC (full-width
     digits, ligatures, non-breaking spaces), case (casefold), punctuation (dropped, except a `.`, `,`, `/` or `:`
     between two digits, so "3.5" and "35" stay apart) and whitespace (collapsed). "Body\\nQuestion?" and
     "body question." are the same question."""
-    text = unicodedata.normalize("NFKC", str(text)).casefold()
+    text = str(text)
+    if text.isascii():  # the same result at C speed: NFKC is the identity on ASCII, casefold is lower
+        text = text.encode("ascii").lower().translate(_ASCII_PUNCTUATION).decode("ascii")
+        return " ".join(_NOT_BETWEEN_DIGITS.sub(" ", text).split())
+    text = unicodedata.normalize("NFKC", text).casefold()
     out = []
     for i, ch in enumerate(text):
         if unicodedata.category(ch).startswith("P"):
@@ -149,10 +158,20 @@ def load_recordings(path: Path, teacher: str, fields=None) -> Recordings:
     raise TeacherError(f"replay file {path}: not a PoT outputs JSONL, a PaLM CoT folder, a records JSONL or a .duckdb")
 
 
+def recording_files(path: Path) -> list[Path]:
+    """Every file `load_recordings` may read: the file, or the folder's files, and beside PaLM CoT files the task's
+    question files (what a build's sources stamp covers, `mixdistill.incremental`)."""
+    path = Path(path).expanduser()
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return files + sorted({q for f in files if _DSS_FILE.match(f.name) for q in f.parent.parent.glob("*.json")})
+
+
 def unmatched_recordings(recordings: Recordings, asked) -> tuple[int, list[str]]:
     """How many recorded (question, mode) pairs match none of `asked` ((question, mode) pairs), and the first few of
     their questions (normalised)."""
-    wanted = {(normalize_question(q), m) for q, m in asked}
+    asked = set(asked)  # each question once per mode: samples and modes repeat it
+    normalized = {q: normalize_question(q) for q in {q for q, _ in asked}}
+    wanted = {(normalized[q], m) for q, m in asked}
     missing = [q for q, m in recordings if (q, m) not in wanted]
     return len(missing), missing[:UNMATCHED_EXAMPLES]
 
