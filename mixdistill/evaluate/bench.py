@@ -5,7 +5,8 @@ Llama-2-7B's shape (4096 hidden, 32 layers, 32 heads, 11008 MLP) with the locall
 (about 600 tokens instead of 32000: the output layer is under 2% of a 7B model's FLOPs). vLLM builds the same shape
 with `load_format="dummy"`. Prompts are SVAMP questions in the student format when the data is there, else made-up
 ones; `shots` > 0 puts them in the base model's few-shot CoT prompt instead (a long prefix shared by every prompt,
-what the decoding loop's cascade attention is for). Tokens are counted up to each path's end-of-sequence (what an evaluation actually uses).
+what the decoding loop's cascade attention is for). Tokens are counted up to each path's end-of-sequence (what an
+evaluation actually uses).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _recipe(model: Path, k: int, max_tokens: int, batch: int, backend: str, vari
     return EvalRecipe(name="bench", model=str(model), backend=backend, tasks=[TaskRef(task="svamp")], k=k,
                       batch_size=batch, sampling=Sampling(temperature=0.7, top_p=0.95, max_tokens=max_tokens, seed=0),
                       decoder=decoder, precision=precision, prompt="few-shot" if shots else "student",
-                      shots=shots or 4)
+                      shots=shots)
 
 
 def parse_variant(text: str) -> tuple[str, str]:

@@ -114,7 +114,7 @@ def growing_layer():
             self._views()
 
         def prefix_length(self) -> int:
-            return 0 if getattr(self, "prefix", None) is None else self.prefix[0].shape[-2]
+            return 0 if self.prefix is None else self.prefix[0].shape[-2]
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
