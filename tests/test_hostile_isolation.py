@@ -123,9 +123,12 @@ def test_state_left_behind_never_reaches_the_next_program(sb):
         # 150 MB in files of at most 1 MB each: the whole-directory quota stops it
         "for i in range(150):\n    with open(f'f{i}', 'wb') as f:\n        f.write(b'0' * (1 << 20))\nans = 3",
         "import os\nans = len(os.listdir('.'))",
+        "import os\nos.chmod('.', 0o755)\nans = 4",  # a mode change alone leaves no entry behind
+        "import os\nans = oct(os.stat('.').st_mode & 0o7777)",
     ])
     assert results[1].answer == "fine"
     assert results[3].answer_number == 0 and results[5].answer_number == 0
+    assert results[7].answer == "0o700", results[7]
     if sb.isolation["scratch quota"].startswith("on"):
         assert results[4].status == "error" and "No space left" in results[4].error_message
 
@@ -307,6 +310,51 @@ def test_the_programs_frame_has_no_parent_holding_the_zygote(sb):
     assert hits == "[]", hits
     # 0, 1, 2 (/dev/null), its own result pipe, and the fd of the listing itself: no pipe to the host or the zygote
     assert len(fds.strip("[]").split(",")) <= 5, fds
+
+
+@pytest.mark.parametrize("guard", [True, False], ids=["guard", "os-only"])
+def test_no_message_reaches_the_next_program_through_the_scratch_directory_itself(guard):
+    """The scratch directory outlives its programs: an extended attribute or timestamps set on it must not carry a
+    message to the next one (the Python guard off too: the OS layers hold alone)."""
+    with Sandbox(workers=1, limits=SandboxLimits(**LIMITS, python_guard=guard)) as sb:
+        before, = sb.run_many(["import os\ns = os.stat('.')\nans = f'{s.st_atime_ns} {s.st_mtime_ns}'"])
+        results = sb.run_many([
+            "import os\nos.setxattr('.', 'user.msg', b'hello')\nans = 1",
+            "import os\nans = repr(os.listxattr('.'))",
+            "import os\nos.utime('.', ns=(123456789, 987654321))\nans = 1",
+            "import os\ns = os.stat('.')\nans = f'{s.st_atime_ns} {s.st_mtime_ns}'",
+        ])
+    assert results[0].status == "forbidden", results[0]
+    assert results[1].answer == "[]", results[1]
+    assert results[2].status == "ok" and results[3].answer == before.answer != "123456789 987654321", results[3]
+
+
+def test_an_oversized_result_is_dropped_and_never_reaches_the_next_program(sb):
+    """600 kB written to the result pipe (more than the zygote keeps): `crashed`, and the next program finds no byte
+    of it in the zygote's buffers it inherited (kept and spilled parts are both zeroed)."""
+    flood = "import os, sys\nos.write(sys._getframe(1).f_locals['result_fd'], b'Z' * 600_000)\nos._exit(0)\n"
+    look = ("import sys\nb = sys.modules['mixdistill.verify._worker']._BUFFERS\n"
+            "ans = sum(bytes(b[k]).count(b'Z') for k in ('view', 'spill'))")
+    flooded, after = sb.run_many([flood, look])
+    assert flooded.status == "crashed" and "unreadable result" in flooded.error_message, flooded
+    assert after.status == "ok" and after.answer_number == 0, after
+
+
+def test_no_module_within_reach_leads_to_ctypes_or_the_isolation_kit(sb):
+    """`ctypes` is refused as an import; nor may a program pick it up from an attribute of a loaded module (the
+    zygote's isolation module imports it and holds the libc handle and the seccomp kit)."""
+    probe = (
+        "import sys\nhits = []\n"
+        "for name, mod in list(sys.modules.items()):\n"
+        "    for attr, value in list(vars(mod).items()) if hasattr(mod, '__dict__') else []:\n"
+        "        kind = type(value).__name__\n"
+        "        label = getattr(value, '__name__', '') if kind == 'module' else ''\n"
+        "        if label in ('ctypes', '_ctypes', 'mixdistill.verify.isolation') or kind in ('CDLL', 'SeccompProgram'):\n"
+        "            hits.append(f'{name}.{attr}')\n"
+        "ans = repr(sorted(hits))"
+    )
+    (res,) = sb.run_many([probe])
+    assert res.status == "ok" and res.answer == "[]", res
 
 
 NON_ROOT_UID = 1000

@@ -13,12 +13,18 @@ Z never parses, keeps or even sees a program or a result: it forwards the child'
 zeroed buffer) with its own measurements to the host, which reads them as untrusted input (`results`). So no child
 inherits another program's source or output, live or freed, and nothing a child writes can crash Z.
 
+Cost model: a typical PoT program runs in ~40 us, but every page a child (or Z, after a fork) writes is a
+copy-on-write fault, ~4-5 us each on this project's VM, and a child used to take ~350 of them. So whatever can be done
+once is done once in Z (cwd, fds 0-2 and Python's stdio, the audit hook, one result pipe per slot), Z's loop keeps
+few objects alive, and the child writes its result without `json.dumps`. `mixdistill bench sandbox` measures it.
+
 Host -> slot: per program a `REQUEST` header (id, modules to preload, source length) then the UTF-8 source.
 Slot -> host: one ready frame (4-byte length + JSON), then per program a `REPLY` header + the child's result bytes.
 """
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import fcntl
 import gc
@@ -79,8 +85,9 @@ def _write_all(fd: int, data, write=os.write) -> None:
         view = view[n:]
 
 
-def _read_exact(fd: int, n: int) -> bytes | None:
-    buf = bytearray()
+def _read_rest(fd: int, head: bytes, n: int) -> bytes | None:
+    """`head` and what follows it on `fd`, up to `n` bytes in all (None if the stream ends first)."""
+    buf = bytearray(head)
     while len(buf) < n:
         chunk = os.read(fd, n - len(buf))
         if not chunk:
@@ -108,6 +115,10 @@ class _BoundedText(io.TextIOBase):
         self.tail = (self.tail + s[-400:])[-400:]
         return len(s)
 
+    def reset(self) -> None:
+        """Made once in the zygote (a new io object per child cost ~20 page faults); each child starts it empty."""
+        self.parts, self.size, self.tail = [], 0, ""
+
     def head(self) -> str:
         return "".join(self.parts)
 
@@ -133,20 +144,28 @@ class Forbidden(PermissionError):
     """Raised by the audit hook; the attempt is also recorded, so catching it does not hide it."""
 
 
+_BLOCKED_EVENTS = frozenset(
+    "os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty subprocess.Popen pty.spawn socket.__new__ "
+    "socket.connect socket.bind socket.getaddrinfo socket.gethostbyname socket.sendto ctypes.dlopen ctypes.dlsym "
+    "ctypes.cdata os.kill os.killpg signal.pthread_kill os.putenv os.unsetenv os.chown os.setxattr "
+    "sys.remote_exec _posixsubprocess.fork_exec gc.get_objects gc.get_referrers gc.get_referents".split()
+)
+_PATH_EVENTS = frozenset("os.remove os.rename os.rmdir os.truncate os.link os.symlink os.chmod os.mkdir os.utime "
+                         "shutil.rmtree shutil.copyfile shutil.move".split())
+_NO_IMPORT = frozenset(("ctypes", "_ctypes", "cffi", "pyseccomp", "mixdistill"))
+
+
 def _audit_guard(scratch: str, attempts: list):
     """The Python-level guard: a PEP 578 audit hook refusing process, network, ctypes and out-of-scratch file
-    operations. It is a tripwire for classification, not the boundary: the OS-level layers hold without it."""
-    blocked = frozenset(
-        "os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty subprocess.Popen pty.spawn socket.__new__ "
-        "socket.connect socket.bind socket.getaddrinfo socket.gethostbyname socket.sendto ctypes.dlopen ctypes.dlsym "
-        "ctypes.cdata os.kill os.killpg signal.pthread_kill os.putenv os.unsetenv os.chown os.setxattr "
-        "sys.remote_exec _posixsubprocess.fork_exec gc.get_objects gc.get_referrers gc.get_referents".split()
-    )
-    path_events = frozenset("os.remove os.rename os.rmdir os.truncate os.link os.symlink os.chmod os.mkdir os.utime "
-                            "shutil.rmtree shutil.copyfile shutil.move".split())
-    no_import = frozenset(("ctypes", "_ctypes", "cffi", "pyseccomp", "mixdistill"))
+    operations. It is a tripwire for classification, not the boundary: the OS-level layers hold without it.
+
+    The zygote installs it once, disarmed (its own fork and cleaning pass through); each child arms it just before
+    its program runs with the returned `arm`, which is not reachable from the program (building the hook in every
+    child cost ~30 copy-on-write page faults, ~5% of a program's cost)."""
+    blocked, path_events, no_import = _BLOCKED_EVENTS, _PATH_EVENTS, _NO_IMPORT
     prefix = scratch.rstrip("/") + "/"
     realpath, join, fspath = os.path.realpath, os.path.join, os.fspath
+    armed = [False]
 
     def inside(path) -> bool:
         if isinstance(path, int):
@@ -163,6 +182,8 @@ def _audit_guard(scratch: str, attempts: list):
         raise Forbidden(f"sandbox: {event} is not allowed {detail}".strip())
 
     def hook(event: str, args) -> None:
+        if not armed[0]:
+            return
         if event == "open":
             path, mode, flags = args
             writing = (mode is not None and any(c in mode for c in "wax+")) or (flags or 0) & _WRITE_FLAGS
@@ -176,9 +197,10 @@ def _audit_guard(scratch: str, attempts: list):
         elif event == "import" and args[0].partition(".")[0] in no_import:
             deny("import", args[0])
 
-    return hook
+    def arm() -> None:
+        armed[0] = True
 
-
+    return hook, arm
 
 
 def _exact_numbers() -> dict:
@@ -257,6 +279,21 @@ def describe_answer(value, exact: dict, type_=type, float_repr=float.__repr__):
     return text[:1000], {list: "list", tuple: "tuple", dict: "dict", set: "set"}.get(t, "object")
 
 
+def _encode_result(res: dict, text=json.encoder.encode_basestring_ascii, float_repr=float.__repr__) -> bytes:
+    """The flat result object as ASCII JSON. Written by hand because `json.dumps` builds a new C encoder per call,
+    ~15 copy-on-write page faults in a fresh child; the host parses it with `json` (`results`)."""
+    parts = []
+    for key, value in res.items():
+        kind = type(value)
+        if value is None:
+            parts.append(f'"{key}": null')
+        elif kind is float:
+            parts.append(f'"{key}": {float_repr(value)}')
+        else:
+            parts.append(f'"{key}": {text(value if kind is str else str(value))}')
+    return ("{" + ", ".join(parts) + "}").encode()
+
+
 def _classify_exception(exc: BaseException, attempts: list) -> str:
     if attempts or isinstance(exc, PermissionError):
         return "forbidden"
@@ -270,46 +307,40 @@ def _classify_exception(exc: BaseException, attempts: list) -> str:
 def _child(length: int, result_fd: int) -> None:
     """The forked child; never returns. Reads its program from the host's pipe, confines itself, forgets every object
     of the zygote (so the program's frame has no parent holding a fd, the seccomp kit or ctypes), runs the program
-    and writes one JSON result after `READ_MARK`."""
+    and writes one JSON result after `READ_MARK`.
+
+    Every page a child writes is a copy of the zygote's (~5 us each on a VM, the larger part of a program's cost), so
+    what can be done once is done in the zygote: cwd, fds 0-2, stdout, the audit hook."""
     st = _STATE
-    os.close(st["out_fd"])
-    source = _read_exact(st["in_fd"], length)
-    os.close(st["in_fd"])
-    if source is None:
-        os._exit(71)
+    in_fd = st["in_fd"]
+    for fd in (st["out_fd"], st["result_r"], st["log_fd"]):
+        os.close(fd)
+    source = os.read(in_fd, length)
+    while len(source) < length:
+        more = os.read(in_fd, length - len(source))
+        if not more:
+            os._exit(71)
+        source += more
+    os.close(in_fd)
     os.write(result_fd, READ_MARK)
-    cfg, seccomp, confine, exact = st["cfg"], st["child_seccomp"], st["confine"], st["exact"]
-    devnull = st["devnull_fd"]
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    os.chdir(cfg["scratch"])
-    confine()
-    if seccomp is not None:
-        seccomp.install()
-    for namespace in st["forget"]:  # the libc handle's cached function pointers, then the handle itself
-        namespace.clear()
-    st["libc_holder"].pop("_libc", None)
-    st.clear()
-    settings = (cfg["max_output"], cfg["python_guard"], cfg["scratch"])
-    del seccomp, confine, st, cfg
-    _run_program(source.decode("utf-8", "replace"), result_fd, settings, exact)
+    st["confine"]()
+    exact, out, attempts, arm = st["exact"], st["out"], st["attempts"], st["arm"]
+    st.clear()  # the kit stays alive (see `_setup`), so this frees nothing: it only makes it unreachable
+    del st
+    _run_program(source.decode("utf-8", "replace"), result_fd, arm, exact, out, attempts)
 
 
-def _run_program(program: str, result_fd: int, settings: tuple, exact: dict) -> None:
+def _run_program(program: str, result_fd: int, arm, exact: dict, out: "_BoundedText", attempts: list) -> None:
     """Builtins a program patches are not restored: the child ends with the program and the next one is a fresh
     fork. Whatever the program does to this harness, it can at most change its own result, which the host reads
     as untrusted bytes."""
-    max_output, guard, scratch = settings
-    out = _BoundedText(max_output)
-    attempts: list[str] = []
-    dumps, monotonic, exit_, write = json.dumps, time.perf_counter, os._exit, os.write
-    sys.stdout = sys.stderr = out
-    sys.stdin = io.StringIO("")
-    if guard:
-        sys.addaudithook(_audit_guard(scratch, attempts))
+    encode, monotonic, exit_, write = _encode_result, time.perf_counter, os._exit, os.write
+    out.reset()
     res = {"status": "ok", "answer": None, "answer_kind": None, "error_class": None, "error_message": None}
     g = {"__name__": "__main__", "__builtins__": builtins}
+    if arm is not None:
+        arm()
+    del arm
     start = monotonic()
     try:
         exec(compile(program, "<program>", "exec"), g)
@@ -346,23 +377,57 @@ def _run_program(program: str, result_fd: int, settings: tuple, exact: dict) -> 
     res["printed"] = out.last_line()
     res["runtime_s"] = elapsed
     try:
-        _write_all(result_fd, dumps(res, ensure_ascii=True).encode(), write)
+        _write_all(result_fd, encode(res), write)
     finally:
         exit_(0)
 
 
 # ------------------------------------------------------------------------------------------------ the zygote
-def _zygote() -> None:
-    """PID 1 of the slot's namespace: one program at a time, answered in order. Returns when the host closes the
-    pipe or the stream can no longer be trusted to be in step (the host then replaces this slot)."""
-    in_fd, out_fd = _STATE["in_fd"], _STATE["out_fd"]
-    write_frame(out_fd, {"ready": True, "isolation": _STATE["report"]})
-    while (head := _read_exact(in_fd, REQUEST.size)) is not None:
-        program_id, mask, length = REQUEST.unpack(head)
+def _zygote() -> tuple[int, int] | None:
+    """PID 1 of the slot's namespace: one program at a time, answered in order. Returns None when the host closes
+    the pipe or the stream can no longer be trusted to be in step (the host then replaces this slot); in a forked
+    child it returns that child's job (source length, result fd), so the program's frame has no zygote frame above it.
+
+    Every page the zygote writes after a fork is a copy-on-write fault, so the per-program loop is kept small: one
+    result pipe for the slot's lifetime (drained after each child, whose end dies with it), the child's exit waited
+    for with `sigtimedwait` on a blocked SIGCHLD, and the scratch directory scanned only when its `stat` says a
+    program left something."""
+    st = _STATE
+    in_fd, out_fd, r, w = st["in_fd"], st["out_fd"], st["result_r"], st["result_w"]
+    write_frame(out_fd, {"ready": True, "isolation": st["report"]})
+    cfg = st["cfg"]
+    timeout_ns, scratch = int(cfg["timeout_s"] * 1e9), cfg["scratch"]
+    clean, times = st["clean_scratch"], st["scratch_times"]
+    view, zeros = _BUFFERS["view"], _BUFFERS["zeros"]
+    fork, now, unpack, pack, writev, stat = os.fork, time.perf_counter_ns, REQUEST.unpack, REPLY.pack, os.writev, os.stat
+    mark = READ_MARK[0]
+    size, read = REQUEST.size, os.read
+    while True:
+        head = read(in_fd, size)
+        if len(head) < size:
+            if not head or (head := _read_rest(in_fd, head, size)) is None:
+                return None
+        program_id, mask, length = unpack(head)
         if mask:
             _preload(mask)
-        if not _run_one(program_id, length):
-            return
+        t0 = now()
+        pid = fork()
+        if pid == 0:
+            return length, w
+        outcome, status = _wait(pid, t0 + timeout_ns)
+        n = _drain(r, view)
+        writev(out_fd, [pack(program_id, outcome, status, now() - t0, n), view[:n]])
+        in_step = n > 0 and view[0] == mark
+        view[:n] = zeros[:n]  # no later child inherits this result, not even as freed memory
+        if not in_step:  # it died before it had read all of its program: the stream is out of step
+            return None
+        if clean is None or _scratch_key(stat(scratch)) != clean:
+            try:
+                _reset_scratch(scratch, times)
+            except (OSError, RecursionError):
+                return None
+        if st["check_sysv"] and _sysv_objects_left():
+            return None
 
 
 def _preload(mask: int) -> None:
@@ -378,69 +443,58 @@ def _preload(mask: int) -> None:
             gc.freeze()
 
 
-def _run_one(program_id: int, length: int) -> bool:
-    r, w = os.pipe()
-    try:  # room for a whole result: the child never waits for the zygote to read, so the zygote wakes once
-        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
-    except OSError:
-        pass
-    t0 = time.perf_counter_ns()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            _child(length, w)
-        finally:
-            os._exit(70)
-    os.close(w)
-    try:
-        outcome, status, n = _collect(pid, r, t0 + int(_STATE["cfg"]["timeout_s"] * 1e9))
-    finally:
-        os.close(r)
-    wall = time.perf_counter_ns() - t0
-    view = _BUFFERS["view"]
-    in_step = n > 0 and view[0] == READ_MARK[0]
-    os.writev(_STATE["out_fd"], [REPLY.pack(program_id, outcome, status, wall, n), view[:n]])
-    view[:n] = _BUFFERS["zeros"][:n]  # no later child inherits this result, not even as freed memory
-    if not in_step:  # it died before it had read all of its program: the stream is out of step
-        return False
-    try:
-        _reset_scratch(_STATE["cfg"]["scratch"])
-    except (OSError, RecursionError):
-        return False
-    return not (_STATE["check_sysv"] and _sysv_objects_left())
-
-
-def _collect(pid: int, r: int, deadline: int) -> tuple[int, int, int]:
-    """Wait for the child to exit or its wall deadline (then SIGKILL), then read what it wrote: (outcome, wait
-    status, bytes kept). Only the first `MAX_RESULT_BYTES` are kept."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        left = deadline - time.perf_counter_ns()
-        ready = left > 0 and select.select([pidfd], [], [], left / 1e9)[0]
-        outcome = EXITED if ready else WALL_TIMEOUT
-        if not ready:
+def _wait(pid: int, deadline_ns: int, chld={signal.SIGCHLD}) -> tuple[int, int]:
+    """(outcome, wait status) of the child: SIGCHLD (blocked in the zygote) is waited for until the wall deadline,
+    then the child is SIGKILLed."""
+    while True:
+        left = deadline_ns - time.perf_counter_ns()
+        info = signal.sigtimedwait(chld, left / 1e9) if left > 0 else None
+        if info is None:
             os.kill(pid, signal.SIGKILL)
-        status = os.waitpid(pid, 0)[1]
-    finally:
-        os.close(pidfd)
-    view, spill, n, spilled = _BUFFERS["view"], _BUFFERS["spill"], 0, False
-    while True:  # every writer is gone: read to the end
-        if n < MAX_RESULT_BYTES:
+            return WALL_TIMEOUT, os.waitpid(pid, 0)[1]
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return EXITED, status
+
+
+def _drain(r: int, view: memoryview) -> int:
+    """Read what the child wrote (it is gone, so all of it is in the pipe): the first `MAX_RESULT_BYTES` are kept."""
+    n = 0
+    try:
+        while n < MAX_RESULT_BYTES:
             got = os.readv(r, [view[n:]])
+            if not got:
+                return n
             n += got
-        else:
-            got, spilled = os.readv(r, [spill]), True
-        if not got:
-            break
-    if spilled:
-        spill[:] = _BUFFERS["zeros"][: len(spill)]
-    return outcome, status, n
+    except BlockingIOError:
+        return n
+    spill = _BUFFERS["spill"]  # a result too long to keep: the rest is read and dropped
+    try:
+        while os.readv(r, [spill]):
+            pass
+    except BlockingIOError:
+        pass
+    spill[:] = _BUFFERS["zeros"][: len(spill)]
+    return n
 
 
-def _reset_scratch(scratch: str) -> None:
-    """Empty the scratch directory and reset its permissions, whatever the program left: trees of any depth (entries
-    are hoisted to the top, so neither recursion nor path length grows), directories it made unreadable."""
+def _scratch_key(s: os.stat_result) -> tuple:
+    return s.st_mode, s.st_nlink, s.st_size, s.st_uid, s.st_gid, s.st_atime_ns, s.st_mtime_ns
+
+
+def _scratch_state(scratch: str, tmpfs: bool) -> tuple[tuple | None, tuple[int, int]]:
+    """(key, times) of the empty, reset scratch directory. On tmpfs a directory's size counts its entries, so an
+    equal key (mode, links, size, owner, times) means nothing to clean; elsewhere the key is None and the zygote
+    always cleans. The times are restored by every clean."""
+    s = os.stat(scratch)
+    times = (s.st_atime_ns, s.st_mtime_ns)
+    return (_scratch_key(s) if tmpfs and s.st_nlink == 2 and 0 < s.st_size < 100 else None), times
+
+
+def _reset_scratch(scratch: str, times: tuple[int, int] | None = None) -> None:
+    """Empty the scratch directory and reset its permissions and (given the clean ones) its timestamps, whatever the
+    program left: trees of any depth (entries are hoisted to the top, so neither recursion nor path length grows),
+    directories it made unreadable, an `os.utime` meant as a message to the next program."""
     if os.stat(scratch).st_mode & 0o7777 != 0o700:
         os.chmod(scratch, 0o700)
     root = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
@@ -448,6 +502,8 @@ def _reset_scratch(scratch: str) -> None:
         empty_directory(root)
     finally:
         os.close(root)
+    if times is not None:
+        os.utime(scratch, ns=times)
 
 
 def empty_directory(root: int) -> None:
@@ -571,22 +627,62 @@ def _setup(cfg: dict) -> None:
         limits(cfg["cpu_s"], cfg["address_space"], cfg["file_bytes"])
         if uid is not None:
             become(uid)
+        if child_filter is not None:
+            child_filter.install()
 
-    st.update(cfg=cfg, report=rep, child_seccomp=child_filter, confine=confine, exact=_exact_numbers(),
-              address_space_in_use=isolation.address_space_in_use, forget=[vars(isolation._libc)],
-              libc_holder=vars(isolation), check_sysv=child_filter is None and ipc is None)
+    r, w = os.pipe()  # the slot's one result pipe: each child writes its result, the zygote drains it after the exit
+    try:  # room for a whole result: the child never waits for the zygote to read
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
+    except OSError:
+        pass
+    os.set_blocking(r, False)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # waited for with sigtimedwait
+    attempts: list[str] = []
+    hook, arm = _audit_guard(scratch, attempts) if cfg["python_guard"] else (None, None)
+    st.update(cfg=cfg, report=rep, confine=confine, exact=_exact_numbers(), result_r=r, result_w=w,
+              address_space_in_use=isolation.address_space_in_use, check_sysv=child_filter is None and ipc is None,
+              out=_BoundedText(cfg["max_output"]), attempts=attempts, arm=arm)
     _BUFFERS.update(view=memoryview(bytearray(MAX_RESULT_BYTES)), spill=memoryview(bytearray(1 << 16)),
                     zeros=memoryview(bytes(MAX_RESULT_BYTES)))
-    # A program that wants ctypes must import it afresh, which the Python guard refuses; the zygote keeps its own
-    # references through the functions above, and each child clears them before the program runs.
+    # A program that wants ctypes must import it afresh, which the Python guard refuses. The isolation module (and
+    # through it ctypes and the libc handle) is reachable only from `_STATE`, which each child clears, and from a
+    # hidden copy of it (an `atexit` argument: held by the interpreter, with no Python way back to it), so the
+    # child's `clear` frees nothing: freeing the kit in every child cost tens of page faults.
     for name in ("ctypes", "_ctypes", "ctypes._endian", "mixdistill.verify.isolation"):
         sys.modules.pop(name, None)
+    package = sys.modules.get("mixdistill.verify")
+    if package is not None and hasattr(package, "isolation"):
+        delattr(package, "isolation")
+    atexit.register(id, dict(st))
     # The first compile in a process initialises the parser; done here once, not in every forked child.
     exec(compile(_WARMUP, "<warmup>", "exec"), {})
     cfg["address_space"] = isolation.address_space_in_use() + cfg["memory_bytes"]
+    # Done once for every child: the cwd, fds 0-2 on /dev/null, Python's stdio, the (disarmed) audit hook.
+    os.chdir(scratch)
+    _reset_scratch(scratch)
+    st["clean_scratch"], st["scratch_times"] = _scratch_state(scratch, rep["scratch quota"].startswith("on"))
+    st["log_fd"] = os.dup(2)  # the slot's log, for the zygote's own failures (`main`); children close it
+    for fd in (0, 1, 2):
+        os.dup2(st["devnull_fd"], fd)
+    os.close(st.pop("devnull_fd"))
+    sys.stdout = sys.stderr = st["out"]
+    sys.stdin = io.StringIO("")
+    if hook is not None:
+        sys.addaudithook(hook)
     gc.freeze()  # forked children then do not touch (copy) the zygote's objects when the collector runs
 
 
 def main() -> None:
     _setup(json.loads(sys.argv[1]))
-    _zygote()
+    try:
+        job = _zygote()
+    except BaseException:
+        import traceback
+
+        os.write(_STATE["log_fd"], traceback.format_exc().encode("utf-8", "replace"))
+        raise
+    if job is not None:  # a forked child
+        try:
+            _child(*job)
+        finally:
+            os._exit(70)

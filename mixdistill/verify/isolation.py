@@ -40,11 +40,12 @@ WORKER_DENY = (
 ).split()
 # Added per program: no new processes or threads (fork bombs, threads outliving the program), no signals to others,
 # no resource limits of other processes, no SysV or POSIX message-queue IPC (math programs never need it; objects
-# would outlive the program).
+# would outlive the program), no extended attributes (one set on the scratch directory would reach the next program).
 CHILD_DENY = (
     "fork vfork clone clone3 kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_open pidfd_send_signal "
     "pidfd_getfd setpgid setsid prctl prlimit64 shmget shmat shmctl shmdt msgget msgsnd msgrcv msgctl semget semop "
-    "semtimedop semctl mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr"
+    "semtimedop semctl mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr "
+    "setxattr lsetxattr fsetxattr removexattr lremovexattr fremovexattr setxattrat removexattrat"
 ).split()
 
 

@@ -138,7 +138,7 @@ class Sandbox:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
         log = os.path.join(self._scratch_root, f"worker{index}.log")
-        with open(log, "wb") as stderr:
+        with open(log, "ab") as stderr:  # appended: a replaced slot's last words stay
             popen = subprocess.Popen(
                 [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg), _PACKAGE_ROOT],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
