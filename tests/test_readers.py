@@ -1,78 +1,98 @@
-"""Auditing while a build runs (issue 11): `sql` and `info` read the writer's latest snapshot instead of waiting."""
+"""Auditing while a build runs (issue 11): `sql` and `info` get their queries answered by the writer itself, as of its
+last commit, and can only read."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import pytest
+
+from mixdistill.errors import RegistryError
 from mixdistill.registry import Registry
-from mixdistill.registry.snapshot import snapshot_path
+from mixdistill.registry.serve import socket_path
 
 WRITER = """
 import itertools, select, sys
 from mixdistill.registry import Registry
 with Registry.open({path!r}) as reg:
-    for i in itertools.count():  # one committed insert every 20 ms until told to stop
+    for i in itertools.count(1):  # one committed insert every 20 ms, each reported once committed, until told to stop
         reg.insert("runs", [{{"run_id": f"r{{i}}", "kind": "build", "status": "done"}}])
-        if i == 20:
-            print("ready", flush=True)
+        print(i, flush=True)
         if select.select([sys.stdin], [], [], 0.02)[0]:
             break
 """
 
 
-def test_readers_see_recent_commits_while_a_writer_holds_the_registry(cli, registry_path):
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER.format(path=str(registry_path)))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def _writer(path):
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER.format(path=str(path)))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_readers_see_every_commit_made_before_they_read(cli, registry_path):
+    writer = _writer(registry_path)
     try:
-        assert writer.stdout.readline().strip() == "ready"
-        seen, deadline = [], time.monotonic() + 60
-        while len(set(seen)) < 3 and time.monotonic() < deadline:  # newer commits keep arriving in the snapshot
+        for _ in range(3):
+            committed = int(writer.stdout.readline())  # the writer has committed this many rows (or more) by now
             t0 = time.monotonic()
             with Registry.open(registry_path, read_only=True) as reg:
-                seen.append(reg.scalar("SELECT count(*) FROM runs"))
-                assert reg.path == snapshot_path(registry_path)
-            assert time.monotonic() - t0 < 5.0  # a read never waits for the writer (bench readers times it)
-            time.sleep(0.3)
-        assert len(set(seen)) == 3 and seen == sorted(seen)
+                assert reg.writer_pid == writer.pid
+                seen = reg.scalar("SELECT count(*) FROM runs")
+            assert seen >= committed
+            assert time.monotonic() - t0 < 5.0  # never waits for the writer to finish (bench readers times it)
         code, out, err = cli("sql", "SELECT count(*) AS n FROM runs", "-f", "csv")
-        assert code == 0 and int(out.splitlines()[1]) >= seen[2], err
+        assert code == 0 and int(out.splitlines()[1]) >= committed, err
         code, out, _ = cli("info")
-        assert code == 0 and "being written by another process" in out and "runs" in out
+        assert code == 0 and f"being written by another process ({writer.pid})" in out and "runs" in out
     finally:
         writer.communicate("stop\n", timeout=60)
-    assert not snapshot_path(registry_path).exists()  # the writer cleans up after itself
+    assert not socket_path(registry_path).exists()  # the writer cleans up after itself
     with Registry.open(registry_path, read_only=True) as reg:
-        assert reg.path == registry_path
+        assert reg.writer_pid is None and reg.scalar("SELECT count(*) FROM runs") >= committed
 
 
-def test_closing_during_a_snapshot_copy_interrupts_it_quietly(registry_path, monkeypatch, caplog):
-    """`close()` interrupts a copy in progress on purpose: that is not a failure to report."""
-    import threading
+def test_a_reader_through_the_writer_can_only_read(cli, registry_path, tmp_path):
+    writer = _writer(registry_path)
+    try:
+        writer.stdout.readline()
+        with Registry.open(registry_path, read_only=True) as reg:
+            for statement in ("DELETE FROM runs", "DROP TABLE runs", "CHECKPOINT", "PRAGMA threads=1",
+                              "SET threads = 1", "SELECT 1; DELETE FROM runs"):
+                with pytest.raises(RegistryError, match="served|one statement"):
+                    reg.con.execute(statement)
+            with pytest.raises(RegistryError, match="file system operations are disabled"):
+                reg.con.execute("SELECT * FROM read_text('/etc/hostname')")
+            assert reg.scalar("SELECT count(*) FROM runs") > 0  # the connection still answers after refusals
+        secret = tmp_path / "secret.txt"
+        secret.write_text("not for the registry")
+        code, out, err = cli("sql", f"SELECT content FROM read_text('{secret}')")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "not for the registry" not in out + err, err
+        code, _, err = cli("sql", "DELETE FROM runs")
+        assert code == 2 and "only SELECT and EXPLAIN are served" in err and len(err.strip().splitlines()) == 1, err
+        code, out, err = cli("sql", "SELECT INTERVAL 90 MINUTE AS span", "-f", "csv")
+        assert code == 0 and "01:30:00" in out, err
+    finally:
+        writer.communicate("stop\n", timeout=60)
+    with Registry.open(registry_path, read_only=True) as reg:
+        assert reg.scalar("SELECT count(*) FROM runs") > 0
 
-    from mixdistill.registry.snapshot import Snapshots
 
-    copying = threading.Event()
-
-    class Cursor:
-        def __init__(self):
-            self.interrupted = threading.Event()
-
-        def interrupt(self):
-            self.interrupted.set()
-
-    def slow_copy(self):
-        self._cursor = cursor = Cursor()
-        copying.set()
-        cursor.interrupted.wait(10)
-        raise RuntimeError("INTERRUPT Error: Interrupted!")  # what duckdb raises in the interrupted COPY
-
-    monkeypatch.setattr(Snapshots, "_publish", slow_copy)
-    monkeypatch.setattr("mixdistill.registry.snapshot.MIN_INTERVAL_S", 0.0)
-    with caplog.at_level("WARNING", logger="mixdistill.registry.snapshot"):
-        with Registry.open(registry_path) as reg:
-            reg.insert("runs", [{"run_id": "r1", "kind": "build", "status": "done"}])
-            assert copying.wait(10)
-    assert not caplog.records
+def test_a_writer_killed_without_cleaning_up_leaves_nothing_in_the_next_ones_way(registry_path):
+    writer = _writer(registry_path)
+    writer.stdout.readline()
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert socket_path(registry_path).exists()  # its socket file stays behind
+    with Registry.open(registry_path, read_only=True) as reg:  # the file is free again: read directly
+        assert reg.writer_pid is None
+    second = _writer(registry_path)
+    try:
+        second.stdout.readline()
+        with Registry.open(registry_path, read_only=True) as reg:
+            assert reg.writer_pid == second.pid and reg.scalar("SELECT count(*) FROM runs") > 0
+    finally:
+        second.communicate("stop\n", timeout=60)

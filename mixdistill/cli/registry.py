@@ -24,7 +24,7 @@ def merge(
     from mixdistill.registry import Registry
     from mixdistill.registry.merge import merge_registries
 
-    with Registry.open(state.registry) as reg:
+    with Registry.open(state.registry, attach=True) as reg:  # ATTACHes each shard file
         reports = merge_registries(reg, shards)
     for r in reports:
         detail = ", ".join(f"{t} {n}" for t, n in r.added.items() if n) or "nothing new"

@@ -2,8 +2,8 @@
 
 One file, opened by one writer at a time (DuckDB's own file lock; a second writer gets `RegistryLocked`).
 Bulk writes go through Arrow, never row by row. DuckDB never reaches the network: extension auto-install and
-auto-load are off on every connection. While a writer holds the file, it publishes a read-only snapshot after its
-commits (`registry.snapshot`), and readers (`sql`, `info`) open that instead of waiting.
+auto-load are off on every connection. While a writer holds the file, readers (`sql`, `info`, exports) get their
+queries answered by the writer itself, as of its last commit (`registry.serve`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import duckdb
 
 from mixdistill.errors import RegistryError, RegistryLocked
 from mixdistill.registry.migrations import MIGRATIONS
-from mixdistill.registry.snapshot import Snapshots, snapshot_path
+from mixdistill.registry.serve import RemoteConnection, Server
+from mixdistill.registry.serve import connect as connect_to_writer
 
 if TYPE_CHECKING:  # polars and pyarrow load on first use: `mixdistill info` needs neither
     import polars as pl
@@ -28,36 +29,43 @@ if TYPE_CHECKING:  # polars and pyarrow load on first use: `mixdistill info` nee
 
 SCHEMA_VERSION = len(MIGRATIONS)
 log = logging.getLogger(__name__)
-SNAPSHOT_WAIT_S = 5.0  # a writer publishes its first snapshot 0.5 s after opening, plus one copy
+SERVE_WAIT_S = 5.0  # a writer that has just taken the file starts serving readers a moment later
 _PID = re.compile(r"\(PID (\d+)\)")
 # Every connection: no extension is ever downloaded or loaded behind the user's back (an SQLite file opened as the
 # registry used to make DuckDB fetch the sqlite extension from the internet).
 NO_NETWORK = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-# `mixdistill sql`: no file outside the registry can be read or written, and the query cannot turn that back on.
+# `mixdistill sql`, and every writer (whose database also answers other processes' reads): no file outside the
+# registry can be read or written, and no query can turn that back on.
 CONFINED = {**NO_NETWORK, "enable_external_access": False, "lock_configuration": True}
 
 
 class Registry:
     """A connection to one registry file. Use `Registry.open(path)` as a context manager."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool):
+    def __init__(self, con: "duckdb.DuckDBPyConnection | RemoteConnection", path: Path, read_only: bool):
         self.con = con
         self.path = path
         self.read_only = read_only
         # A DuckDB connection refuses a second call while one runs. Writers that hand `insert` to a worker thread
         # (the generation engine does, to keep its event loop free) are serialised here rather than failing.
         self.lock = threading.RLock()
-        self._depth = 0  # open transactions; a snapshot is published only between them
-        self.snapshots: Snapshots | None = None
+        self.server: Server | None = None
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The process writing this registry, when this reader's queries are answered by it (else None)."""
+        return getattr(self.con, "writer_pid", None) if isinstance(self.con, RemoteConnection) else None
 
     # ---------------------------------------------------------------- opening
     @classmethod
     @contextmanager
-    def open(cls, path: str | Path, *, read_only: bool = False, confined: bool = False,
-             snapshots: bool = True) -> Iterator["Registry"]:
-        """Open for writing (creates and migrates the file; publishes snapshots for readers unless `snapshots` is
-        off), or read-only (a file locked by a writer is read through the writer's latest snapshot). `confined`: no
-        file access outside the registry."""
+    def open(cls, path: str | Path, *, read_only: bool = False, confined: bool = False, attach: bool = False,
+             serve: bool = True) -> Iterator["Registry"]:
+        """Open for writing (creates and migrates the file; answers other processes' reads unless `serve` is off),
+        or read-only (a file locked by a writer is read through that writer, as of its last commit).
+
+        A writer's connection has no file access outside the registry, except with `attach` (`registry merge`
+        attaches shard files), and then it serves no reader. `confined` does the same for a reader (`sql`)."""
         path = Path(path)
         if path.exists() and not path.is_file():
             raise RegistryError(f"registry {path} is a folder, not a file; give a file path with --registry")
@@ -65,28 +73,23 @@ class Registry:
             raise RegistryError(f"no registry at {path} (import problems or run a build first)")
         if not read_only:
             _make_parent(path)
-        con, opened = _connect(path, read_only, CONFINED if confined else NO_NETWORK)
-        reg = cls(con, opened, read_only)
-        log.info("registry %s opened %s", opened, "read-only" if read_only else "for writing")
+        confine = (confined if read_only else not attach)
+        con = _connect(path, read_only, CONFINED if confine else NO_NETWORK)
+        reg = cls(con, path, read_only)
+        log.info("registry %s opened %s", path, "read-only" if read_only else "for writing")
         try:
             reg._check_and_migrate()
             if not read_only:
                 from mixdistill.registry.runs import close_stale_runs
 
                 close_stale_runs(reg)
-                if snapshots:
-                    reg.snapshots = Snapshots(reg)
+                if serve and confine:
+                    reg.server = Server(reg)
             yield reg
         finally:
-            if reg.snapshots is not None:
-                reg.snapshots.close()
+            if reg.server is not None:
+                reg.server.close()
             con.close()
-
-    def snapshot_age_s(self) -> float:
-        """Seconds since the snapshot being read was published (0 for the registry itself)."""
-        if not self.path.name.endswith(".snapshot"):
-            return 0.0
-        return max(0.0, time.time() - self.scalar("SELECT getvariable('mixdistill_snapshot_published')"))
 
     def _check_and_migrate(self) -> None:
         try:
@@ -128,11 +131,6 @@ class Registry:
                 fn(self.con)
                 self.con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, fn.__name__])
 
-    def committed(self) -> None:
-        """Called after each commit: lets readers see it (through the snapshot) within about a second."""
-        if self.snapshots is not None and self._depth == 0:
-            self.snapshots.changed()
-
     # ---------------------------------------------------------------- basics
     def schema_version(self) -> int:
         return self.scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
@@ -142,7 +140,6 @@ class Registry:
         """All-or-nothing: on any error nothing written inside the block stays."""
         with self.lock:
             self.con.execute("BEGIN TRANSACTION")
-            self._depth += 1
             try:
                 yield
             except BaseException:
@@ -150,16 +147,11 @@ class Registry:
                 raise
             else:
                 self.con.execute("COMMIT")
-            finally:
-                self._depth -= 1
-        self.committed()
 
     def execute(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
-        """One statement under the registry's lock; its rows (a write is committed, and published, at once)."""
+        """One statement under the registry's lock; its rows (a write is committed at once)."""
         with self.lock:
-            rows = self.con.execute(sql, params).fetchall()
-        self.committed()
-        return rows
+            return self.con.execute(sql, params).fetchall()
 
     def query(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
         import polars as pl
@@ -198,7 +190,6 @@ class Registry:
                 n = self.con.execute(sql).fetchall()[0][0]
             finally:
                 self.con.unregister("_mixdistill_incoming")
-        self.committed()
         return n
 
     def table_counts(self) -> dict[str, int]:
@@ -228,24 +219,24 @@ def _make_parent(path: Path) -> None:
         raise RegistryError(f"cannot create registry {path}: permission denied") from None
 
 
-def _connect(path: Path, read_only: bool, config: dict) -> tuple[duckdb.DuckDBPyConnection, Path]:
-    """The connection and the file it reads: the registry, or (read-only, while a writer holds it) its snapshot."""
-    deadline = time.monotonic() + SNAPSHOT_WAIT_S
+def _connect(path: Path, read_only: bool, config: dict) -> "duckdb.DuckDBPyConnection | RemoteConnection":
+    """A connection to the registry, or (read-only, while a writer holds it) one through that writer."""
+    deadline = time.monotonic() + SERVE_WAIT_S
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config), path
+            return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as e:
             msg = str(e)
             if "lock" not in msg.lower():
                 if "not a valid DuckDB database" in msg:
                     raise RegistryError(f"{path} is not a valid DuckDB registry file (corrupted or another format)") from None
                 raise RegistryError(f"cannot open registry {path}: {msg.splitlines()[0]}") from None
+            pid = _PID.search(msg)
             if read_only:
-                snap = _open_snapshot(path, config)
-                if snap is not None:
-                    return snap
-            if not read_only or time.monotonic() > deadline:  # a writer that has just started publishes soon
-                pid = _PID.search(msg)
+                remote = connect_to_writer(path, int(pid.group(1)) if pid else None)
+                if remote is not None:
+                    return remote
+            if not read_only or time.monotonic() > deadline:  # a writer that has just started serves soon
                 holder = f" (process {pid.group(1)})" if pid else ""
                 raise RegistryLocked(
                     f"registry {path} is locked by another build{holder}; wait for it to finish or use another "
@@ -254,14 +245,3 @@ def _connect(path: Path, read_only: bool, config: dict) -> tuple[duckdb.DuckDBPy
             time.sleep(0.05)
         except duckdb.Error as e:
             raise RegistryError(f"cannot open registry {path}: {str(e).splitlines()[0]}") from None
-
-
-def _open_snapshot(path: Path, config: dict) -> tuple[duckdb.DuckDBPyConnection, Path] | None:
-    snap = snapshot_path(path)
-    try:
-        published = snap.stat().st_mtime
-        con = duckdb.connect(str(snap), read_only=True, config=config)
-    except (duckdb.Error, OSError):  # not published yet, or replaced while opening
-        return None
-    con.execute("SET VARIABLE mixdistill_snapshot_published = ?", [published])
-    return con, snap
