@@ -96,3 +96,14 @@ def test_a_writer_killed_without_cleaning_up_leaves_nothing_in_the_next_ones_way
             assert reg.writer_pid == second.pid and reg.scalar("SELECT count(*) FROM runs") > 0
     finally:
         second.communicate("stop\n", timeout=60)
+
+
+def test_bench_readers_reports_latency_staleness_and_slowdown():
+    done = subprocess.run([sys.executable, "-m", "mixdistill", "bench", "readers", "--seconds", "1", "--size", "2000"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "paced: writer slowdown" in out and "read latency median / max s" in out
+    fresh = out.split("as of the last commit: ")[1].split(";")[0]  # e.g. "met (9/9)": every read saw every commit
+    seen, total = fresh.split("(")[1].rstrip(")").split("/")
+    assert fresh.startswith("met") and seen == total and int(total) > 0, out
