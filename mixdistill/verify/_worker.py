@@ -33,7 +33,6 @@ import json
 import os
 import re
 import resource
-import select
 import signal
 import struct
 import sys
