@@ -30,23 +30,26 @@ SECCOMP_MODE_FILTER = 2
 SLOT_UID_BASE = 3_500_000  # slot i's children run as uid/gid SLOT_UID_BASE + i: no sibling shares a uid
 SCRATCH_INODES = 1024  # files and directories a program may have in its scratch tmpfs at once
 
-# Syscalls no worker needs: process replacement, networking, tracing other processes, kernel and mount control.
+# Syscalls no worker needs: process replacement, networking, tracing other processes, kernel and mount control; and
+# (so that each child's own filter stays short: attaching a filter costs in proportion to its length, per program)
+# the rest of what no program may do, inherited by every child: signals queued to other processes, pidfds, new
+# sessions or process groups, SysV or POSIX message-queue IPC (math programs never need it; objects would outlive the
+# program), extended attributes (one set on the scratch directory would reach the next program).
 WORKER_DENY = (
     "execve execveat socket socketpair connect bind listen accept accept4 ptrace process_vm_readv process_vm_writev "
     "mount umount2 pivot_root chroot unshare setns bpf perf_event_open keyctl add_key request_key init_module "
     "finit_module delete_module kexec_load kexec_file_load reboot swapon swapoff iopl ioperm io_uring_setup "
     "io_uring_enter io_uring_register userfaultfd personality acct settimeofday clock_settime sethostname "
-    "setdomainname open_by_handle_at name_to_handle_at fanotify_init quotactl syslog vhangup"
-).split()
-# Added per program: no new processes or threads (fork bombs, threads outliving the program), no signals to others,
-# no resource limits of other processes, no SysV or POSIX message-queue IPC (math programs never need it; objects
-# would outlive the program), no extended attributes (one set on the scratch directory would reach the next program).
-CHILD_DENY = (
-    "fork vfork clone clone3 kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_open pidfd_send_signal "
-    "pidfd_getfd setpgid setsid prctl prlimit64 shmget shmat shmctl shmdt msgget msgsnd msgrcv msgctl semget semop "
-    "semtimedop semctl mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr "
+    "setdomainname open_by_handle_at name_to_handle_at fanotify_init quotactl syslog vhangup "
+    "rt_sigqueueinfo rt_tgsigqueueinfo pidfd_open pidfd_send_signal pidfd_getfd setpgid setsid "
+    "shmget shmat shmctl shmdt msgget msgsnd msgrcv msgctl semget semop semtimedop semctl mq_open mq_unlink "
+    "mq_timedsend mq_timedreceive mq_notify mq_getsetattr "
     "setxattr lsetxattr fsetxattr removexattr lremovexattr fremovexattr setxattrat removexattrat"
 ).split()
+# Added per program, what the zygote itself needs: no new processes or threads (fork bombs, threads outliving the
+# program), no signals to others (the zygote kills a child past its wall time), no resource limits changed (the
+# child sets its own first), no prctl (the child installs this filter with it).
+CHILD_DENY = "fork vfork clone clone3 kill tkill tgkill prctl prlimit64".split()
 
 
 def _errno_fail(what: str) -> str:
