@@ -72,14 +72,18 @@ class Server:
         self.served = 0
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
-        if not _private_folder(self.path.parent):
-            log.warning("not serving readers: %s is not private to this user", self.path.parent)
+        try:  # serving readers is a convenience: whatever stops it, the writer goes on
+            if not _private_folder(self.path.parent):
+                log.warning("not serving readers: %s is not private to this user", self.path.parent)
+                return
+            self.path.unlink(missing_ok=True)  # left by a writer that was killed: we hold the registry's lock now
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)
+            sock.listen(16)
+        except (OSError, AttributeError) as e:  # AttributeError: no AF_UNIX on this platform
+            log.warning("not serving readers of %s: %s", reg.path, e)
             return
-        self.path.unlink(missing_ok=True)  # left by a writer that was killed: we hold the registry's lock now
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(self.path))
-        os.chmod(self.path, 0o600)
-        sock.listen(16)
         self._sock = sock
         threading.Thread(target=self._accept, name="registry-readers", daemon=True).start()
 
