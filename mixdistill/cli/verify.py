@@ -114,12 +114,16 @@ def bench_sandbox(
     console.print(table)
     console.print(f"sandbox pool start-up (once per run): {sandbox.startup_s:.2f}s; isolation: "
                   + ", ".join(f"{k}: {v}" for k, v in sandbox.isolation.items()), highlight=False)
-    ok_rate = sb.rate >= 500
+    console.print(f"CPU per program, every sandbox process counted (start-up included; load-proof): "
+                  f"{sandbox_ending.cpu_s / se.programs * 1e3:.2f} ms on the {se.programs} that end",
+                  highlight=False)
+    ok_rate, ok_ending = sb.rate >= 500, se.rate >= 900
     ok_ratio = sb.rate >= 10 * naive.rate
     console.print(
         f"targets (all {len(programs)} programs): >= 500 programs/s: {'met' if ok_rate else 'NOT met'} "
         f"({sb.rate:.0f}/s); >= 10x naive: {'met' if ok_ratio else 'NOT met'} ({sb.rate / naive.rate:.1f}x); "
         f"ceiling / sandbox: {ceiling.rate / sb.rate:.2f}x. Without the {sb.timeouts} that hit the limit: "
-        f"{se.rate:.0f}/s, {se.rate / naive_ending.rate:.1f}x naive (ceiling {ceiling_ending.rate:.0f}/s)",
+        f">= 900 programs/s: {'met' if ok_ending else 'NOT met'} ({se.rate:.0f}/s), "
+        f"{se.rate / naive_ending.rate:.1f}x naive (ceiling {ceiling_ending.rate:.0f}/s)",
         highlight=False,
     )

@@ -70,6 +70,7 @@ DEPTH = 16  # programs queued per slot, so a zygote never waits for the host
 # While every busy slot still has this many programs queued, the host naps before reading: replies (one per program)
 # pile up in the pipes and are read in one go, so the host takes fewer wake-ups from the slots' CPUs.
 COALESCE_QUEUED, COALESCE_S = 4, 0.003
+CLOSE_GRACE_S = 0.2  # `close()` lets idle slots exit on their own this long, then kills what is left
 
 
 @dataclass
@@ -158,9 +159,19 @@ class Sandbox:
         return proc
 
     def close(self) -> None:
-        for proc in self._procs:
+        procs, self._procs = self._procs, []
+        for proc in procs:  # end of input: an idle zygote returns, its slot reaps it and exits, so the host's
+            try:            # rusage counts every sandbox process (`bench sandbox` reports CPU per program)
+                proc.popen.stdin.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + CLOSE_GRACE_S
+        for proc in procs:
+            try:
+                proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass  # busy with a program: killed below
             self._stop(proc)
-        self._procs.clear()
         if self._sel is not None:
             self._sel.close()
             self._sel = None
@@ -177,10 +188,11 @@ class Sandbox:
 
     @staticmethod
     def _kill(proc: _Proc) -> None:
-        try:  # slots hold nothing worth a graceful stop; the group takes the zygote and a running child with it
-            os.killpg(proc.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if proc.popen.poll() is None:  # (once reaped, its pid could be another process's: never signalled then)
+            try:  # slots hold nothing worth a graceful stop; the group takes the zygote and a running child with it
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.popen.wait()
         for f in (proc.popen.stdin, proc.popen.stdout):
             try:
