@@ -107,3 +107,19 @@ def test_bench_readers_reports_latency_staleness_and_slowdown():
     fresh = out.split("as of the last commit: ")[1].split(";")[0]  # e.g. "met (9/9)": every read saw every commit
     seen, total = fresh.split("(")[1].rstrip(")").split("/")
     assert fresh.startswith("met") and seen == total and int(total) > 0, out
+
+
+def test_closing_the_writer_cuts_off_a_connected_reader(registry_path):
+    """A reader still connected when the writer closes gets a one-line error, and the file is free at once (no
+    reader's cursor keeps the database open in the writer's process)."""
+    from mixdistill.registry.serve import connect
+
+    with Registry.open(registry_path) as writer:
+        writer.insert("runs", [{"run_id": "r1", "kind": "build", "status": "done"}])
+        remote = connect(registry_path, None)
+        assert remote is not None and remote.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
+    with pytest.raises(RegistryError, match="went away"):
+        remote.execute("SELECT count(*) FROM runs")
+    remote.close()
+    with Registry.open(registry_path) as again:  # reopened for writing in the same process
+        assert again.scalar("SELECT count(*) FROM runs") == 1

@@ -72,6 +72,8 @@ class Server:
         self.served = 0
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        self._live: dict[threading.Thread, tuple[socket.socket, duckdb.DuckDBPyConnection]] = {}
+        self._live_lock = threading.Lock()
         try:  # serving readers is a convenience: whatever stops it, the writer goes on
             if not _private_folder(self.path.parent):
                 log.warning("not serving readers: %s is not private to this user", self.path.parent)
@@ -96,22 +98,40 @@ class Server:
             threading.Thread(target=self._serve, args=(conn,), name="registry-reader", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        me = threading.current_thread()
         with conn:
             cur = self.reg.con.cursor()  # its own connection to the database: the writer's calls go on meanwhile
+            with self._live_lock:
+                self._live[me] = (conn, cur)
             try:
                 while not self._stop.is_set() and (body := _recv(conn, MAX_REQUEST_BYTES)) is not None:
                     _send_reply(conn, cur, body)
                     self.served += 1
             except OSError:
-                pass  # the reader went away
+                pass  # the reader went away, or `close()` cut it off
             finally:
+                with self._live_lock:
+                    self._live.pop(me, None)
                 cur.close()
 
     def close(self) -> None:
+        """Stop listening, cut off connected readers (a query in progress is interrupted) and wait for their threads,
+        so that no cursor keeps the database open after the writer closes it."""
         self._stop.set()
-        if self._sock is not None:
-            self._sock.close()
-            self.path.unlink(missing_ok=True)
+        if self._sock is None:
+            return
+        self._sock.close()
+        self.path.unlink(missing_ok=True)
+        with self._live_lock:
+            live = dict(self._live)
+        for conn, cur in live.values():
+            try:
+                cur.interrupt()
+                conn.shutdown(socket.SHUT_RDWR)
+            except (OSError, duckdb.Error):
+                pass
+        for thread in live:
+            thread.join(timeout=5)
 
 
 def _send_reply(conn: socket.socket, cur: duckdb.DuckDBPyConnection, body: bytes) -> None:
@@ -195,16 +215,18 @@ class RemoteConnection:
     def execute(self, sql: str, params: Sequence | dict | None = None) -> RemoteResult:
         import pyarrow as pa
 
-        _send(self._sock, json.dumps({"sql": sql, "params": params}, default=str))
-        head = _recv(self._sock, MAX_REQUEST_BYTES)
-        if head is None:
-            raise RemoteError("the writing process went away; run the query again")
-        reply = json.loads(head)
-        if not reply.get("ok"):
-            raise RemoteError(reply.get("error") or "the query failed")
-        body = _recv(self._sock, None)
+        gone = RemoteError("the writing process went away; run the query again")
+        try:
+            _send(self._sock, json.dumps({"sql": sql, "params": params}, default=str))
+            head = _recv(self._sock, MAX_REQUEST_BYTES)
+            reply = json.loads(head) if head is not None else None
+            if reply is not None and not reply.get("ok"):
+                raise RemoteError(reply.get("error") or "the query failed")
+            body = _recv(self._sock, None) if reply is not None else None
+        except OSError:
+            raise gone from None
         if body is None:
-            raise RemoteError("the writing process went away; run the query again")
+            raise gone
         table = pa.ipc.open_stream(body).read_all()
         return RemoteResult(table, json.loads((table.schema.metadata or {}).get(b"mixdistill_types", b"[]")))
 
