@@ -107,6 +107,9 @@ def test_run_many_keeps_order_and_isolates_programs(sb):
     results = sb.run_many(programs)
     for i, r in enumerate(results):
         assert r.answer_number == (i if i % 2 else math.pi)
+    # programs with a `while` loop start first, and results still come back in input order
+    looping = [f"n = 0\nwhile n < {i}:\n    n += 1\nans = n" if i % 3 == 0 else f"ans = {i}" for i in range(30)]
+    assert [r.answer_number for r in sb.run_many(looping)] == list(range(30))
     # files written by one program are gone for the next
     sb.run("open('left.txt', 'w').write('x')\nans = 1")
     assert sb.run("import os\nans = len(os.listdir('.'))").answer_number == 0
