@@ -311,6 +311,7 @@ def bench_readers(
     import polars as pl
 
     from mixdistill.registry import Registry
+    from mixdistill.registry.snapshot import ask_for_snapshot
 
     def batch(start: int, n: int) -> pl.DataFrame:
         return pl.DataFrame({"run_id": [f"r{start + i}" for i in range(n)], "kind": ["build"] * n,
@@ -322,6 +323,8 @@ def bench_readers(
         """Seconds of work per commit (the insert itself; the pause between commits is not counted)."""
         reader, busy, commits = None, 0.0, 0
         with Registry.open(path, snapshots=snapshots) as reg:
+            if snapshots:
+                ask_for_snapshot(path)  # what a reader does (the writer copies only once asked)
             if read:
                 reader = subprocess.Popen([sys.executable, "-c", _READER, str(path), str(seconds)],
                                           stdout=subprocess.PIPE, text=True)

@@ -20,7 +20,7 @@ import duckdb
 
 from mixdistill.errors import RegistryError, RegistryLocked
 from mixdistill.registry.migrations import MIGRATIONS
-from mixdistill.registry.snapshot import Snapshots, snapshot_path
+from mixdistill.registry.snapshot import Snapshots, ask_for_snapshot, snapshot_path
 
 if TYPE_CHECKING:  # polars and pyarrow load on first use: `mixdistill info` needs neither
     import polars as pl
@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # polars and pyarrow load on first use: `mixdistill info` nee
 
 SCHEMA_VERSION = len(MIGRATIONS)
 log = logging.getLogger(__name__)
-SNAPSHOT_WAIT_S = 5.0  # a writer publishes its first snapshot 0.5 s after opening, plus one copy
+SNAPSHOT_WAIT_S = 5.0  # a writer publishes its first snapshot when asked (0.5 s after opening at the soonest), plus one copy
+FIRST_COPY_WAIT_S = 60.0  # ... or, while that copy is being written, up to this long
 _PID = re.compile(r"\(PID (\d+)\)")
 # Every connection: no extension is ever downloaded or loaded behind the user's back (an SQLite file opened as the
 # registry used to make DuckDB fetch the sqlite extension from the internet).
@@ -233,7 +234,8 @@ def _make_parent(path: Path) -> None:
 
 def _connect(path: Path, read_only: bool, config: dict) -> tuple[duckdb.DuckDBPyConnection, Path]:
     """The connection and the file it reads: the registry, or (read-only, while a writer holds it) its snapshot."""
-    deadline = time.monotonic() + SNAPSHOT_WAIT_S
+    started = time.monotonic()
+    deadline, asked = started + SNAPSHOT_WAIT_S, False
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config), path
@@ -247,6 +249,10 @@ def _connect(path: Path, read_only: bool, config: dict) -> tuple[duckdb.DuckDBPy
                 snap = _open_snapshot(path, config)
                 if snap is not None:
                     return snap
+                if not asked:  # the writer copies only once asked; the first copy is waited for
+                    asked = ask_for_snapshot(path)
+                if _copying(path):  # a large registry's first copy may take longer than SNAPSHOT_WAIT_S
+                    deadline = min(max(deadline, time.monotonic() + SNAPSHOT_WAIT_S), started + FIRST_COPY_WAIT_S)
             if not read_only or time.monotonic() > deadline:  # a writer that has just started publishes soon
                 pid = _PID.search(msg)
                 holder = f" (process {pid.group(1)})" if pid else ""
@@ -257,6 +263,11 @@ def _connect(path: Path, read_only: bool, config: dict) -> tuple[duckdb.DuckDBPy
             time.sleep(0.05)
         except duckdb.Error as e:
             raise RegistryError(f"cannot open registry {path}: {str(e).splitlines()[0]}") from None
+
+
+def _copying(path: Path) -> bool:
+    snap = snapshot_path(path)
+    return snap.with_name(snap.name + ".tmp").exists()
 
 
 def _open_snapshot(path: Path, config: dict) -> tuple[duckdb.DuckDBPyConnection, Path] | None:
