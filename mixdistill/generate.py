@@ -482,6 +482,7 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
         params_json = {tid: canonical_json(p) for tid, p in plan.params.items()}
         journal = Journal(journal_dir(reg) / f"{run_id}.jsonl")
         sink = Sink(reg, run_id, meta, params_json, report, on_result if progress else None, journal)
+        thawed = gc.get_freeze_count() == 0  # a caller's own frozen objects are left frozen
         gc.freeze()  # the plan, the libraries and the caller's objects live on: full collections skip them
         try:
             if to_send or any(t.spec.batch for t in plan.teachers):  # batch teachers may have batches to collect
@@ -490,7 +491,8 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
             finish_run(reg, run_id, "failed", describe_error(e))
             raise
         finally:
-            gc.unfreeze()
+            if thawed:
+                gc.unfreeze()
             journal.close(remove=sink.uncommitted == 0)  # kept (and replayed next run) if a commit failed
     finish_run(reg, run_id, "stopped" if report.stopped else "done", report.stopped)
     report.elapsed_s = time.perf_counter() - started
