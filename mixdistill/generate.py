@@ -38,9 +38,7 @@ from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherRe
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
 
 FLUSH_ROWS = 256
-# Answers are durable in the journal the moment they arrive, so registry commits only make them visible (through
-# snapshots, published at most every 0.5 s anyway) and fsync the journal; each commit costs a few ms of CPU.
-FLUSH_EVERY_S = 0.5
+FLUSH_EVERY_S = 0.1
 # Built with polars (not pyarrow from Python lists, whose first call imports pandas: half a second mid-build).
 GENERATION_SCHEMA = {
     "request_key": pl.String, "teacher_id": pl.String, "prompt_id": pl.String, "problem_id": pl.String,

@@ -295,7 +295,7 @@ def bench_readers(
     rows: int = typer.Option(256, "--rows", min=1, help="rows per committed insert (the generation engine's batch)"),
     size: int = typer.Option(200_000, "--size", min=0, help="rows already stored before the timed phases"),
     pace: float = typer.Option(0.1, "--pace", min=0, help="seconds between commits in the paced phases (the "
-                               "generation engine commits every 0.5 s: the default is a harsher pace)"),
+                               "generation engine flushes every 0.1 s)"),
 ) -> None:
     """A writer commits inserts without and with snapshots (alternated, twice each), paced like a build and
     saturated (as fast as it can); then a reader process polls the registry during a last write phase. Reports the
