@@ -165,3 +165,23 @@ def test_unknown_provider_is_one_line_naming_the_field(tmp_path):
         load_recipe(path)
     (line,) = str(err.value).splitlines()
     assert "teachers.0.provider" in line and "openai" in line
+
+
+def test_a_run_freezes_the_heap_only_while_it_runs(tmp_path, registry_path):
+    """Full collections skip the objects that outlive the run (the plan, the libraries), and the caller's heap is
+    collected normally again afterwards."""
+    import gc
+
+    frozen = []
+
+    def responder(req) -> str:
+        frozen.append(gc.get_freeze_count())  # the fake server runs in this process: it sees the heap as the run does
+        return "The answer is 3."
+
+    with fake_openai(responder=responder) as srv:
+        r = recipe([synthetic_task(tmp_path, 2)], [openai_teacher(srv)], modes=["cot"], samples={"cot": 1})
+        assert gc.get_freeze_count() == 0
+        with Registry.open(registry_path) as reg:
+            assert run_generation(reg, r, progress=False).ok == 2
+    assert len(frozen) == 2 and min(frozen) > 0
+    assert gc.get_freeze_count() == 0

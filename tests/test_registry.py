@@ -115,6 +115,16 @@ def test_bulk_insert_is_idempotent_and_replace_overwrites(registry_path):
         assert reg.insert("verdicts", []) == 0
 
 
+def test_insert_on_conflict_error_stores_nothing_of_a_batch_with_a_stored_key(registry_path):
+    with Registry.open(registry_path) as reg:
+        row = {"rule": "strict", "rule_version": "1", "correct": True}
+        assert reg.insert("verdicts", [{"request_key": "k1", **row}], on_conflict="error") == 1
+        with pytest.raises(duckdb.ConstraintException):
+            reg.insert("verdicts", [{"request_key": "k2", **row}, {"request_key": "k1", **row}], on_conflict="error")
+        assert reg.query("SELECT request_key FROM verdicts")["request_key"].to_list() == ["k1"]
+        assert reg.insert("verdicts", [{"request_key": "k2", **row}], on_conflict="error") == 1  # usable after
+
+
 def test_transaction_rolls_back_everything(registry_path):
     with Registry.open(registry_path) as reg:
         with pytest.raises(ZeroDivisionError):

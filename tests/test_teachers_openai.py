@@ -81,6 +81,24 @@ def test_exhausted_retries_store_an_error_row_that_the_next_run_retries(tmp_path
     assert fixed["status"].to_list() == ["ok"] and fixed.height == 1
 
 
+def test_an_error_row_asked_again_beside_new_keys_is_replaced_in_one_batch(tmp_path, registry_path):
+    """Answers are committed with a plain INSERT first; a batch holding a key stored as an error row falls back to
+    INSERT OR REPLACE, so the new keys beside it are stored too, each once."""
+    task = synthetic_task(tmp_path, 4)
+    with fake_openai() as srv:
+        teacher = openai_teacher(srv, max_retries=0)
+        srv.inject("500")
+        with Registry.open(registry_path) as reg:
+            first = run_generation(reg, recipe([{**task, "limit": 2}], [teacher], modes=["cot"], samples={"cot": 1}),
+                                   progress=False)
+            second = run_generation(reg, recipe([task], [teacher], modes=["cot"], samples={"cot": 1}), progress=False)
+            stored = rows(reg)
+    assert (first.ok, first.errors) == (1, 1)
+    assert (second.cached, second.ok, second.errors) == (1, 3, 0)
+    assert stored.height == 4 and stored["status"].to_list() == ["ok"] * 4
+    assert stored["request_key"].n_unique() == 4
+
+
 def test_unparseable_response_is_stored_with_its_raw_text(tmp_path, registry_path):
     with fake_openai() as srv:
         r = recipe([synthetic_task(tmp_path, 1)], [openai_teacher(srv)], modes=["cot"], samples={"cot": 1})

@@ -7,6 +7,7 @@ command body, so `mixdistill --help`, `info` or `sql` start in a fraction of a s
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -49,6 +50,11 @@ def main() -> None:
         _interrupted(exit_code_for())
     if rc == 130:  # typer turns Ctrl-C into exit code 130 without a word
         _interrupted(exit_code_for())
+    if _own_process():
+        # The interpreter's exit runs full garbage collections over every object the command's libraries left (0.15-
+        # 0.2 s after a `generate`, a fifth of its time outside the requests); frozen objects are skipped, and are
+        # still freed with their modules.
+        gc.freeze()
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

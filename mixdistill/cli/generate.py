@@ -135,9 +135,7 @@ def _fake_server_script() -> Path:
     return path
 
 
-def _bench_recipe(tmp: Path, requests: int, concurrency: int, base_url: str) -> "BuildRecipe":
-    from mixdistill.recipe import BuildRecipe
-
+def _bench_recipe(tmp: Path, requests: int, concurrency: int, base_url: str) -> dict:
     rows = [
         {"id": f"q{i}", "question": f"Ann has {i} apples and buys {i % 7 + 2} more. How many apples does she have now?",
          "answer": i + i % 7 + 2}
@@ -145,17 +143,61 @@ def _bench_recipe(tmp: Path, requests: int, concurrency: int, base_url: str) -> 
     ]
     data = tmp / "bench.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    return BuildRecipe.model_validate(
-        {
-            "name": "bench-teachers",
-            "tasks": [{"custom": {"name": "bench", "path": str(data), "question": "question", "answer": "answer",
-                                  "id": "id"}}],
-            "teachers": [{"provider": "openai", "model": "gpt-4o-mini", "base_url": base_url,
-                          "api_key_env": BENCH_KEY_ENV, "max_concurrency": concurrency, "max_retries": 0}],
-            "modes": ["cot"],
-            "samples": {"cot": 1},
-        }
-    )
+    return {
+        "name": "bench-teachers",
+        "tasks": [{"custom": {"name": "bench", "path": str(data), "question": "question", "answer": "answer",
+                              "id": "id"}}],
+        "teachers": [{"provider": "openai", "model": "gpt-4o-mini", "base_url": base_url,
+                      "api_key_env": BENCH_KEY_ENV, "max_concurrency": concurrency, "max_retries": 0}],
+        "modes": ["cot"],
+        "samples": {"cot": 1},
+    }
+
+
+class _Server:
+    """The fake OpenAI server in its own process; `window()` says when the requests since the last call were
+    received (the first) and answered (the last), by the server's clock (`time.time()`, shared by every process)."""
+
+    def __init__(self, latency: float):
+        self.proc = subprocess.Popen([sys.executable, str(_fake_server_script()), "--latency", str(latency)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+
+    def window(self) -> tuple[int, float, float]:
+        self.proc.stdin.write("window\n")
+        self.proc.stdin.flush()
+        w = json.loads(self.proc.stdout.readline())
+        return w["requests"], w["first_received"], w["last_answered"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def _outside(server: _Server, started: float, ended: float) -> tuple[float, float]:
+    """(seconds before the first request was received, seconds after the last was answered) of a run that began at
+    `started` and ended at `ended` (`time.time()`)."""
+    n, first, last = server.window()
+    if not n:
+        raise MixdistillError("benchmark invalid: the fake server saw no request")
+    return first - started, ended - last
+
+
+def _console_script() -> list[str]:
+    """The `mixdistill` console script next to this interpreter (what users run), else `python -m mixdistill`."""
+    script = Path(sys.executable).with_name("mixdistill")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "mixdistill"]
+
+
+def _whole_process(args: list[str]) -> float:
+    """Wall seconds of a whole `mixdistill ...` process, start-up and exit included."""
+    t0 = time.perf_counter()
+    done = subprocess.run(_console_script() + args, capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise MixdistillError(f"benchmark invalid: mixdistill {' '.join(args[:3])} exited {done.returncode}: "
+                              f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return took
 
 
 async def _raw_floor(url: str, bodies: list[bytes], concurrency: int) -> None:
@@ -189,51 +231,69 @@ def bench_teachers(
     latency: float = typer.Option(0.2, "--latency", help="seconds the fake server takes per request"),
 ) -> None:
     """Throughput and client CPU per request against the fake OpenAI server (its own process), beside a raw aiohttp
-    client sending the same bodies to the same server in the same run (the floor); and a cached re-run."""
+    client sending the same bodies to the same server in the same run (the floor); a cached re-run; and a cold
+    `mixdistill generate` of the same build as a whole process: its time outside the requests."""
     import polars as pl
+    import yaml
 
     from mixdistill.generate import _run, plan_generation, run_generation
+    from mixdistill.recipe import BuildRecipe
     from mixdistill.registry import Registry
 
-    server = subprocess.Popen(
-        [sys.executable, str(_fake_server_script()), "--latency", str(latency)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
+    server = _Server(latency)
     try:
-        port = int(server.stdout.readline())
         os.environ[BENCH_KEY_ENV] = "sk-bench-not-a-secret"
         with tempfile.TemporaryDirectory() as tmp:
-            recipe = _bench_recipe(Path(tmp), requests, concurrency, f"http://127.0.0.1:{port}/v1")
+            spec = _bench_recipe(Path(tmp), requests, concurrency, f"http://127.0.0.1:{server.port}/v1")
+            recipe = BuildRecipe.model_validate(spec)
             plan = plan_generation(recipe)
             (teacher,) = plan.teachers
             bodies = [json.dumps(teacher.body([r])).encode() for r in plan.requests[teacher.teacher_id]]
-            _, raw, raw_cpu = _timed(_run, _raw_floor(f"http://127.0.0.1:{port}/v1/chat/completions", bodies, concurrency))
+            url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+            _, raw, raw_cpu = _timed(_run, _raw_floor(url, bodies, concurrency))
+            server.window()
             with Registry.open(Path(tmp) / "bench.duckdb") as reg:
+                started = time.time()
                 first, cold, cold_cpu = _timed(run_generation, reg, recipe, False)
+                before, after = _outside(server, started, time.time())
                 again, warm, _ = _timed(run_generation, reg, recipe, False)
+            (Path(tmp) / "bench.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+            started = time.time()
+            process = _whole_process(["--registry", str(Path(tmp) / "cold.duckdb"), "generate",
+                                      str(Path(tmp) / "bench.yaml"), "--no-progress"])
+            p_before, p_after = _outside(server, started, time.time())
+            startup = _whole_process(["generate", "--help"])
     finally:
-        server.stdin.close()
-        server.wait(10)
+        server.close()
     if first.ok != requests or again.sent != 0:
         raise MixdistillError(f"benchmark invalid: {first.ok}/{requests} ok on the first run, {again.sent} sent on the re-run")
     ideal = concurrency / latency
     rate, raw_rate = requests / cold, requests / raw
     cpu_ms, raw_cpu_ms = 1000 * cold_cpu / requests, 1000 * raw_cpu / requests
+    p_outside = p_before + p_after
     df = pl.DataFrame(
         {
             "metric": ["requests", "concurrency", "server latency s", "request body bytes", "ideal req/s",
                        "mixdistill s", "mixdistill req/s", "mixdistill share of ideal", "mixdistill CPU ms/request",
                        "raw aiohttp s", "raw aiohttp req/s", "raw share of ideal", "raw CPU ms/request",
-                       "mixdistill share of raw", "cached re-run s", "cached speed-up"],
+                       "mixdistill share of raw", "cached re-run s", "cached speed-up",
+                       "run_generation s before first request", "run_generation s after last answer",
+                       "cold generate process s", "process s before first request", "process s after last answer",
+                       "process s outside requests", "console script start s"],
             "value": [str(requests), str(concurrency), f"{latency}", str(len(bodies[0])), f"{ideal:.1f}",
                       f"{cold:.2f}", f"{rate:.1f}", f"{rate / ideal:.1%}", f"{cpu_ms:.2f}",
                       f"{raw:.2f}", f"{raw_rate:.1f}", f"{raw_rate / ideal:.1%}", f"{raw_cpu_ms:.2f}",
-                      f"{rate / raw_rate:.1%}", f"{warm:.3f}", f"{cold / warm:.0f}x"],
+                      f"{rate / raw_rate:.1%}", f"{warm:.3f}", f"{cold / warm:.0f}x",
+                      f"{before:.3f}", f"{after:.3f}",
+                      f"{process:.2f}", f"{p_before:.3f}", f"{p_after:.3f}", f"{p_outside:.3f}", f"{startup:.3f}"],
         }
     )
-    console.print(frame_table(df, 20, title="bench teachers (fake OpenAI server, loopback)"))
+    console.print(frame_table(df, 30, title="bench teachers (fake OpenAI server, loopback)"))
     console.print(
         f"share of ideal {rate / ideal:.1%} (target >= 90% at 64 x 200 ms), of the raw client {rate / raw_rate:.1%}; "
         f"client CPU {cpu_ms:.2f} ms/request (target <= 0.8; raw {raw_cpu_ms:.2f}); "
-        f"cached re-run {cold / warm:.0f}x faster (target >= 50x)", highlight=False,
+        f"cached re-run {cold / warm:.0f}x faster (target >= 50x); "
+        f"cold `mixdistill generate` process {p_outside:.2f} s outside the requests (target < 1 s; start-up "
+        f"{p_before:.2f} s to the first request, {p_after:.2f} s after the last answer; `generate --help` "
+        f"{startup:.2f} s)", highlight=False,
     )

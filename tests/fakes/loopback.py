@@ -70,6 +70,7 @@ class LoopbackServer:
     batch_delay: float = 0.0  # seconds before a submitted batch ends
     requests_seen: list[dict] = field(default_factory=list)  # {"method", "path", "body"} per request, in order
     in_flight: int = 0
+    last_answered: float = 0.0  # time.time() when the latest generation request was answered
     _faults: collections.deque = field(default_factory=collections.deque)
     _ids: itertools.count = field(default_factory=itertools.count)
 
@@ -179,6 +180,7 @@ class LoopbackServer:
             return failed if failed is not None else web.json_response(respond(body))
         finally:
             self.in_flight -= 1
+            self.last_answered = time.time()
 
     def settings_error(self, body: dict) -> web.Response | None:
         """A 400 for settings the real provider refuses (reasoning models and sampling parameters...)."""

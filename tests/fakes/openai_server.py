@@ -11,7 +11,9 @@ or a model that writes its trace in `<think>` tags (`"think"`).
 
 Faults: `srv.inject("429", retry_after=0.1)`, "500", "malformed", "drop", "timeout", "401", for the next request(s).
 Run as a script it serves the echo responder until killed (used by `mixdistill bench teachers`):
-`python tests/fakes/openai_server.py --latency 0.2` prints the port on its first line.
+`python tests/fakes/openai_server.py --latency 0.2` prints the port on its first line; each line `window` sent to
+its stdin is answered with one JSON line: the generation requests since the previous `window`, when the first of them
+was received and when the last was answered (`time.time()`), so a client can tell its time outside the requests.
 """
 
 from __future__ import annotations
@@ -246,4 +248,11 @@ if __name__ == "__main__":
     args = parser.parse_args()
     with fake_openai(latency=args.latency) as srv:
         print(srv.port, flush=True)
-        sys.stdin.read()  # serve until the parent closes our stdin (or kills us)
+        counted = 0
+        for line in sys.stdin:  # serve until the parent closes our stdin (or kills us)
+            if line.strip() == "window":
+                seen = srv.generation_requests[counted:]
+                counted += len(seen)
+                first = seen[0]["t"] if seen else None
+                print(json.dumps({"requests": len(seen), "first_received": first, "last_answered": srv.last_answered}),
+                      flush=True)
