@@ -132,19 +132,17 @@ def sql(
 
 
 def _displayable(reg, query: str) -> "pl.DataFrame":
-    """The query's rows as a polars frame; INTERVAL columns (which polars cannot import) as DuckDB's text for them."""
+    """The query's rows as a polars frame; INTERVAL columns (which polars cannot import) as DuckDB's text for them
+    (a writer serving the query has done that already)."""
     import polars as pl
+
+    from mixdistill.registry.serve import RemoteResult, intervals_as_text
 
     with reg.lock:
         rel = reg.con.sql(query)
         if rel is None:  # a statement without rows
             return pl.DataFrame()
-        if any(str(t).startswith("INTERVAL") for t in rel.types):
-            rel = rel.project(", ".join(
-                f'CAST("{c}" AS VARCHAR) AS "{c}"' if str(t).startswith("INTERVAL") else f'"{c}"'
-                for c, t in zip(rel.columns, rel.types)
-            ))
-        return rel.pl()
+        return (rel if isinstance(rel, RemoteResult) else intervals_as_text(rel)).pl()
 
 
 def check_output(output: Path | None, fmt: Format) -> None:

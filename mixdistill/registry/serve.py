@@ -151,8 +151,7 @@ def _send_reply(conn: socket.socket, cur: duckdb.DuckDBPyConnection, body: bytes
 
 
 def run_query(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence | dict | None) -> "pa.Table":
-    """One reader's statement on the writer's database, read-only whatever it says; INTERVAL columns as text
-    (Arrow readers such as polars cannot import them)."""
+    """One reader's statement on the writer's database, read-only whatever it says; INTERVAL columns as text."""
     if not isinstance(sql, str):
         raise RemoteError("the query must be text")
     statements = duckdb.extract_statements(sql)
@@ -166,17 +165,22 @@ def run_query(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence | dict 
         rel = cur.sql(sql, params=params)
         if rel is None:
             raise RemoteError("the statement returned no rows")
+        rel = intervals_as_text(rel)
         types = [str(t) for t in rel.types]
-        if any(t.startswith("INTERVAL") for t in types):
-            rel = rel.project(", ".join(
-                f'CAST("{c}" AS VARCHAR) AS "{c}"' if t.startswith("INTERVAL") else f'"{c}"'
-                for c, t in zip(rel.columns, types)
-            ))
-            types = [str(t) for t in rel.types]
         table = rel.to_arrow_table()
     finally:
         cur.execute("ROLLBACK")
     return table.replace_schema_metadata({"mixdistill_types": json.dumps(types)})
+
+
+def intervals_as_text(rel):
+    """`rel` with its INTERVAL columns as DuckDB's text for them: Arrow readers such as polars cannot import them."""
+    types = [str(t) for t in rel.types]
+    if not any(t.startswith("INTERVAL") for t in types):
+        return rel
+    return rel.project(", ".join(
+        f'CAST("{c}" AS VARCHAR) AS "{c}"' if t.startswith("INTERVAL") else f'"{c}"' for c, t in zip(rel.columns, types)
+    ))
 
 
 # ---------------------------------------------------------------------------------------------------- the reader
