@@ -54,7 +54,7 @@ class Registry:
     @property
     def writer_pid(self) -> int | None:
         """The process writing this registry, when this reader's queries are answered by it (else None)."""
-        return getattr(self.con, "writer_pid", None) if isinstance(self.con, RemoteConnection) else None
+        return self.con.writer_pid if isinstance(self.con, RemoteConnection) else None
 
     # ---------------------------------------------------------------- opening
     @classmethod
