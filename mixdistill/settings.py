@@ -10,9 +10,16 @@ from typing import Annotated
 import platformdirs
 from pydantic import BeforeValidator
 
+from mixdistill.errors import MixdistillError
+
 HOME_ENV = "MIXDISTILL_HOME"
 REGISTRY_ENV = "MIXDISTILL_REGISTRY"
 DATA_ENV = "MIXDISTILL_DATA"
+DB_MEMORY_ENV = "MIXDISTILL_DB_MEMORY"
+# DuckDB's own default is 80% of the machine's memory: a large build would take it all. Set explicitly, a query
+# that needs more spills to `<registry>.tmp` instead.
+DB_MEMORY_DEFAULT = "1GB"
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B)", re.IGNORECASE)
 
 
 def default_home() -> Path:
@@ -29,6 +36,14 @@ def registry_path(explicit: str | os.PathLike | None = None) -> Path:
     if os.environ.get(REGISTRY_ENV):
         return Path(os.environ[REGISTRY_ENV]).expanduser()
     return default_home() / "registry.duckdb"
+
+
+def db_memory() -> str:
+    """The registry connection's memory limit (DuckDB syntax, e.g. `1GB`, `512MB`): $MIXDISTILL_DB_MEMORY, else 1GB."""
+    value = os.environ.get(DB_MEMORY_ENV) or DB_MEMORY_DEFAULT
+    if not _MEMORY.fullmatch(value.strip()):
+        raise MixdistillError(f"${DB_MEMORY_ENV}={value!r}: give a size such as 1GB or 512MB")
+    return value.strip()
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -300,3 +300,18 @@ def test_model_paths_expand_like_every_recipe_path(tmp_path, monkeypatch):
     spec = load_recipe(ev, EvalRecipe)
     assert spec.model == str(tmp_path / "user" / "m") and spec.adapter == home / "runs" / "t"
     assert load_recipe(train, TrainRecipe).model_copy(update={"student": "meta-llama/Llama-2-7b-hf"}).preflight() == []
+
+
+def test_registry_memory_limit_is_set_explicitly_and_a_bad_value_is_one_line(stored, tmp_path):
+    before = digest(stored)
+    data = tmp_path / "more.jsonl"
+    data.write_text('{"id": "c", "q": "3+3?", "ans": 6}\n', encoding="utf-8")
+    args = ["problems", "import", "more", "--file", str(data), "--question", "q", "--answer", "ans", "--id", "id"]
+    done = run(*args, registry=stored, env={"MIXDISTILL_DB_MEMORY": "lots"})
+    assert done.returncode == 2 and "MIXDISTILL_DB_MEMORY" in one_line(done)
+    assert digest(stored) == before
+    shown = run("sql", "SELECT current_setting('memory_limit') AS m", "--format", "csv", registry=stored,
+                env={"MIXDISTILL_DB_MEMORY": "256MB"})
+    assert shown.returncode == 0 and "244.1 MiB" in shown.stdout, shown.stdout + shown.stderr
+    default = run("sql", "SELECT current_setting('memory_limit') AS m", "--format", "csv", registry=stored)
+    assert "953.6 MiB" in default.stdout, default.stdout  # 1GB unless told otherwise, not 80% of the machine

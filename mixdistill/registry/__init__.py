@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import duckdb
 
+from mixdistill import settings
 from mixdistill.errors import RegistryError, RegistryLocked
 from mixdistill.registry.migrations import MIGRATIONS
 from mixdistill.registry.serve import RemoteConnection, Server
@@ -227,7 +228,7 @@ def _connect(path: Path, read_only: bool, config: dict) -> "duckdb.DuckDBPyConne
     deadline = time.monotonic() + SERVE_WAIT_S
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
+            return duckdb.connect(str(path), read_only=read_only, config={**config, "memory_limit": settings.db_memory()})
         except duckdb.IOException as e:
             msg = str(e)
             if "lock" not in msg.lower():
