@@ -33,12 +33,13 @@ from mixdistill.registry import Registry
 from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.registry.problems import save_problems
 from mixdistill.shard import Shard
+from mixdistill.stopping import run_stoppable
 from mixdistill.tasks import TASKS, Problem, load_problems
 from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher, request_key
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
 
 FLUSH_ROWS = 256
-FLUSH_EVERY_S = 0.1
+FLUSH_EVERY_S = 0.5
 # Built with polars (not pyarrow from Python lists, whose first call imports pandas: half a second mid-build).
 GENERATION_SCHEMA = {
     "request_key": pl.String, "teacher_id": pl.String, "prompt_id": pl.String, "problem_id": pl.String,
@@ -412,12 +413,13 @@ async def _execute(reg: Registry, plan: Plan, pending: dict[str, list[TeacherReq
 
 
 def _run(coro):
-    """uvloop when available (it roughly halves the event loop's cost per request), asyncio otherwise."""
+    """uvloop when available (it roughly halves the event loop's cost per request), asyncio otherwise; a Ctrl-C or
+    SIGTERM cancels the run at an `await` (`stopping.run_stoppable`), so its cleanup commits every received answer."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+        return run_stoppable(coro)
+    return run_stoppable(coro, uvloop.run)
 
 
 def _progress_bar(total: int, enabled: bool) -> Progress:

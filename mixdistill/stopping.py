@@ -4,10 +4,16 @@ The handler sets `STOP` (long loops that do not run Python between steps check i
 generation's stopping criterion, between tokens) and raises `Stopped`, a `KeyboardInterrupt`, in the main thread, so
 every `except KeyboardInterrupt` / `finally` on the way out runs: buffered answers are written, the run is recorded
 `interrupted`, and the CLI exits with 128 + the signal number (130 / 143).
+
+Inside an event loop (`run_stoppable`) an exception raised at an arbitrary bytecode would be a gamble: it could land
+between an answer's journal write and its entry in the commit buffer, or inside the loop's own machinery. There the
+signals are the loop's: the main task is cancelled at its next `await`, its `finally` blocks stop the requests in
+flight and commit what was received, and `Stopped` is raised once the loop has finished.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 
@@ -38,6 +44,39 @@ def install_signal_handlers() -> None:
     _received.clear()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _handler)
+
+
+def run_stoppable(coro, runner=asyncio.run):
+    """`runner(coro)` (asyncio.run, uvloop.run) with SIGINT and SIGTERM cancelling the coroutine's task at an
+    `await`; raises `Stopped` after the task's cleanup has run. Off the main thread, signals are not ours to take."""
+    if threading.current_thread() is not threading.main_thread():
+        return runner(coro)
+    received: list[int] = []
+
+    async def main():
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            STOP.set()
+            _received.append(signum)
+            received.append(signum)
+            task.cancel()
+
+        before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in before:
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if received:
+                raise Stopped(received[0]) from None
+            raise
+        finally:
+            for sig, handler in before.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)  # the loop leaves the default handler behind, not the one we had
+
+    return runner(main())
 
 
 def exit_code_for() -> int:

@@ -71,3 +71,40 @@ def test_info_shows_stale_runs_as_interrupted(cli, registry_path):
                     [2**22 + 12345, __import__("socket").gethostname()])  # above any pid_max: never alive
     code, out, _ = cli("info")
     assert code == 0 and "runs: 1 interrupted" in out
+
+
+@pytest.mark.parametrize("runner", ["asyncio", "uvloop"])
+def test_a_signal_in_an_event_loop_cancels_at_an_await_and_cleanup_finishes(runner):
+    """The signal never lands inside synchronous code: the task is cancelled at its `await`, its `finally` runs to
+    the end (awaits included), then `Stopped` comes out with the signal's exit code and our handler is back."""
+    import asyncio
+    import os
+    import signal
+
+    run = asyncio.run if runner == "asyncio" else pytest.importorskip("uvloop").run
+    pytests = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopping.install_signal_handlers()
+    before = signal.getsignal(signal.SIGTERM)
+    steps: list[str] = []
+
+    async def work():
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+        try:
+            while True:
+                steps.append("a")  # two appends with no await between them: never split by the signal
+                steps.append("b")
+                await asyncio.sleep(0.001)
+        finally:
+            await asyncio.sleep(0.01)  # a commit at the end still runs
+            steps.append("cleaned up")
+
+    try:
+        with pytest.raises(stopping.Stopped) as stopped:
+            stopping.run_stoppable(work(), run)
+        assert stopped.value.exit_code == 143 and stopping.stop_requested()
+        assert steps[-1] == "cleaned up" and steps[:-1] == ["a", "b"] * ((len(steps) - 1) // 2)
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        for sig, handler in pytests.items():
+            signal.signal(sig, handler)
+        stopping.STOP.clear()
