@@ -312,6 +312,8 @@ class Budget:
         self.cost_before, self.tokens_before = cost_before, tokens_before
 
     def reached(self) -> str | None:
+        if self.limits.max_cost_usd is None and self.limits.max_tokens is None:
+            return None  # asked before every call: no sums over the tallies when there is no limit
         cost = self.cost_before + self.report.cost_usd
         tokens = self.tokens_before + self.report.tokens
         if self.limits.max_cost_usd is not None and cost >= self.limits.max_cost_usd:

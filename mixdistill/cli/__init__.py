@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+import typer
+
 from mixdistill.cli import core  # noqa: F401  (registers commands)
 from mixdistill.cli import evaluate  # noqa: F401  (eval, report, bench eval)
 from mixdistill.cli import verify  # noqa: F401  (verify, bench sandbox)
@@ -46,7 +48,7 @@ def main() -> None:
     except clicks.ClickException as e:  # usage errors: click's usage message, exit code 2
         e.show()
         sys.exit(e.exit_code)
-    except clicks.Abort:  # Ctrl-C or EOF inside a prompt
+    except typer.Abort:  # Ctrl-C or EOF inside a prompt (typer's own; its bundled click has none)
         _interrupted(exit_code_for())
     if rc == 130:  # typer turns Ctrl-C into exit code 130 without a word
         _interrupted(exit_code_for())

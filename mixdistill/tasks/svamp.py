@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from mixdistill.tasks.base import HubCopy, Problem, TaskDef, field
 
 SOURCE = "arkilpatel/SVAMP"
@@ -43,8 +41,10 @@ def _fmt(x: float) -> str:
     return str(int(x)) if x.is_integer() else repr(x)
 
 
-def dss_permutation(n: int = 1000) -> np.ndarray:
-    return np.random.RandomState(0).permutation(n)
+def dss_permutation(n: int = 1000) -> list[int]:
+    import numpy as np  # here, not at the top: a build of another task need not pay for numpy's import
+
+    return np.random.RandomState(0).permutation(n).tolist()
 
 
 def load(data: Path, split: str) -> list[Problem]:

@@ -17,6 +17,7 @@ Opt-in PoT answer conventions beyond `ans` / `solution()` (`POT_CONVENTIONS`) en
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -137,7 +138,9 @@ class PotRoundingRule(_Versioned):
         return round(a, places) == round(b, places)
 
 
+@functools.cache
 def _math_verify_version() -> str:
+    """Read when a verdict needs it, not at import: `importlib.metadata` costs 0.05-0.1 s of every command's start."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -151,9 +154,12 @@ class MathVerifyRule(_Versioned):
     """Its version includes the library's: a math-verify upgrade can change verdicts, so it re-verifies."""
 
     name: str = "math-verify"
-    revision: str = f"2+mv{_math_verify_version()}"
     cot_reading: str = "stated"
     pot_conventions: tuple[str, ...] = ()
+
+    @property
+    def revision(self) -> str:
+        return f"2+mv{_math_verify_version()}"
 
     def equal(self, pred: Value, gold: Value) -> bool:
         if (pair := _booleans(pred, gold)) is not None:
