@@ -243,3 +243,27 @@ def test_a_bad_request_stores_an_error_row_but_an_unsupported_parameter_stops_th
         with Registry.open(registry_path) as reg:
             with pytest.raises(TeacherFatalError, match="HTTP 400"):
                 run_generation(reg, r, progress=False)
+
+
+@pytest.mark.parametrize("teacher, sampling", [
+    ({"provider": "openai", "model": "gpt-4o-mini"}, {"seed": 7}),
+    ({"provider": "openai", "model": "o4-mini", "reasoning": {"effort": "low"}}, {}),
+    ({"provider": "openai-compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1"}, {"temperature": 0.2}),
+], ids=["seeded", "reasoning", "compatible"])
+def test_the_encoded_body_is_the_body(teacher, sampling, tmp_path):
+    """The body sent is spliced from the prompt's pre-encoded few-shot messages; it must decode to `body()` exactly,
+    whatever the question holds (quotes, backslashes, braces, the template's own placeholder, non-ASCII, newlines)."""
+    from mixdistill.generate import plan_generation
+
+    questions = ['He said "7\\8" {question} ünïcødé\n¿cuántos? 🍎', "plain", "\u2028 \t tab \\u0000"]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"q{i}", "question": q, "answer": i}) for i, q in enumerate(questions)),
+                    encoding="utf-8")
+    task = {"custom": {"name": "odd", "path": str(path), "question": "question", "answer": "answer", "id": "id"}}
+    plan = plan_generation(recipe([task], [teacher], samples={"cot": 3, "pot": 1}, sampling=sampling))
+    (t,) = plan.teachers
+    chunks = t.chunks(plan.requests[t.teacher_id])
+    assert len(chunks) >= 2 * len(questions)
+    assert any(len(c) > 1 for c in chunks) or teacher["provider"] == "openai-compatible"  # it sends samples one by one
+    for chunk in chunks:
+        assert json.loads(t.body_json(chunk)) == t.body(chunk)

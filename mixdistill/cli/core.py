@@ -288,7 +288,7 @@ def bench_readers(
     rows: int = typer.Option(256, "--rows", min=1, help="rows per committed insert (the generation engine's batch)"),
     size: int = typer.Option(200_000, "--size", min=0, help="rows already stored before the timed phases"),
     pace: float = typer.Option(0.1, "--pace", min=0, help="seconds between commits in the paced phases (the "
-                               "generation engine flushes every 0.1 s)"),
+                               "generation engine flushes every 0.5 s: 0.1 is five times its rate)"),
 ) -> None:
     """A writer commits inserts, paced like a build and saturated (as fast as it can), alone and while a reader
     process reads the registry every 0.2 s through it (alternated, twice each). Reports the writer's time per commit

@@ -248,7 +248,7 @@ def bench_teachers(
             recipe = BuildRecipe.model_validate(spec)
             plan = plan_generation(recipe)
             (teacher,) = plan.teachers
-            bodies = [json.dumps(teacher.body([r])).encode() for r in plan.requests[teacher.teacher_id]]
+            bodies = [teacher.body_json([r]) for r in plan.requests[teacher.teacher_id]]
             url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
             _, raw, raw_cpu = _timed(_run, _raw_floor(url, bodies, concurrency))
             server.window()

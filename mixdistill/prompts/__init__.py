@@ -24,6 +24,10 @@ FALLBACK_BY_ANSWER_TYPE = {"number": "gsm8k", "bool": "strategyqa"}
 COMPLETION_STOP = "\nQuestion:"
 
 
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 class PromptError(MixdistillError):
     """A prompt file is missing or invalid."""
 
@@ -80,6 +84,15 @@ class Prompt:
             messages.append({"role": "assistant", "content": self._shown(ex.rationale)})
         messages.append({"role": "user", "content": self.user_message(question)})
         return messages
+
+    @cached_property
+    def _chat_head_json(self) -> str:
+        """JSON of `chat()` without the question's message and the closing bracket: the same for every question."""
+        return _json(self.chat("")[:-1])[:-1]
+
+    def chat_json(self, question: str) -> str:
+        """`chat(question)` as compact JSON, the few-shot part (~2 KB) encoded once per prompt, not per request."""
+        return f"{self._chat_head_json},{_json({'role': 'user', 'content': self.user_message(question)})}]"
 
     def completion(self, question: str) -> str:
         """One text for base models; generation should stop at `COMPLETION_STOP`."""

@@ -15,7 +15,8 @@ import json
 import aiohttp
 
 
-def _dumps(body: dict) -> bytes:
+def dumps(body: dict) -> bytes:
+    """A request body as compact UTF-8 JSON."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -46,12 +47,13 @@ class Transport:
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
 
-    async def post(self, path: str, body: dict) -> str:
+    async def post(self, path: str, body: dict | bytes) -> str:
+        """POST a body (a dict, or JSON already encoded) and return the response text."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self.headers, timeout=self.timeout, connector=aiohttp.TCPConnector(limit=self.limit),
             )
-        async with self._session.post(self.base_url + path, data=_dumps(body)) as response:
+        async with self._session.post(self.base_url + path, data=body if isinstance(body, bytes) else dumps(body)) as response:
             text = await response.text()
             if response.status >= 400:
                 raise HTTPStatusError(response.status, text, response.headers)

@@ -34,7 +34,7 @@ from mixdistill.teachers.base import (
     split_evenly,
 )
 from mixdistill.teachers.fleet import Endpoint, Fleet
-from mixdistill.teachers.http import HTTPStatusError, Transport, transport_verdict
+from mixdistill.teachers.http import HTTPStatusError, Transport, dumps, transport_verdict
 
 if TYPE_CHECKING:
     import openai
@@ -150,9 +150,22 @@ class OpenAITeacher(Teacher):
         """The request as sent; it carries exactly the settings `request_params` records."""
         if self.spec.api == "responses":
             return self.responses_body(chunk[0])
+        return {"model": self.spec.model, "messages": chunk[0].messages, **self._chat_settings(chunk)}
+
+    def body_json(self, chunk: list[TeacherRequest]) -> bytes:
+        """`body(chunk)` encoded. The messages' JSON comes from the prompt (`Prompt.chat_json`), whose few-shot part
+        is encoded once: encoding the whole ~2 KB body was about a seventh of the client's CPU per request."""
+        if self.spec.api == "responses":
+            return dumps(self.body(chunk))
+        first = chunk[0]
+        settings = dumps({"model": self.spec.model, **self._chat_settings(chunk)})
+        return b'{"messages":' + first.prompt.chat_json(first.question).encode() + b"," + settings[1:]
+
+    def _chat_settings(self, chunk: list[TeacherRequest]) -> dict:
+        """Everything of a Chat Completions body but its messages."""
         first = chunk[0]
         s = first.sampling
-        body = {"model": self.spec.model, "messages": first.messages, self.max_tokens_field: s.max_tokens}
+        body = {self.max_tokens_field: s.max_tokens}
         if not self.unsent_sampling():
             body["temperature"] = s.temperature
             body["top_p"] = s.top_p
@@ -178,7 +191,7 @@ class OpenAITeacher(Teacher):
             body["top_p"] = s.top_p
         return body
 
-    async def _post(self, path: str, body: dict) -> str:
+    async def _post(self, path: str, body: dict | bytes) -> str:
         if self._transport is None:
             self._transport = self._new_transport(self.spec.base_url)
         return await self._transport.post(path, body)
@@ -188,7 +201,7 @@ class OpenAITeacher(Teacher):
         if self.spec.api == "responses":
             text = await self._post("/responses", self.body(chunk))
             return [self.parse_response(chunk[0], text, time.perf_counter() - started)]
-        text = await self._post("/chat/completions", self.body(chunk))
+        text = await self._post("/chat/completions", self.body_json(chunk))
         return self.parse(chunk, text, time.perf_counter() - started)
 
     def _unreadable(self, chunk, text, e: Exception, latency: float, batch_id: str | None) -> list[TeacherResult]:
@@ -367,7 +380,7 @@ class OpenAICompatibleTeacher(OpenAITeacher):
             self._fleet = Fleet([Endpoint(url, self._new_transport(url)) for url in urls])
         return self._fleet
 
-    async def _post(self, path: str, body: dict) -> str:
+    async def _post(self, path: str, body: dict | bytes) -> str:
         if self.spec.base_urls is None:
             return await super()._post(path, body)
         fleet = self.fleet
