@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import orjson
 import yaml
 
 from mixdistill.errors import MixdistillError
@@ -22,10 +23,6 @@ MODES = ("cot", "pot")
 # Custom tasks borrow the built-in prompts that fit their answer type.
 FALLBACK_BY_ANSWER_TYPE = {"number": "gsm8k", "bool": "strategyqa"}
 COMPLETION_STOP = "\nQuestion:"
-
-
-def _json(value) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class PromptError(MixdistillError):
@@ -86,13 +83,15 @@ class Prompt:
         return messages
 
     @cached_property
-    def _chat_head_json(self) -> str:
+    def _chat_head_json(self) -> bytes:
         """JSON of `chat()` without the question's message and the closing bracket: the same for every question."""
-        return _json(self.chat("")[:-1])[:-1]
+        return orjson.dumps(self.chat("")[:-1])[:-1]
 
-    def chat_json(self, question: str) -> str:
-        """`chat(question)` as compact JSON, the few-shot part (~2 KB) encoded once per prompt, not per request."""
-        return f"{self._chat_head_json},{_json({'role': 'user', 'content': self.user_message(question)})}]"
+    def chat_json(self, question: str) -> bytes:
+        """`chat(question)` as compact UTF-8 JSON, the few-shot part (~2 KB) encoded once per prompt, not per
+        request."""
+        last = orjson.dumps({"role": "user", "content": self.user_message(question)})
+        return b"".join((self._chat_head_json, b",", last, b"]"))
 
     def completion(self, question: str) -> str:
         """One text for base models; generation should stop at `COMPLETION_STOP`."""

@@ -13,11 +13,16 @@ import asyncio
 import json
 
 import aiohttp
+import orjson
 
 
 def dumps(body: dict) -> bytes:
-    """A request body as compact UTF-8 JSON."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    """A request body as compact UTF-8 JSON (orjson: a tenth of the json module's CPU; it refuses integers beyond
+    64 bits, which the json module still writes)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class HTTPStatusError(Exception):

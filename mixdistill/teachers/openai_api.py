@@ -24,6 +24,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import aiohttp
+import orjson
 
 from mixdistill.teachers.base import (
     BatchStatus,
@@ -159,7 +160,7 @@ class OpenAITeacher(Teacher):
             return dumps(self.body(chunk))
         first = chunk[0]
         settings = dumps({"model": self.spec.model, **self._chat_settings(chunk)})
-        return b'{"messages":' + first.prompt.chat_json(first.question).encode() + b"," + settings[1:]
+        return b'{"messages":' + first.prompt.chat_json(first.question) + b"," + settings[1:]
 
     def _chat_settings(self, chunk: list[TeacherRequest]) -> dict:
         """Everything of a Chat Completions body but its messages."""
@@ -218,7 +219,7 @@ class OpenAITeacher(Teacher):
     def parse(self, chunk: list[TeacherRequest], text: str, latency: float, batch_id: str | None = None) -> list[TeacherResult]:
         """A chat.completion body -> one result per request; a body that cannot be read becomes error rows."""
         try:
-            data = json.loads(text)
+            data = orjson.loads(text)  # a third of the json module's CPU per response
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             usage = data.get("usage") or {}
             details = usage.get("completion_tokens_details") or {}
