@@ -126,11 +126,19 @@ class Registry:
             raise RegistryError(
                 f"{self.path} has schema version {current} < {SCHEMA_VERSION}; open it once for writing to migrate"
             )
-        for version, fn in enumerate(MIGRATIONS[current:], start=current + 1):
-            log.info("registry %s: migration %d (%s)", self.path, version, fn.__name__)
+        if current == 0 and MIGRATIONS:  # a new registry: its whole schema in one commit (a commit costs ~5 ms)
             with self.transaction():
-                fn(self.con)
-                self.con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, fn.__name__])
+                for version, fn in enumerate(MIGRATIONS, start=1):
+                    self._migrate(version, fn)
+            return
+        for version, fn in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction():
+                self._migrate(version, fn)
+
+    def _migrate(self, version: int, fn) -> None:
+        log.info("registry %s: migration %d (%s)", self.path, version, fn.__name__)
+        fn(self.con)
+        self.con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, fn.__name__])
 
     # ---------------------------------------------------------------- basics
     def schema_version(self) -> int:
