@@ -177,3 +177,47 @@ def test_ray_example_builds_the_same_corpus(tmp_path, shared_data):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert digest(tmp_path / "ray" / "corpora" / "svamp-published" / "1.0.0") == \
         digest(tmp_path / "one" / "svamp-published" / "1.0.0")
+
+
+def test_a_merge_killed_mid_way_leaves_the_target_as_it_was(tmp_path):
+    """kill -9 while the shard's rows are being copied: the next open finds the target as it was before the merge
+    (one transaction per shard), and merging again then completes."""
+    import signal
+    import time
+
+    from mixdistill.registry import Registry
+
+    small = _tiny_registry(tmp_path / "a.duckdb")
+    big = tmp_path / "big.duckdb"
+    with Registry.open(big) as reg:
+        reg.con.execute(
+            "INSERT INTO generations (request_key, teacher_id, prompt_id, problem_id, mode, sample_index, status,"
+            " response_text, run_id) SELECT 'big-' || i, 't', 'p', 'q' || i, 'cot', 0, 'ok',"
+            " 'The answer is ' || i || '. ' || repeat('x', 200), 'r' FROM range(400000) t(i)")
+        reg.insert("runs", [{"run_id": "g-big", "kind": "generate", "name": "b shard 1/2", "recipe": "{}",
+                             "status": "done"}])
+    target = tmp_path / "target.duckdb"
+    assert mixdistill("registry", "merge", str(small), registry=target).returncode == 0
+
+    def content() -> tuple:
+        with Registry.open(target, read_only=True) as reg:
+            return reg.con.execute("SELECT count(*), sum(hash(request_key, response_text)) FROM generations").fetchone()
+
+    before = content()
+    proc = mixdistill("registry", "merge", str(big), registry=target, wait=False)
+    wal, size = target.with_name(target.name + ".wal"), target.stat().st_size
+
+    def written() -> int:
+        return target.stat().st_size - size + (wal.stat().st_size if wal.exists() else 0)
+
+    deadline = time.monotonic() + 120
+    while written() < 4 << 20:  # DuckDB is copying the shard's rows (~90 MB of them) into the target
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the merge ended (or stalled) before it could be killed: {proc.communicate()[1]}")
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert content() == before
+    done = mixdistill("registry", "merge", str(big), registry=target)
+    assert done.returncode == 0, done.stderr
+    assert content()[0] == before[0] + 400_000
