@@ -212,12 +212,16 @@ class Teacher:
         """False for a mode this teacher has no answers for at all (a replay of PoT programs asked for CoT)."""
         return True
 
-    def answerable(self, r: TeacherRequest) -> bool:
-        """False for requests this teacher cannot answer at all (replay without a recording): never sent."""
-        return True
+    def answerable(self, requests: list[TeacherRequest]) -> list[TeacherRequest]:
+        """Those of a chunk of requests this teacher can answer at all (replay: those with a recording); the rest are
+        never sent. Called once per chunk, right before the chunk is sent."""
+        return requests
 
-    def check_coverage(self, requests: list[TeacherRequest]) -> None:
-        """Refuse before any write when the requests cannot be served (replay of another task's outputs)."""
+    def plan_chunk(self, requests: list[TeacherRequest]) -> None:
+        """Sees each chunk of the plan's requests while the plan is made (before any write), for `check_coverage`."""
+
+    def check_coverage(self) -> None:
+        """Refuse before any write when the plan's requests cannot be served (replay of another task's outputs)."""
 
     def settings(self) -> dict:
         """What the registry's `teachers.settings` keeps: the spec without anything secret (keys never are in it)."""
