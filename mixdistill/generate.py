@@ -35,7 +35,8 @@ from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.registry.problems import save_problems
 from mixdistill.shard import Shard
 from mixdistill.tasks import TASKS, Problem, problem_chunks
-from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher, request_key
+from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher
+from mixdistill.teachers.base import request_keyer
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
 
 FLUSH_ROWS = 256
@@ -164,34 +165,37 @@ class Plan:
                 out[tid] += reqs
         return out
 
-    def chunks(self) -> Iterator[PlanChunk]:
-        recipe = self.recipe
+    def samples(self, teacher: Teacher) -> dict[str, int]:
+        """mode -> samples per problem, for the modes `teacher` serves."""
+        return {m: self.recipe.samples[m] for m in self.recipe.modes if teacher.serves(m)}
+
+    def problem_chunks(self) -> Iterator[tuple[Source, int, list[Problem], list[Problem]]]:
+        """(source, position of the chunk's first problem, the chunk's problems, those of them asked)."""
         seen: set[str] = set()  # problems of earlier splits: a problem listed through two splits is asked once
         for n, source in enumerate(self.sources):
             position, ids = 0, []
             for problems in source.chunks():
                 asked = [p for p in problems if p.problem_id not in seen
                          and (self.shard is None or self.shard.holds(p.problem_id))]  # other shards ask theirs
-                requests = {}
-                for teacher in self.teachers:
-                    params, reqs = self.params[teacher.teacher_id], []
-                    for mode in filter(teacher.serves, recipe.modes):
-                        prompt = self.prompts[(source.task, mode)]
-                        for p in asked:
-                            for i in range(recipe.samples[mode]):
-                                key = request_key(
-                                    provider=teacher.spec.provider, model=teacher.spec.model,
-                                    prompt_id=prompt.prompt_id, problem_id=p.problem_id, mode=mode, sampling=params,
-                                    sample_index=i,
-                                )
-                                reqs.append(TeacherRequest(key, p.problem_id, p.question, mode, i, prompt,
-                                                           recipe.sampling))
-                    requests[teacher.teacher_id] = reqs
-                yield PlanChunk(source, position, problems, requests)
+                yield source, position, problems, asked
                 position += len(problems)
                 if n + 1 < len(self.sources):  # only a recipe of several splits holds their ids
                     ids += [p.problem_id for p in problems]
             seen.update(ids)
+
+    def chunks(self) -> Iterator[PlanChunk]:
+        sampling = self.recipe.sampling
+        for source, position, problems, asked in self.problem_chunks():
+            requests = {}
+            for teacher in self.teachers:
+                reqs = requests[teacher.teacher_id] = []
+                for mode, samples in self.samples(teacher).items():
+                    prompt = self.prompts[(source.task, mode)]
+                    key = request_keyer(provider=teacher.spec.provider, model=teacher.spec.model,
+                                        prompt_id=prompt.prompt_id, mode=mode, sampling=self.params[teacher.teacher_id])
+                    reqs += [TeacherRequest(key(p.problem_id, i), p.problem_id, p.question, mode, i, prompt, sampling)
+                             for p in asked for i in range(samples)]
+            yield PlanChunk(source, position, problems, requests)
 
 
 # ---------------------------------------------------------------------- planning (no writes)
@@ -235,11 +239,11 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None, shard: Sh
         teacher.check()
     params = {t.teacher_id: t.request_params(recipe.sampling) for t in teachers}
     plan = Plan(sources, prompts, teachers, params, recipe, shard, {t.teacher_id: 0 for t in teachers})
-    for chunk in plan.chunks():
+    for _, _, _, asked in plan.problem_chunks():  # every problem read and checked; no request is built
         for teacher in teachers:
-            reqs = chunk.requests[teacher.teacher_id]
-            plan.counts[teacher.teacher_id] += len(reqs)
-            teacher.plan_chunk(reqs)
+            samples = plan.samples(teacher)
+            plan.counts[teacher.teacher_id] += len(asked) * sum(samples.values())
+            teacher.plan_chunk(asked, samples)
     for teacher in teachers:
         teacher.check_coverage()
     return plan

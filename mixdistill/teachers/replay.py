@@ -234,16 +234,23 @@ class RecordingIndex:
     def _frame(requests: list[TeacherRequest]) -> pl.DataFrame:
         import polars as pl
 
+        normalized = {q: normalize_question(q) for q in {r.question for r in requests}}  # samples repeat questions
         return pl.DataFrame(
             {"request_key": [r.request_key for r in requests],
-             "question": [normalize_question(r.question) for r in requests],
+             "question": [normalized[r.question] for r in requests],
              "mode": [r.mode for r in requests], "sample_index": [r.sample_index for r in requests]},
             schema={"request_key": pl.String, "question": pl.String, "mode": pl.String, "sample_index": pl.Int32})
 
-    def ask(self, requests: list[TeacherRequest]) -> None:
-        """Record that the plan asks these requests."""
-        if requests:
-            self._insert("asked", self._frame(requests).drop("request_key"))
+    def ask(self, questions: list[str], samples: dict[str, int]) -> None:
+        """Record that the plan asks these questions, `samples[mode]` times in each mode."""
+        import polars as pl
+
+        normalized = [normalize_question(q) for q in questions]
+        for mode, n in samples.items():
+            if normalized and n:
+                self._insert("asked", pl.DataFrame(
+                    {"question": normalized * n, "mode": mode, "sample_index": [i for i in range(n) for _ in normalized]},
+                    schema={"question": pl.String, "mode": pl.String, "sample_index": pl.Int32}))
 
     def answers(self, requests: list[TeacherRequest]) -> dict[str, str]:
         """request_key -> recorded answer, for the requests that have one."""
@@ -307,8 +314,8 @@ class ReplayTeacher(Teacher):
     def chunks(self, requests: list[TeacherRequest]) -> list[list[TeacherRequest]]:
         return [requests[i : i + 512] for i in range(0, len(requests), 512)]
 
-    def plan_chunk(self, requests: list[TeacherRequest]) -> None:
-        self.index.ask(requests)
+    def plan_chunk(self, problems, samples: dict[str, int]) -> None:
+        self.index.ask([p.question for p in problems], samples)
 
     def check_coverage(self) -> None:
         """Refuse a recording made for another task or mode: at least one request must have a recorded answer. Count
