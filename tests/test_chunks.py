@@ -144,6 +144,13 @@ def test_a_replay_of_another_task_is_refused_before_anything_is_written(tmp_path
                                modes=["cot"], samples={"cot": 1}))
 
 
+def test_ids_written_out_are_the_content_hashes():
+    from mixdistill.ids import content_hash, problem_id
+
+    for task, source, sid in [("svamp", "file:SVAMP.json", "12"), ('we"ird\\', "hub:a/b\n", "\u2028ü")]:
+        assert problem_id(task, source, sid) == content_hash({"task": task, "source": source, "source_id": sid})
+
+
 def test_request_keys_from_the_template_are_request_key_s():
     sampling = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 256, "seed": None, "stop": ["\n\n", "é"]}
     common = {"provider": "openai", "model": 'we"ird\\model', "prompt_id": "p1", "mode": "pot", "sampling": sampling}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import email.utils
-import json
+from json.encoder import encode_basestring
 import os
 import time
 from dataclasses import dataclass, field
@@ -110,7 +110,7 @@ def request_keyer(*, provider: str, model: str, prompt_id: str, mode: str, sampl
     middle, tail = rest.split('"\\u0000sample\\u0000"')
 
     def key(problem_id: str, sample_index: int) -> str:
-        text = f"{head}{json.dumps(problem_id, ensure_ascii=False)}{middle}{int(sample_index)}{tail}"
+        text = f"{head}{encode_basestring(problem_id)}{middle}{int(sample_index)}{tail}"
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     return key

@@ -62,6 +62,9 @@ Recordings = dict[tuple[str, str], list[str]]  # (normalized question, mode) -> 
 Recorded = Iterator[tuple[str, str, str]]  # (normalized question, mode, response), in the file's order
 UNMATCHED_EXAMPLES = 3
 INDEX_BATCH = 50_000  # recordings per insert into the index
+# The index's own DuckDB memory limit, explicit and small (DuckDB spills what is over it to the index's temporary
+# folder): it sits beside the registry's connection (`settings.db_memory()`) in the same process.
+INDEX_MEMORY = "256MB"
 
 
 def _dss_files(path: Path) -> list[Path]:
@@ -199,12 +202,11 @@ class RecordingIndex:
         import duckdb
         import polars as pl
 
-        from mixdistill import settings
         from mixdistill.registry import NO_NETWORK
 
         self._dir = tempfile.TemporaryDirectory(prefix="mixdistill-replay-")
         self.con = duckdb.connect(str(Path(self._dir.name) / "recordings.duckdb"),
-                                  config={**NO_NETWORK, "memory_limit": settings.db_memory()})
+                                  config={**NO_NETWORK, "memory_limit": INDEX_MEMORY})
         self.con.execute("CREATE TABLE raw (seq BIGINT, question VARCHAR, mode VARCHAR, response VARCHAR)")
         seq = 0
         while batch := list(itertools.islice(recorded, INDEX_BATCH)):
@@ -301,7 +303,7 @@ class ReplayTeacher(Teacher):
             raise TeacherError(f"replay file {self.spec.path}: no recorded outputs found")
 
     def serves(self, mode: str) -> bool:
-        return mode in self.index.modes
+        return self.index is not None and mode in self.index.modes
 
     def answerable(self, requests: list[TeacherRequest]) -> list[TeacherRequest]:
         self._texts = self.index.answers(requests)
