@@ -507,8 +507,9 @@ async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report
     writer = asyncio.create_task(sink.run())
     try:
         for chunk in plan.chunks():
-            if report.stopped:
-                break
+            if report.stopped:  # the budget is spent: the other problems are still stored, nothing more is asked
+                await sink.db(_store_problems, reg, chunk)
+                continue
             pending = await sink.db(_pending, reg, plan, chunk, report, sink.meta)
             if on_planned is not None:
                 on_planned(sum(len(v) for v in chunk.requests.values()) - sum(len(v) for v in pending.values()))

@@ -98,11 +98,14 @@ def test_a_budget_counts_what_later_chunks_already_stored(tmp_path, monkeypatch)
             reg.execute("DELETE FROM generations WHERE problem_id IN (SELECT problem_id FROM problem_splits"
                         " WHERE position < 3)")  # the first chunk's answers gone, the second chunk's kept
             spent = reg.scalar("SELECT sum(cost_usd) FROM generations")
+            reg.execute("DELETE FROM problem_splits WHERE position >= 3")  # to be stored again by the next run
             monkeypatch.setattr(custom, "CHUNK", 3)
             capped = run_generation(reg, recipe([task], [teacher], budget={"max_cost_usd": spent}, **base),
                                     progress=False)
+            stored = reg.scalar("SELECT count(*) FROM problem_splits")
     assert last.ok == 6 and spent > 0
     assert capped.sent == 0 and capped.stopped and "budget reached" in capped.stopped
+    assert stored == 6  # a stopped run still stores every problem of the plan
 
 
 def test_custom_files_are_read_in_chunks_with_rows_numbered_across_them(tmp_path, monkeypatch):
