@@ -18,6 +18,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import polars as pl
@@ -34,8 +35,9 @@ from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.registry.problems import save_problems
 from mixdistill.shard import Shard
 from mixdistill.stopping import run_stoppable
-from mixdistill.tasks import TASKS, Problem, load_problems
-from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher, request_key
+from mixdistill.tasks import TASKS, Problem, problem_chunks
+from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher
+from mixdistill.teachers.base import request_keyer
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
 
 FLUSH_ROWS = 256
@@ -106,19 +108,95 @@ class GenerationReport:
 
 
 @dataclass
-class Plan:
-    """Everything a build will do, worked out (and validated) before the registry is written."""
+class Source:
+    """One task split of the recipe. Its problems are read a chunk at a time whenever the plan is walked."""
 
-    problems: list[tuple[str, str, list[Problem]]]  # (task, split, problems)
+    task: str
+    split: str
+    ref: TaskRef
+    answer_type: str
+    data_dir: Path
+
+    def chunks(self) -> Iterator[list[Problem]]:
+        """The split's problems (the recipe's `limit` applied), `tasks.custom.CHUNK` at a time."""
+        left = self.ref.limit
+        for problems in problem_chunks(self.ref.loader, self.ref.split_name, self.data_dir)[1]:
+            if left is not None:
+                problems, left = problems[:left], left - min(left, len(problems))
+            if problems:
+                yield problems
+            if left == 0:
+                return
+
+
+@dataclass
+class PlanChunk:
+    """A chunk of one split's problems (stored from `position` on) and the requests each teacher asks of them."""
+
+    source: Source
+    position: int
+    problems: list[Problem]
+    requests: dict[str, list[TeacherRequest]]  # teacher_id -> requests
+
+
+@dataclass
+class Plan:
+    """Everything a build will do, worked out (and validated) before the registry is written. Problems and requests
+    are not held: `chunks()` reads and builds them again a chunk at a time, so the plan of ten million requests is as
+    small as the plan of ten."""
+
+    sources: list[Source]
     prompts: dict[tuple[str, str], Prompt]  # (task, mode) -> prompt
     teachers: list[Teacher]
-    requests: dict[str, list[TeacherRequest]]  # teacher_id -> requests
     params: dict[str, dict]  # teacher_id -> the settings its request keys record (`Teacher.request_params`)
+    recipe: BuildRecipe
     shard: Shard | None = None  # only this shard's problems are asked (all of them are stored)
+    counts: dict[str, int] = field(default_factory=dict)  # teacher_id -> requests, counted while planning
 
     @property
     def total(self) -> int:
-        return sum(len(v) for v in self.requests.values())
+        return sum(self.counts.values())
+
+    @property
+    def requests(self) -> dict[str, list[TeacherRequest]]:
+        """Every request at once, for a small plan (tests, `bench teachers`); the engine walks `chunks()`."""
+        out: dict[str, list[TeacherRequest]] = {t.teacher_id: [] for t in self.teachers}
+        for chunk in self.chunks():
+            for tid, reqs in chunk.requests.items():
+                out[tid] += reqs
+        return out
+
+    def samples(self, teacher: Teacher) -> dict[str, int]:
+        """mode -> samples per problem, for the modes `teacher` serves."""
+        return {m: self.recipe.samples[m] for m in self.recipe.modes if teacher.serves(m)}
+
+    def problem_chunks(self) -> Iterator[tuple[Source, int, list[Problem], list[Problem]]]:
+        """(source, position of the chunk's first problem, the chunk's problems, those of them asked)."""
+        seen: set[str] = set()  # problems of earlier splits: a problem listed through two splits is asked once
+        for n, source in enumerate(self.sources):
+            position, ids = 0, []
+            for problems in source.chunks():
+                asked = [p for p in problems if p.problem_id not in seen
+                         and (self.shard is None or self.shard.holds(p.problem_id))]  # other shards ask theirs
+                yield source, position, problems, asked
+                position += len(problems)
+                if n + 1 < len(self.sources):  # only a recipe of several splits holds their ids
+                    ids += [p.problem_id for p in problems]
+            seen.update(ids)
+
+    def chunks(self) -> Iterator[PlanChunk]:
+        sampling = self.recipe.sampling
+        for source, position, problems, asked in self.problem_chunks():
+            requests = {}
+            for teacher in self.teachers:
+                reqs = requests[teacher.teacher_id] = []
+                for mode, samples in self.samples(teacher).items():
+                    prompt = self.prompts[(source.task, mode)]
+                    key = request_keyer(provider=teacher.spec.provider, model=teacher.spec.model,
+                                        prompt_id=prompt.prompt_id, mode=mode, sampling=self.params[teacher.teacher_id])
+                    reqs += [TeacherRequest(key(p.problem_id, i), p.problem_id, p.question, mode, i, prompt, sampling)
+                             for p in asked for i in range(samples)]
+            yield PlanChunk(source, position, problems, requests)
 
 
 # ---------------------------------------------------------------------- planning (no writes)
@@ -139,15 +217,14 @@ def _check_unique_identities(recipe: BuildRecipe) -> None:
 
 
 def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None, shard: Shard | None = None) -> Plan:
+    """The plan, checked: the recipe's teachers, prompts and replay files, and every problem read once (a bad row,
+    a repeated id, a replay file of another task raise here, before anything is written), one chunk at a time."""
     data_dir = data_dir or settings.data_dir()
     _check_unique_identities(recipe)
-    loaded = []
-    for ref in recipe.tasks:
-        split, problems = load_problems(ref.loader, ref.split_name, data_dir)
-        loaded.append((ref.name, split, problems[: ref.limit] if ref.limit else problems, _answer_type(ref)))
+    sources = [Source(ref.name, ref.split_name, ref, _answer_type(ref), data_dir) for ref in recipe.tasks]
     prompts = {
-        (task, mode): load_prompt(prompt_task(task, answer_type), mode, recipe.shots)
-        for task, _, _, answer_type in loaded
+        (s.task, mode): load_prompt(prompt_task(s.task, s.answer_type), mode, recipe.shots)
+        for s in sources
         for mode in recipe.modes
     }
     teachers = [make_teacher(spec) for spec in recipe.teachers]
@@ -162,35 +239,20 @@ def plan_generation(recipe: BuildRecipe, data_dir: Path | None = None, shard: Sh
         teacher.check_sampling(recipe.sampling)
         teacher.check()
     params = {t.teacher_id: t.request_params(recipe.sampling) for t in teachers}
-    requests: dict[str, list[TeacherRequest]] = {}
+    plan = Plan(sources, prompts, teachers, params, recipe, shard, {t.teacher_id: 0 for t in teachers})
+    for _, _, _, asked in plan.problem_chunks():  # every problem read and checked; no request is built
+        for teacher in teachers:
+            samples = plan.samples(teacher)
+            plan.counts[teacher.teacher_id] += len(asked) * sum(samples.values())
+            teacher.plan_chunk(asked, samples)
     for teacher in teachers:
-        reqs = requests.setdefault(teacher.teacher_id, [])
-        seen: set[str] = set()
-        for task, _, problems, _ in loaded:
-            for mode in filter(teacher.serves, recipe.modes):
-                prompt = prompts[(task, mode)]
-                for p in problems:
-                    if p.problem_id in seen or (shard is not None and not shard.holds(p.problem_id)):
-                        continue  # a problem listed through two splits is asked once; other shards ask theirs
-                    for i in range(recipe.samples[mode]):
-                        key = request_key(
-                            provider=teacher.spec.provider, model=teacher.spec.model, prompt_id=prompt.prompt_id,
-                            problem_id=p.problem_id, mode=mode, sampling=params[teacher.teacher_id], sample_index=i,
-                        )
-                        reqs.append(TeacherRequest(key, p.problem_id, p.question, mode, i, prompt, recipe.sampling))
-            seen.update(p.problem_id for p in problems)
-        teacher.check_coverage(reqs)
-    return Plan([(t, s, ps) for t, s, ps, _ in loaded], prompts, teachers, requests, params, shard)
+        teacher.check_coverage()
+    return plan
 
 
 # ---------------------------------------------------------------------- storing
 def _store_plan(reg: Registry, plan: Plan, recipe: BuildRecipe, run_id: str) -> None:
-    for task, split, problems in plan.problems:
-        stored = reg.con.execute(
-            "SELECT problem_id FROM problem_splits WHERE task = ? AND split = ?", [task, split]
-        ).fetchall()
-        if not {p.problem_id for p in problems} <= {row[0] for row in stored}:  # re-runs skip the re-insert
-            save_problems(reg, task, split, problems)
+    """Prompts, teachers and the run; the problems are stored chunk by chunk (`_store_problems`)."""
     with reg.transaction():
         reg.insert("prompts", [p.to_row() for p in plan.prompts.values()])
         reg.insert(
@@ -206,16 +268,45 @@ def _store_plan(reg: Registry, plan: Plan, recipe: BuildRecipe, run_id: str) -> 
         start_run(reg, "generate", name, recipe, run_id=run_id)
 
 
-def _cached(reg: Registry, teacher_ids: list[str]) -> dict[str, tuple[float, int]]:
-    """request_key -> (cost, tokens) of every answer already stored `ok` for these teachers."""
-    if not teacher_ids:
+def _with_keys(reg: Registry, name: str, column: str, values: list[str], sql: str, params: list | None = None):
+    """Rows of `sql`, which joins the registered one-column table `name` of `values` (a chunk's keys or ids):
+    a chunk is looked up by one join, with nothing held for the whole plan."""
+    with reg.lock:
+        reg.con.register(name, pl.DataFrame({column: values}, schema={column: pl.String}).to_arrow())
+        try:
+            return reg.con.execute(sql, params).fetchall()
+        finally:
+            reg.con.unregister(name)
+
+
+def _store_problems(reg: Registry, chunk: PlanChunk) -> None:
+    """The chunk's problems and their split positions, unless a re-run finds them stored."""
+    ids = [p.problem_id for p in chunk.problems]
+    (stored,), = _with_keys(reg, "_chunk_problems", "problem_id", ids,
+                            "SELECT count(*) FROM problem_splits JOIN _chunk_problems USING (problem_id)"
+                            " WHERE task = ? AND split = ?", [chunk.source.task, chunk.source.split])
+    if stored < len(set(ids)):
+        save_problems(reg, chunk.source.task, chunk.source.split, chunk.problems, start=chunk.position)
+
+
+def _cached(reg: Registry, keys: list[str]) -> dict[str, tuple[float, int]]:
+    """request_key -> (cost, tokens) of those of `keys` already stored `ok`."""
+    if not keys:
         return {}
-    rows = reg.con.execute(
-        "SELECT request_key, coalesce(cost_usd, 0), coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)"
-        f" FROM generations WHERE status = 'ok' AND teacher_id IN ({', '.join('?' * len(teacher_ids))})",
-        teacher_ids,
-    ).fetchall()
+    rows = _with_keys(reg, "_chunk_keys", "request_key", keys,
+                      "SELECT request_key, coalesce(cost_usd, 0), coalesce(prompt_tokens, 0) +"
+                      " coalesce(completion_tokens, 0) FROM generations JOIN _chunk_keys USING (request_key)"
+                      " WHERE status = 'ok'")
     return {k: (c, t) for k, c, t in rows}
+
+
+def _spent_before(reg: Registry, plan: Plan) -> tuple[float, int]:
+    """Cost and tokens of the plan's answers already stored (a budget counts them): a walk over the plan."""
+    cost = tokens = 0
+    for chunk in plan.chunks():
+        for c, t in _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs]).values():
+            cost, tokens = cost + c, tokens + t
+    return cost, tokens
 
 
 class Sink:
@@ -379,22 +470,25 @@ async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, 
             await asyncio.sleep(teacher.spec.batch_poll_s)
 
 
-async def _execute(reg: Registry, plan: Plan, pending: dict[str, list[TeacherRequest]], sink: Sink, budget: Budget,
-                   report: GenerationReport, run_id: str) -> None:
-    jobs = []
+def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationReport,
+             meta: dict[str, tuple[str, TeacherRequest]]) -> dict[str, list[TeacherRequest]]:
+    """The chunk's problems stored; per teacher, its requests of the chunk not stored `ok` that it can answer
+    (counted in the report as cached and missing otherwise), entered in `meta`."""
+    _store_problems(reg, chunk)
+    cached = _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs])
+    pending = {}
     for teacher in plan.teachers:
-        reqs = pending[teacher.teacher_id]
-        if not reqs:
-            continue
-        if teacher.spec.batch and teacher.supports_batch:
-            jobs.append(asyncio.create_task(_batches(teacher, reqs, reg, sink, budget, report, run_id)))
-            continue
-        queue = deque(teacher.chunks(reqs))
-        jobs += [
-            asyncio.create_task(_worker(teacher, queue, sink, budget, report))
-            for _ in range(min(teacher.workers, len(queue)))
-        ]
-    writer = asyncio.create_task(sink.run())
+        tally = report.by_teacher[teacher.teacher_id]
+        reqs = [r for r in chunk.requests[teacher.teacher_id] if r.request_key not in cached]
+        tally.cached += len(chunk.requests[teacher.teacher_id]) - len(reqs)
+        todo = teacher.answerable(reqs) if reqs else []
+        tally.missing += len(reqs) - len(todo)
+        meta.update((r.request_key, (teacher.teacher_id, r)) for r in todo)
+        pending[teacher.teacher_id] = todo
+    return pending
+
+
+async def _wait(jobs: list[asyncio.Task]) -> None:
     try:
         if jobs:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_EXCEPTION)
@@ -405,6 +499,41 @@ async def _execute(reg: Registry, plan: Plan, pending: dict[str, list[TeacherReq
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
+
+
+async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report: GenerationReport, run_id: str,
+                   on_planned=None) -> None:
+    """Chunk after chunk of the plan: store its problems, drop what is stored, send the rest (a chunk's requests
+    finish before the next chunk is read, so memory holds one chunk). Batch API teachers collect their requests over
+    the whole plan and submit them at the end."""
+    by_batch: dict[str, list[TeacherRequest]] = {t.teacher_id: [] for t in plan.teachers if t.spec.batch and t.supports_batch}
+    writer = asyncio.create_task(sink.run())
+    try:
+        for chunk in plan.chunks():
+            if report.stopped:  # the budget is spent: the other problems are still stored, nothing more is asked
+                await sink.db(_store_problems, reg, chunk)
+                continue
+            pending = await sink.db(_pending, reg, plan, chunk, report, sink.meta)
+            if on_planned is not None:
+                on_planned(sum(len(v) for v in chunk.requests.values()) - sum(len(v) for v in pending.values()))
+            jobs = []
+            for teacher in plan.teachers:
+                reqs = pending[teacher.teacher_id]
+                if teacher.teacher_id in by_batch:
+                    by_batch[teacher.teacher_id] += reqs
+                elif reqs:
+                    queue = deque(teacher.chunks(reqs))
+                    jobs += [asyncio.create_task(_worker(teacher, queue, sink, budget, report))
+                             for _ in range(min(teacher.workers, len(queue)))]
+            await _wait(jobs)
+            for teacher in plan.teachers:
+                if teacher.teacher_id not in by_batch:  # every answer of the chunk has made its row
+                    for r in pending[teacher.teacher_id]:
+                        sink.meta.pop(r.request_key, None)
+        if not report.stopped:
+            await _wait([asyncio.create_task(_batches(t, by_batch[t.teacher_id], reg, sink, budget, report, run_id))
+                         for t in plan.teachers if by_batch.get(t.teacher_id)])
+    finally:
         sink.close()
         await asyncio.gather(writer, return_exceptions=True)  # lets a write in progress finish, never cuts it
         await sink.flush()
@@ -448,47 +577,34 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
     report = GenerationReport(run_id=run_id, total=plan.total)
     replay(reg, GENERATION_SCHEMA)  # answers a killed run received but never committed: stored, not asked again
     _store_plan(reg, plan, recipe, run_id)
-    cached = _cached(reg, [t.teacher_id for t in plan.teachers])
-    pending: dict[str, list[TeacherRequest]] = {}
-    meta: dict[str, tuple[str, TeacherRequest]] = {}
-    cost_before = tokens_before = 0
     for teacher in plan.teachers:
         tally = report.by_teacher.setdefault(
             teacher.teacher_id, TeacherTally(name=teacher.spec.label, replay=teacher.provider == "replay"))
+        tally.requests = plan.counts[teacher.teacher_id]
         tally.unmatched, tally.unmatched_examples = getattr(teacher, "unmatched", (0, []))
-        todo = []
-        for r in plan.requests[teacher.teacher_id]:
-            tally.requests += 1
-            if r.request_key in cached:
-                tally.cached += 1
-                cost, tokens = cached[r.request_key]
-                cost_before += cost
-                tokens_before += tokens
-            elif not teacher.answerable(r):
-                tally.missing += 1
-            else:
-                todo.append(r)
-                meta[r.request_key] = (teacher.teacher_id, r)
-        pending[teacher.teacher_id] = todo
-    to_send = sum(len(v) for v in pending.values())
-    budget = Budget(recipe, report, cost_before, tokens_before)
+    limited = recipe.budget.max_cost_usd is not None or recipe.budget.max_tokens is not None
+    budget = Budget(recipe, report, *(_spent_before(reg, plan) if limited else (0.0, 0)))
 
-    with _progress_bar(to_send, progress) as bar:
-        task = bar.add_task("generate", total=to_send, rate=0.0, errors=0, spend=0.0)
+    with _progress_bar(plan.total, progress) as bar:
+        task = bar.add_task("generate", total=plan.total, rate=0.0, errors=0, spend=0.0)
         t0 = time.perf_counter()
+        left = [plan.total]  # requests that may still be sent: the bar's total shrinks as chunks are found stored
 
         def on_result(n: int) -> None:
             bar.update(task, advance=n, rate=report.answered / max(time.perf_counter() - t0, 1e-9),
                        errors=report.errors, spend=report.cost_usd)
 
+        def on_planned(skipped: int) -> None:
+            left[0] -= skipped
+            bar.update(task, total=left[0])
+
         params_json = {tid: canonical_json(p) for tid, p in plan.params.items()}
         journal = Journal(journal_dir(reg) / f"{run_id}.jsonl")
-        sink = Sink(reg, run_id, meta, params_json, report, on_result if progress else None, journal)
+        sink = Sink(reg, run_id, {}, params_json, report, on_result if progress else None, journal)
         thawed = gc.get_freeze_count() == 0  # a caller's own frozen objects are left frozen
-        gc.freeze()  # the plan, the libraries and the caller's objects live on: full collections skip them
+        gc.freeze()  # the libraries and the caller's objects live on: full collections skip them
         try:
-            if to_send or any(t.spec.batch for t in plan.teachers):  # batch teachers may have batches to collect
-                _run(_execute(reg, plan, pending, sink, budget, report, run_id))
+            _run(_execute(reg, plan, sink, budget, report, run_id, on_planned if progress else None))
         except BaseException as e:
             finish_run(reg, run_id, "failed", describe_error(e))
             raise

@@ -8,15 +8,16 @@ from mixdistill.registry import Registry
 from mixdistill.tasks import Problem
 
 
-def save_problems(reg: Registry, task: str, split: str, problems: list[Problem]) -> tuple[int, int]:
-    """Store a split's problems in one transaction; returns (new problems, new split memberships)."""
+def save_problems(reg: Registry, task: str, split: str, problems: list[Problem], start: int = 0) -> tuple[int, int]:
+    """Store a split's problems (or a chunk of them, the first at position `start`) in one transaction; returns (new
+    problems, new split memberships)."""
     rows = pl.DataFrame([p.to_row() for p in problems], infer_schema_length=None)
     members = pl.DataFrame(
         {
             "task": [task] * len(problems),
             "split": [split] * len(problems),
             "problem_id": [p.problem_id for p in problems],
-            "position": list(range(len(problems))),
+            "position": list(range(start, start + len(problems))),
         }
     )
     with reg.transaction():

@@ -7,6 +7,7 @@ file or Hub dataset (`CustomTask`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 from mixdistill.errors import TaskError
 from mixdistill.tasks import asdiv, gsm8k, strategyqa, svamp
@@ -25,6 +26,7 @@ __all__ = [
     "TaskDef",
     "get_task",
     "load_problems",
+    "problem_chunks",
     "parse_gold_bool",
     "parse_gold_number",
 ]
@@ -52,3 +54,15 @@ def load_problems(task: str | CustomTask | HubSource, split: str | None, data_di
     t = get_task(task)
     split = split or t.splits[0]
     return split, t.load_split(data_dir, split)
+
+
+def problem_chunks(task: str | CustomTask | HubSource, split: str | None,
+                   data_dir: Path) -> tuple[str, Iterator[list[Problem]]]:
+    """(split, the problems in chunks of `custom.CHUNK`): a custom task's file is read a chunk at a time (each row
+    checked as it is read; a repeated id raises after the last chunk), a built-in task (small) at once."""
+    from mixdistill.tasks import custom
+
+    if isinstance(task, CustomTask):
+        return task.split, custom.load_chunks(task)
+    split, problems = load_problems(task, split, data_dir)
+    return split, (problems[i : i + custom.CHUNK] for i in range(0, len(problems), custom.CHUNK))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -12,13 +12,11 @@ from mixdistill.errors import TaskError
 from mixdistill.settings import RecipePath
 from mixdistill.tasks.base import Problem, parse_gold_bool, parse_gold_number
 
-_READERS = {
-    ".parquet": pl.read_parquet,
-    ".jsonl": pl.read_ndjson,
-    ".ndjson": pl.read_ndjson,
-    ".json": pl.read_json,
-    ".csv": pl.read_csv,
-}
+# Files read in batches of rows (polars' streaming scans), so a ten-million-row task is never one frame in memory;
+# a .json file (one document) and a Hub dataset are read whole and sliced.
+_SCANS = {".parquet": pl.scan_parquet, ".jsonl": pl.scan_ndjson, ".ndjson": pl.scan_ndjson, ".csv": pl.scan_csv}
+_READERS = {**_SCANS, ".json": pl.read_json}
+CHUNK = 50_000  # problems per chunk
 
 
 class CustomTask(BaseModel):
@@ -52,7 +50,8 @@ class CustomTask(BaseModel):
         return str(self.path) if self.path else f"hub dataset {self.hub}"
 
 
-def _read(spec: CustomTask) -> pl.DataFrame:
+def _frames(spec: CustomTask) -> Iterator[pl.DataFrame]:
+    """The task's rows, in frames of about CHUNK rows."""
     if spec.hub:
         import datasets
 
@@ -60,42 +59,72 @@ def _read(spec: CustomTask) -> pl.DataFrame:
             ds = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.split, revision=spec.revision)
         except Exception as e:  # datasets raises many types; the user needs the id and the reason
             raise TaskError(f"cannot load {spec.label()}: {type(e).__name__}: {e}".splitlines()[0]) from None
-        return pl.from_arrow(ds.data.table)
+        yield from pl.from_arrow(ds.data.table).iter_slices(CHUNK)
+        return
     path = Path(spec.path)
     if not path.is_file():
         raise TaskError(f"custom task {spec.name!r}: file not found: {path}")
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
+    suffix = path.suffix.lower()
+    if suffix not in _READERS:
         raise TaskError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_READERS)}")
     try:
-        return reader(path)
+        if suffix in _SCANS:
+            yield from _SCANS[suffix](path).collect_batches(chunk_size=CHUNK)
+        else:
+            yield from _READERS[suffix](path).iter_slices(CHUNK)
     except Exception as e:
         raise TaskError(f"{path}: cannot read as {path.suffix[1:]}: {e}".splitlines()[0]) from None
 
 
 def load(spec: CustomTask) -> list[Problem]:
-    df = _read(spec)
+    return [p for chunk in load_chunks(spec) for p in chunk]
+
+
+def load_chunks(spec: CustomTask) -> Iterator[list[Problem]]:
+    """The task's problems, CHUNK at a time, each row checked. A repeated id is found once the last row is read
+    (the ids are kept as Arrow strings, not as Python objects); a caller that must not act on a bad file consumes
+    every chunk first."""
     qcols = [spec.question] if isinstance(spec.question, str) else list(spec.question)
     mapping = [("question", c) for c in qcols] + [("answer", spec.answer)] + ([("id", spec.id)] if spec.id else [])
-    for field, col in mapping:
-        if col not in df.columns:
-            raise TaskError(
-                f"{spec.label()}: column {col!r} (mapped to '{field}') not found; columns: {', '.join(df.columns)}"
-            )
-    if df.height == 0:
-        raise TaskError(f"{spec.label()}: no rows (only a header, or an empty file): nothing to import")
     parse = parse_gold_number if spec.answer_type == "number" else parse_gold_bool
-    problems = []
-    seen_ids: dict[str, int] = {}
     source = spec.source  # once: a property that parses the path (a second per 100,000 rows)
-    for i, row in enumerate(df.iter_rows(named=True)):
-        if spec.id:  # the id is the problem's identity: an empty or repeated one would merge rows silently
+    ids: list[pl.Series] = []
+    start = 0
+    for df in _frames(spec):
+        if start == 0:
+            for field, col in mapping:
+                if col not in df.columns:
+                    raise TaskError(f"{spec.label()}: column {col!r} (mapped to '{field}') not found; columns: "
+                                    f"{', '.join(df.columns)}")
+        if df.height == 0:
+            continue
+        problems = _problems(spec, df, start, qcols, parse, source)
+        if spec.id:
+            ids.append(df.get_column(spec.id).cast(pl.String).str.strip_chars())
+        start += df.height
+        yield problems
+    if start == 0:
+        raise TaskError(f"{spec.label()}: no rows (only a header, or an empty file): nothing to import")
+    if ids:
+        _check_unique(spec, pl.concat(ids))
+
+
+def _check_unique(spec: CustomTask, ids: pl.Series) -> None:
+    """The id is the problem's identity: a repeated one would merge rows silently."""
+    repeats = ids.is_first_distinct().not_()
+    if repeats.any():
+        i = int(repeats.arg_true()[0])
+        first = int((ids == ids[i]).arg_true()[0])
+        raise TaskError(f"{spec.label()} row {i}: id {ids[i]!r} repeats row {first} (column {spec.id!r})")
+
+
+def _problems(spec: CustomTask, df: pl.DataFrame, start: int, qcols: list[str], parse, source: str) -> list[Problem]:
+    problems = []
+    for i, row in enumerate(df.iter_rows(named=True), start=start):
+        if spec.id:
             sid = "" if row[spec.id] is None else str(row[spec.id]).strip()
             if not sid:
                 raise TaskError(f"{spec.label()} row {i}: empty id (column {spec.id!r})")
-            if sid in seen_ids:
-                raise TaskError(f"{spec.label()} row {i}: id {sid!r} repeats row {seen_ids[sid]} (column {spec.id!r})")
-            seen_ids[sid] = i
         raw = row[spec.answer]
         try:
             if raw is None:

@@ -9,21 +9,26 @@ errors no retry can fix (401/403/unknown model), so a build stops at once with o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import email.utils
+from json.encoder import encode_basestring
 import os
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from mixdistill.errors import MixdistillError
-from mixdistill.ids import content_hash
+from mixdistill.ids import canonical_json, content_hash
 from mixdistill.prompts import Prompt
 from mixdistill.recipe import Sampling, TeacherSpec
 from mixdistill.teachers.prices import PriceTable
+
+if TYPE_CHECKING:
+    from mixdistill.tasks import Problem
 
 Verdict = Literal["retry", "fatal", "fail"]
 MAX_RETRY_AFTER_S = 600.0
@@ -92,6 +97,23 @@ def request_key(
             "sample_index": sample_index,
         }
     )
+
+
+def request_keyer(*, provider: str, model: str, prompt_id: str, mode: str, sampling: dict):
+    """`request_key` with everything but the problem and the sample index fixed, as a function of those two: the
+    canonical JSON around them is built once, so a plan of ten million keys hashes ten million strings and
+    serialises nothing (the keys are `request_key`'s, byte for byte)."""
+    template = canonical_json({"provider": provider, "model": model, "prompt_id": prompt_id,
+                               "problem_id": "\x00problem\x00", "mode": mode, "sampling": sampling,
+                               "sample_index": "\x00sample\x00"})
+    head, rest = template.split('"\\u0000problem\\u0000"')
+    middle, tail = rest.split('"\\u0000sample\\u0000"')
+
+    def key(problem_id: str, sample_index: int) -> str:
+        text = f"{head}{encode_basestring(problem_id)}{middle}{int(sample_index)}{tail}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    return key
 
 
 def teacher_id(spec: TeacherSpec) -> str:
@@ -212,12 +234,17 @@ class Teacher:
         """False for a mode this teacher has no answers for at all (a replay of PoT programs asked for CoT)."""
         return True
 
-    def answerable(self, r: TeacherRequest) -> bool:
-        """False for requests this teacher cannot answer at all (replay without a recording): never sent."""
-        return True
+    def answerable(self, requests: list[TeacherRequest]) -> list[TeacherRequest]:
+        """Those of a chunk of requests this teacher can answer at all (replay: those with a recording); the rest are
+        never sent. Called once per chunk, right before the chunk is sent."""
+        return requests
 
-    def check_coverage(self, requests: list[TeacherRequest]) -> None:
-        """Refuse before any write when the requests cannot be served (replay of another task's outputs)."""
+    def plan_chunk(self, problems: list[Problem], samples: dict[str, int]) -> None:
+        """Sees each chunk of the problems the plan asks of this teacher, and the samples per mode it asks, while the
+        plan is made (before any write), for `check_coverage`."""
+
+    def check_coverage(self) -> None:
+        """Refuse before any write when the plan's requests cannot be served (replay of another task's outputs)."""
 
     def settings(self) -> dict:
         """What the registry's `teachers.settings` keeps: the spec without anything secret (keys never are in it)."""

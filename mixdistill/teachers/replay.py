@@ -15,13 +15,19 @@ without a recording are not answered; recorded questions that match no requested
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import tempfile
 import unicodedata
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from mixdistill.teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResult
+
+if TYPE_CHECKING:
+    import polars as pl
 
 DSS_BLOCK = 500
 _DSS_FILE = re.compile(r"^(?P<split>[a-z]+)_CoT_(?P<idx>\d+)\.json$")
@@ -53,7 +59,12 @@ def normalize_question(text: str) -> str:
 
 
 Recordings = dict[tuple[str, str], list[str]]  # (normalized question, mode) -> responses in sample order
+Recorded = Iterator[tuple[str, str, str]]  # (normalized question, mode, response), in the file's order
 UNMATCHED_EXAMPLES = 3
+INDEX_BATCH = 50_000  # recordings per insert into the index
+# The index's own DuckDB memory limit, explicit and small (DuckDB spills what is over it to the index's temporary
+# folder): it sits beside the registry's connection (`settings.db_memory()`) in the same process.
+INDEX_MEMORY = "256MB"
 
 
 def _dss_files(path: Path) -> list[Path]:
@@ -61,8 +72,7 @@ def _dss_files(path: Path) -> list[Path]:
     return [f for f in files if _DSS_FILE.match(f.name)]
 
 
-def _load_dss(path: Path) -> Recordings:
-    out: Recordings = defaultdict(list)
+def _read_dss(path: Path) -> Recorded:
     for f in _dss_files(path):
         m = _DSS_FILE.match(f.name)
         inputs_file = next(iter(sorted(f.parent.parent.glob(f"*_{m['split']}.json"))), None)
@@ -73,27 +83,27 @@ def _load_dss(path: Path) -> Recordings:
         offset = int(m["idx"]) * DSS_BLOCK
         for i, completion in enumerate(completions):
             if offset + i < len(inputs):
-                out[(normalize_question(inputs[offset + i]), "cot")].append(completion.split("Q:", 1)[0].strip())
-    return out
+                yield normalize_question(inputs[offset + i]), "cot", completion.split("Q:", 1)[0].strip()
 
 
 def _records(path: Path):
-    """(line number, record) pairs from a JSONL file, or from a .json file holding one list of records."""
-    text = path.read_text(encoding="utf-8")
+    """(line number, record) pairs from a JSONL file (read line by line), or from a .json file holding one list of
+    records."""
     if path.suffix == ".json":
         try:
-            whole = json.loads(text)
+            whole = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             whole = None
         if isinstance(whole, list):
             yield from enumerate(whole, start=1)
             return
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield n, json.loads(line)
-            except ValueError:
-                raise TeacherError(f"replay file {path}: line {n} is not JSON") from None
+    with open(path, encoding="utf-8") as lines:
+        for n, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except ValueError:
+                    raise TeacherError(f"replay file {path}: line {n} is not JSON") from None
 
 
 def _mapped(rec: dict, fields) -> dict:
@@ -109,30 +119,28 @@ def _mapped(rec: dict, fields) -> dict:
     return out
 
 
-def _load_jsonl(path: Path, fields=None) -> Recordings:
-    out: Recordings = defaultdict(list)
+def _read_jsonl(path: Path, fields=None) -> Recorded:
     for n, rec in _records(path):
         if isinstance(rec, dict) and fields is not None:
             rec = _mapped(rec, fields)
         if not isinstance(rec, dict) or "question" not in rec:
             continue  # header lines (a PoT file's "demonstration"/"prompt" lines) carry no problem
         if "generated" in rec:  # Program-of-Thoughts outputs
-            question = f"{rec.get('passage', '')} {rec['question']}"
+            question = normalize_question(f"{rec.get('passage', '')} {rec['question']}")
             programs = rec["generated"] if isinstance(rec["generated"], list) else [rec["generated"]]
-            out[(normalize_question(question), "pot")].extend(str(p) for p in programs)
+            for program in programs:
+                yield question, "pot", str(program)
         elif "response" in rec and rec.get("mode") in ("cot", "pot"):
-            out[(normalize_question(rec["question"]), rec["mode"])].append(str(rec["response"]))
+            yield normalize_question(rec["question"]), rec["mode"], str(rec["response"])
         else:
             names = ("'mode' + 'response'" if fields is None
                      else f"{fields.mode!r} + {fields.response!r} (the recipe's fields:)")
             raise TeacherError(f"replay file {path}: record {n}: need 'generated' or {names} fields")
-    return out
 
 
-def _load_registry(path: Path, teacher: str) -> Recordings:
+def _read_registry(path: Path, teacher: str) -> Recorded:
     from mixdistill.registry import Registry
 
-    out: Recordings = defaultdict(list)
     with Registry.open(path, read_only=True) as reg:
         df = reg.query(
             "SELECT p.question, g.mode, g.response_text FROM generations g"
@@ -141,21 +149,30 @@ def _load_registry(path: Path, teacher: str) -> Recordings:
             [teacher, teacher],
         )
     for question, mode, text in df.iter_rows():
-        out[(normalize_question(question), mode)].append(text)
-    return out
+        yield normalize_question(question), mode, text
 
 
-def load_recordings(path: Path, teacher: str, fields=None) -> Recordings:
+def read_recordings(path: Path, teacher: str, fields=None) -> Recorded:
+    """Every recorded answer of a replay source, one at a time (a source is checked before the first is read)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise TeacherError(f"replay file not found: {path}")
     if path.suffix == ".duckdb":
-        return _load_registry(path, teacher)
+        return _read_registry(path, teacher)
     if _dss_files(path):
-        return _load_dss(path)
+        return _read_dss(path)
     if path.is_file() and path.suffix in (".jsonl", ".json"):
-        return _load_jsonl(path, fields)
+        return _read_jsonl(path, fields)
     raise TeacherError(f"replay file {path}: not a PoT outputs JSONL, a PaLM CoT folder, a records JSONL or a .duckdb")
+
+
+def load_recordings(path: Path, teacher: str, fields=None) -> Recordings:
+    """A replay source held in memory (evaluation backends and test fakes: small files); a replay teacher indexes
+    its source instead (`RecordingIndex`)."""
+    out: Recordings = defaultdict(list)
+    for question, mode, response in read_recordings(path, teacher, fields):
+        out[(question, mode)].append(response)
+    return out
 
 
 def recording_files(path: Path) -> list[Path]:
@@ -176,29 +193,121 @@ def unmatched_recordings(recordings: Recordings, asked) -> tuple[int, list[str]]
     return len(missing), missing[:UNMATCHED_EXAMPLES]
 
 
+class RecordingIndex:
+    """A replay source indexed in a temporary DuckDB file of its own (never the registry), so that ten million
+    recordings cost disk, not memory: (question, mode, sample index, response), looked up a chunk of requests at a
+    time by a join. What the plan asks is recorded beside it, for the coverage check and the `unmatched` count."""
+
+    def __init__(self, recorded: Recorded):
+        import duckdb
+        import polars as pl
+
+        from mixdistill.registry import NO_NETWORK
+
+        self._dir = tempfile.TemporaryDirectory(prefix="mixdistill-replay-")
+        self.con = duckdb.connect(str(Path(self._dir.name) / "recordings.duckdb"),
+                                  config={**NO_NETWORK, "memory_limit": INDEX_MEMORY})
+        self.con.execute("CREATE TABLE raw (seq BIGINT, question VARCHAR, mode VARCHAR, response VARCHAR)")
+        seq = 0
+        while batch := list(itertools.islice(recorded, INDEX_BATCH)):
+            questions, modes, responses = zip(*batch)
+            self._insert("raw", pl.DataFrame(
+                {"seq": range(seq, seq + len(batch)), "question": questions, "mode": modes, "response": responses},
+                schema={"seq": pl.Int64, "question": pl.String, "mode": pl.String, "response": pl.String}))
+            seq += len(batch)
+        # answer i of a (question, mode) serves sample index i, in the file's order
+        self.con.execute(
+            "CREATE TABLE recordings AS SELECT question, mode, CAST(row_number() OVER (PARTITION BY question, mode"
+            " ORDER BY seq) - 1 AS INTEGER) AS sample_index, response, seq FROM raw; DROP TABLE raw;"
+            " CREATE TABLE asked (question VARCHAR, mode VARCHAR, sample_index INTEGER)"
+        )
+        self.modes = {m for (m,) in self.con.execute("SELECT DISTINCT mode FROM recordings").fetchall()}
+        self.questions = self.con.execute("SELECT count(*) FROM (SELECT DISTINCT question, mode FROM recordings)"
+                                          ).fetchall()[0][0]  # recorded (question, mode) pairs
+
+    def _insert(self, table: str, frame: pl.DataFrame) -> None:
+        self.con.register("_incoming", frame.to_arrow())
+        try:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+        finally:
+            self.con.unregister("_incoming")
+
+    @staticmethod
+    def _frame(requests: list[TeacherRequest]) -> pl.DataFrame:
+        import polars as pl
+
+        normalized = {q: normalize_question(q) for q in {r.question for r in requests}}  # samples repeat questions
+        return pl.DataFrame(
+            {"request_key": [r.request_key for r in requests],
+             "question": [normalized[r.question] for r in requests],
+             "mode": [r.mode for r in requests], "sample_index": [r.sample_index for r in requests]},
+            schema={"request_key": pl.String, "question": pl.String, "mode": pl.String, "sample_index": pl.Int32})
+
+    def ask(self, questions: list[str], samples: dict[str, int]) -> None:
+        """Record that the plan asks these questions, `samples[mode]` times in each mode."""
+        import polars as pl
+
+        normalized = [normalize_question(q) for q in questions]
+        for mode, n in samples.items():
+            if normalized and n:
+                self._insert("asked", pl.DataFrame(
+                    {"question": normalized * n, "mode": mode, "sample_index": [i for i in range(n) for _ in normalized]},
+                    schema={"question": pl.String, "mode": pl.String, "sample_index": pl.Int32}))
+
+    def answers(self, requests: list[TeacherRequest]) -> dict[str, str]:
+        """request_key -> recorded answer, for the requests that have one."""
+        if not requests:
+            return {}
+        self.con.register("_wanted", self._frame(requests).to_arrow())
+        try:
+            rows = self.con.execute("SELECT w.request_key, r.response FROM _wanted w"
+                                    " JOIN recordings r USING (question, mode, sample_index)").fetchall()
+        finally:
+            self.con.unregister("_wanted")
+        return dict(rows)
+
+    def any_answered(self) -> bool:
+        """Whether any request asked so far has a recorded answer."""
+        return bool(self.con.execute("SELECT EXISTS (SELECT 1 FROM asked JOIN recordings"
+                                     " USING (question, mode, sample_index))").fetchall()[0][0])
+
+    def unmatched(self) -> tuple[int, list[str]]:
+        """Recorded (question, mode) pairs that no request asked, and the first few questions, in the file's order."""
+        rows = self.con.execute(
+            "SELECT count(*) OVER (), question FROM (SELECT question, mode, min(seq) AS first FROM recordings"
+            " GROUP BY ALL) ANTI JOIN (SELECT DISTINCT question, mode FROM asked) USING (question, mode)"
+            f" ORDER BY first LIMIT {UNMATCHED_EXAMPLES}"
+        ).fetchall()
+        return (rows[0][0] if rows else 0), [q for _, q in rows]
+
+    def close(self) -> None:
+        self.con.close()
+        self._dir.cleanup()
+
+
 class ReplayTeacher(Teacher):
     provider = "replay"
 
     def __init__(self, spec, prices=None):
         super().__init__(spec, prices)
-        self.recordings: Recordings = {}
+        self.index: RecordingIndex | None = None
         self.unmatched: tuple[int, list[str]] = (0, [])  # recorded questions no request asks, first examples
+        self._texts: dict[str, str] = {}  # the answers of the requests `answerable` last let through
 
     def check(self) -> None:
         super().check()
-        self.recordings = load_recordings(self.spec.path, self.spec.model, self.spec.fields)
-        if not self.recordings:
+        if self.index is not None:
+            self.index.close()
+        self.index = RecordingIndex(read_recordings(self.spec.path, self.spec.model, self.spec.fields))
+        if not self.index.questions:
             raise TeacherError(f"replay file {self.spec.path}: no recorded outputs found")
 
-    def lookup(self, r: TeacherRequest) -> str | None:
-        answers = self.recordings.get((normalize_question(r.question), r.mode), [])
-        return answers[r.sample_index] if r.sample_index < len(answers) else None
-
     def serves(self, mode: str) -> bool:
-        return any(m == mode for _, m in self.recordings)
+        return self.index is not None and mode in self.index.modes
 
-    def answerable(self, r: TeacherRequest) -> bool:
-        return self.lookup(r) is not None
+    def answerable(self, requests: list[TeacherRequest]) -> list[TeacherRequest]:
+        self._texts = self.index.answers(requests)
+        return [r for r in requests if r.request_key in self._texts]
 
     @property
     def workers(self) -> int:
@@ -207,22 +316,25 @@ class ReplayTeacher(Teacher):
     def chunks(self, requests: list[TeacherRequest]) -> list[list[TeacherRequest]]:
         return [requests[i : i + 512] for i in range(0, len(requests), 512)]
 
-    def check_coverage(self, requests: list[TeacherRequest]) -> None:
+    def plan_chunk(self, problems, samples: dict[str, int]) -> None:
+        self.index.ask([p.question for p in problems], samples)
+
+    def check_coverage(self) -> None:
         """Refuse a recording made for another task or mode: at least one request must have a recorded answer. Count
         the recorded questions that match no request (`unmatched`)."""
-        self.unmatched = unmatched_recordings(self.recordings, ((r.question, r.mode) for r in requests))
-        if not any(self.answerable(r) for r in requests):
-            recorded = "/".join(sorted({m for _, m in self.recordings}))
-            asked = "/".join(sorted({r.mode for r in requests})) or "none of its modes"
+        self.unmatched = self.index.unmatched()
+        if not self.index.any_answered():
+            recorded = "/".join(sorted(self.index.modes))
+            asked = "/".join(sorted(m for (m,) in self.index.con.execute("SELECT DISTINCT mode FROM asked").fetchall()))
             raise TeacherError(
-                f"replay file {self.spec.path}: none of its {len(self.recordings)} recorded questions ({recorded}) "
-                f"match the requested problems ({asked})"
+                f"replay file {self.spec.path}: none of its {self.index.questions} recorded questions ({recorded}) "
+                f"match the requested problems ({asked or 'none of its modes'})"
             )
 
     async def _call(self, chunk: list[TeacherRequest]) -> list[TeacherResult]:
-        out = []
-        for r in chunk:
-            text = self.lookup(r)
-            if text is not None:
-                out.append(TeacherResult(r.request_key, "ok", text=text, finish_reason="replay", cost_usd=0.0, latency_s=0.0))
-        return out
+        return [TeacherResult(r.request_key, "ok", text=self._texts.pop(r.request_key), finish_reason="replay",
+                              cost_usd=0.0, latency_s=0.0)
+                for r in chunk if r.request_key in self._texts]
+
+    async def aclose(self) -> None:
+        self._texts = {}

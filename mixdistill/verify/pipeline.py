@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import polars as pl
+import pyarrow as pa
 
 from mixdistill.registry import Registry
 from mixdistill.registry.runs import describe_error, finish_run, start_run
@@ -33,9 +34,10 @@ FROM generations g
 LEFT JOIN problems p USING (problem_id)
 LEFT JOIN verdicts v ON v.request_key = g.request_key AND v.rule = $rule AND v.rule_version = $version
 LEFT JOIN executions e ON e.request_key = g.request_key AND e.sandbox_version = $sandbox
-WHERE g.status = 'ok' AND (v.request_key IS NULL OR (g.mode = 'pot' AND e.request_key IS NULL))
-ORDER BY g.request_key
+WHERE g.status = 'ok' AND (v.request_key IS NULL OR (g.mode = 'pot' AND e.request_key IS NULL)) {shard}
 """
+# Shard I/N in SQL, the same partition as `mixdistill.shard.shard_of` (the first 8 bytes of the id's SHA-256, mod N).
+_SHARD_SQL = "AND ('0x' || substr(sha256(g.problem_id), 1, 16))::UBIGINT % $shards = $shard_index"
 
 
 @dataclass
@@ -129,22 +131,22 @@ def verify_pending(
     returns counts by reason."""
     the_rule = get_rule(rule, cot_reading, pot_conventions)
     started = time.perf_counter()
-    pending = reg.query(
-        _PENDING_SQL, {"rule": the_rule.name, "version": the_rule.version, "sandbox": SANDBOX_VERSION}
-    )
+    summary = VerifySummary(the_rule.name, the_rule.version)
+    params = {"rule": the_rule.name, "version": the_rule.version, "sandbox": SANDBOX_VERSION}
     if shard is not None:
-        pending = pending.filter(pl.col("problem_id").map_elements(shard.holds, return_dtype=pl.Boolean))
-    summary = VerifySummary(the_rule.name, the_rule.version, pending=pending.height)
-    if pending.height == 0:
+        params |= {"shards": shard.count, "shard_index": shard.index}
+    sql = _PENDING_SQL.format(shard=_SHARD_SQL if shard is not None else "")
+    total = reg.scalar(f"SELECT count(*) FROM ({sql})", params)
+    if not total:
         return summary
-    needs_run = pending.filter((pl.col("mode") == "pot") & pl.col("exec_status").is_null()).height
-    own = sandbox is None and needs_run > 0
-    sb = Sandbox(limits=limits).__enter__() if own else sandbox
+    sb, own = sandbox, False
     run_id = start_run(reg, "verify", f"verify {the_rule.name}")
-    bar = _progress(pending.height, the_rule.name) if progress else None
+    bar = _progress(total, the_rule.name) if progress else None
     try:
-        for offset in range(0, pending.height, CHUNK):
-            chunk = pending.slice(offset, CHUNK)
+        for chunk in _pending_chunks(reg, sql, params):
+            if sb is None and chunk.filter((pl.col("mode") == "pot") & pl.col("exec_status").is_null()).height:
+                sb, own = Sandbox(limits=limits).__enter__(), True  # only a run with programs to run starts one
+            summary.pending += chunk.height
             _verify_chunk(reg, the_rule, chunk, sb, summary)
             if bar is not None:
                 bar.advance(bar.task_ids[0], chunk.height)
@@ -159,6 +161,25 @@ def verify_pending(
     finish_run(reg, run_id)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _pending_chunks(reg: Registry, sql: str, params: dict):
+    """The pending generations in frames of CHUNK rows, streamed by a cursor of their own (a second connection to the
+    same database, reading the snapshot taken when the query started) while verdicts are written through `reg`: no
+    more than one chunk is ever held in Python, whatever the size of the registry."""
+    cursor = reg.con.cursor()
+    try:
+        held, rows = [], 0
+        for batch in cursor.sql(sql, params=params).to_arrow_reader(CHUNK):
+            held.append(batch)
+            rows += batch.num_rows
+            if rows >= CHUNK:  # DuckDB's batches run short at its own boundaries: chunks of CHUNK or a little more
+                yield pl.from_arrow(pa.Table.from_batches(held))
+                held, rows = [], 0
+        if rows:
+            yield pl.from_arrow(pa.Table.from_batches(held))
+    finally:
+        cursor.close()
 
 
 def _progress(total: int, rule: str):
