@@ -315,3 +315,17 @@ def test_registry_memory_limit_is_set_explicitly_and_a_bad_value_is_one_line(sto
     assert shown.returncode == 0 and "244.1 MiB" in shown.stdout, shown.stdout + shown.stderr
     default = run("sql", "SELECT current_setting('memory_limit') AS m", "--format", "csv", registry=stored)
     assert "953.6 MiB" in default.stdout, default.stdout  # 1GB unless told otherwise, not 80% of the machine
+
+
+def test_a_write_beyond_the_registry_memory_limit_is_one_line_naming_the_setting(stored, tmp_path):
+    """DuckDB keeps primary-key indexes in memory: a registry too large for its limit says which setting to raise."""
+    data = tmp_path / "wide.jsonl"
+    data.write_text("".join(json.dumps({"id": f"w{i}-" + "x" * 40, "q": "y" * 300 + str(i), "ans": i}) + "\n"
+                            for i in range(150_000)), encoding="utf-8")
+    done = run("problems", "import", "wide", "--file", str(data), "--question", "q", "--answer", "ans", "--id", "id",
+               registry=stored, env={"MIXDISTILL_DB_MEMORY": "8MB"})
+    assert done.returncode == 2
+    line = one_line(done)
+    assert "needs more memory than the registry's limit (8MB)" in line and "MIXDISTILL_DB_MEMORY" in line
+    with duckdb.connect(str(stored), read_only=True) as con:  # the two problems stored before are still there
+        assert con.execute("SELECT count(*) FROM problems").fetchone()[0] == 2

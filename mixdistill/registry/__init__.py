@@ -162,6 +162,15 @@ class Registry:
         with self.lock:
             return self.con.execute(sql, params).fetchall()
 
+    def _out_of_memory(self, table: str) -> RegistryError:
+        """DuckDB keeps each table's primary-key index in memory (about 150 bytes a generation): a registry of many
+        millions of rows needs a larger limit than the default."""
+        return RegistryError(
+            f"registry {self.path}: writing to {table} needs more memory than the registry's limit "
+            f"({settings.db_memory()}); set "
+            f"${settings.DB_MEMORY_ENV} higher (e.g. 4GB) and run again: everything committed so far is kept"
+        )
+
     def query(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
         import polars as pl
 
@@ -203,14 +212,19 @@ class Registry:
                       "error": ("INSERT", "")}[on_conflict]
         with self.lock:
             self.con.register("_mixdistill_incoming", arrow)
+            failed = True
             try:
                 sql = f"{verb} INTO {table} BY NAME SELECT * FROM _mixdistill_incoming {tail}"
                 n = self.con.execute(sql).fetchall()[0][0]
+                failed = False
+            except duckdb.OutOfMemoryException:
+                raise self._out_of_memory(table) from None
             finally:
                 try:
                     self.con.unregister("_mixdistill_incoming")
-                except duckdb.TransactionException:  # the insert failed inside a transaction: its error is the one
-                    pass
+                except duckdb.Error:
+                    if not failed:
+                        raise  # after a failed insert (an aborted transaction...) the insert's error is the one
         return n
 
     def table_counts(self) -> dict[str, int]:
