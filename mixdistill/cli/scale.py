@@ -26,6 +26,7 @@ from mixdistill.cli.app import bench_app, console
 from mixdistill.errors import MixdistillError
 
 TIMEOUTS_PER_SIZE = 3  # programs that loop until the sandbox stops them: their cost is per program, not per row
+RSS_TARGET_MB = 2_000  # issue 15: every stage under 2 GB at 10^7 generations, not growing with N
 AUDIT_VIEWS = ("audit_pass_rate", "audit_failures", "audit_mode_disagreement", "audit_cost")
 
 
@@ -162,6 +163,8 @@ def bench_scale(
             console.print(f"{stage.name}: time ~ N^{et:.2f}, peak RSS ~ N^{er:.2f}", highlight=False)
     for n, stages, _ in results:
         console.print(rebuild_line(n, {st.name: st.wall_s for st in stages}), highlight=False)
+    for i, stage in enumerate(results[0][1]):
+        console.print(memory_line(stage.name, [(n, r[i].peak_rss_mb) for n, r, _ in results]), highlight=False)
 
 
 def rebuild_line(n: int, wall: dict[str, float]) -> str:
@@ -172,3 +175,13 @@ def rebuild_line(n: int, wall: dict[str, float]) -> str:
     return (f"cached rebuild at {n:,}: {cached:.1f} s = {cached / first:.1%} of the first build ({first:.1f} s; "
             f"target < 5%: {'met' if cached / first < 0.05 else 'not met'}), {cached / whole:.1%} of generate + "
             f"verify + build ({whole:.1f} s)")
+
+
+def memory_line(stage: str, peaks: list[tuple[int, float]]) -> str:
+    """One stage's peak RSS at each size against the flat-memory target."""
+    sizes = ", ".join(f"{mb:,.0f} MB at {n:,}" for n, mb in peaks)
+    growth = _slope([n for n, _ in peaks], [mb for _, mb in peaks])
+    trend = f" (~N^{growth:.2f})" if growth is not None else ""
+    met = all(mb < RSS_TARGET_MB for _, mb in peaks)
+    return (f"peak RSS {stage}: {sizes}{trend}; target < {RSS_TARGET_MB:,} MB at every size: "
+            f"{'met' if met else 'NOT met'}")
