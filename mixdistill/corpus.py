@@ -257,8 +257,7 @@ def _register(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> CorpusVersion
     for mode in recipe.modes:
         if not mix_stats["rows"][mode]:
             raise CorpusError(f"{recipe.name}@{recipe.version}: config {mode!r} has no verified rows")
-    rules = [r[0] for r in mixed.ws.execute("SELECT DISTINCT rule FROM cand ORDER BY 1")]
-    mixed.ws.execute("DROP TABLE cand")  # what the rest of the build needs is in `rows`
+    rules = [r[0] for r in mixed.ws.execute("SELECT rule FROM cand_rules ORDER BY 1")]
     fp = fingerprint(mixed, recipe, rules)
     stats = {
         "mix": mix_stats,

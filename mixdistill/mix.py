@@ -118,7 +118,8 @@ CONFIG_FILTER = {"cot": "mode = 'cot'", "pot": "mode = 'pot'", "mixed": "true"}
 
 def select(ws: Workspace, policy: MixPolicy) -> dict:
     """Steps 1-5 on the workspace tables `cand` (prepared candidates) and `excluded` (problem_id): the chosen
-    rationales into table `chosen`, and the counts dropped at each step (for the card)."""
+    rationales into table `chosen`, the candidates' rule versions into `cand_rules`, and the counts dropped at each
+    step (for the card)."""
     count = lambda table, where="true": ws.scalar(f"SELECT count(*) FROM {table} WHERE {where}")  # noqa: E731
     stats: dict[str, int] = {"candidates": count("cand")}
     held_out = "problem_id IN (SELECT problem_id FROM excluded)"
@@ -128,13 +129,16 @@ def select(ws: Workspace, policy: MixPolicy) -> dict:
     stats["dropped_over_length"] = count("cand", f"NOT ({held_out}) AND {over}")
     ws.execute(f"CREATE OR REPLACE TABLE _ranked AS SELECT *, {stable_hash(f'rank:{policy.seed}', 'request_key')} "
                f"AS _rank FROM cand WHERE NOT ({held_out}) AND NOT ({over})")
+    ws.execute("CREATE OR REPLACE TABLE cand_rules AS SELECT DISTINCT rule FROM cand; DROP TABLE cand")
 
     first = "row_number() OVER (PARTITION BY problem_id, mode, {} ORDER BY _rank, request_key) = 1"
     ws.execute(f"CREATE OR REPLACE TABLE _exact AS SELECT * FROM _ranked QUALIFY {first.format('rationale')}")
     stats["dropped_exact_duplicates"] = count("_ranked") - count("_exact")
+    ws.execute("DROP TABLE _ranked")  # each step's input is dropped once the next exists: one copy at a time
     ws.execute(f"CREATE OR REPLACE TABLE _distinct AS SELECT *, row_number() OVER (PARTITION BY problem_id, mode "
                f"ORDER BY _rank, request_key) AS _i FROM (SELECT * FROM _exact QUALIFY {first.format('_norm')})")
     stats["dropped_normalised_duplicates"] = count("_exact") - count("_distinct")
+    ws.execute("DROP TABLE _exact")
 
     k = int(policy.k_per_mode)
     stats["dropped_over_k"] = count("_distinct", f"_i > {k}")
@@ -142,6 +146,7 @@ def select(ws: Workspace, policy: MixPolicy) -> dict:
         SELECT *, count_if(mode = 'cot') OVER (PARTITION BY problem_id) AS _cot,
                   count_if(mode = 'pot') OVER (PARTITION BY problem_id) AS _pot
         FROM _distinct WHERE _i <= {k}""")
+    ws.execute("DROP TABLE _distinct")
     both = "(_cot > 0 AND _pot > 0)"
     stats["dropped_no_agreement"] = count("_counted", f"NOT {both}") if policy.require_agreement else 0
     agreed = f"{both}" if policy.require_agreement else "true"
@@ -149,11 +154,11 @@ def select(ws: Workspace, policy: MixPolicy) -> dict:
     stats["dropped_balance"] = count("_counted", f"{agreed} AND NOT {balanced}")
     ws.execute(f"CREATE OR REPLACE TABLE chosen AS SELECT * EXCLUDE (_norm, _cot, _pot) FROM _counted "
                f"WHERE {agreed} AND {balanced}")
+    ws.execute("DROP TABLE _counted")
 
     before = count("chosen")
     apply_quotas(ws, policy.teacher_quotas or {})
     stats["dropped_quota"] = before - count("chosen")
-    ws.execute("DROP TABLE _ranked; DROP TABLE _exact; DROP TABLE _distinct; DROP TABLE _counted")
     return stats
 
 

@@ -77,10 +77,10 @@ def write_synthetic(folder: Path, problems: int, pot: bool) -> Path:
     return path
 
 
-def run_stage(name: str, args: list[str], registry: Path) -> Stage:
+def run_stage(name: str, args: list[str], registry: Path, module: str = "mixdistill") -> Stage:
     env = {**os.environ, "MIXDISTILL_REGISTRY": str(registry)}
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "mixdistill", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
@@ -106,7 +106,33 @@ def measure(folder: Path, problems: int, pot: bool, workers: int | None) -> tupl
     stages += [run_stage(v, ["sql", f"SELECT count(*) FROM {v}"], registry) for v in AUDIT_VIEWS]
     sizes = {"registry_mb": registry.stat().st_size / 1e6,
              "export_mb": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6}
+    stages.append(run_stage(MIX_EXPORT_STAGE, [str(recipe), str(folder / "mix-export")], registry,
+                            module="mixdistill.cli.scale"))
     return problems * (2 if pot else 1), stages, sizes
+
+
+MIX_EXPORT_STAGE = "mix + export only"
+
+
+def mix_and_export(recipe_path: Path, out: Path) -> None:
+    """Only what `build` does after generation and verification (mix, register, export), as another version of the
+    recipe: the part of a build whose memory is this module's to keep flat, measured without the plan."""
+    from mixdistill import settings
+    from mixdistill.corpus import build_version, export_version
+    from mixdistill.recipe import BuildRecipe, load_recipe
+    from mixdistill.registry import Registry
+
+    recipe = load_recipe(recipe_path, BuildRecipe)
+    major, minor, patch = recipe.version.split(".")
+    recipe = recipe.model_copy(update={"version": f"{major}.{minor}.{int(patch) + 1}"})
+    with Registry.open(settings.registry_path(), serve=False) as reg:
+        version, mixed = build_version(reg, recipe)
+        with mixed:
+            export_version(reg, version.ref, mixed, out)
+
+
+if __name__ == "__main__":
+    mix_and_export(Path(sys.argv[1]), Path(sys.argv[2]))
 
 
 def _slope(xs: list[float], ys: list[float]) -> float | None:
