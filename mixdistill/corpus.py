@@ -191,10 +191,6 @@ def fingerprint(mixed: Mixed, recipe: BuildRecipe, rule_versions: list[str]) -> 
     return digest.hexdigest()[:32]
 
 
-def _records(mixed: Mixed, sql: str) -> list[dict]:
-    return mixed.ws.query(sql).to_dicts()
-
-
 def lineage(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> dict:
     """Where every row came from: teachers, prompts, rule versions, source datasets and their licenses, and how each
     teacher's rationales were obtained (`mixdistill.provenance`: an unknown license stops the build here)."""
@@ -214,7 +210,7 @@ def lineage(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> dict:
 
 def kept_sources(mixed: Mixed) -> list[dict]:
     """(task, source, license) of the problems with rows."""
-    return _records(mixed, "SELECT DISTINCT task, source, license FROM rows ORDER BY ALL")
+    return mixed.ws.query("SELECT DISTINCT task, source, license FROM rows ORDER BY ALL").to_dicts()
 
 
 def provenance(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> dict:

@@ -25,6 +25,7 @@ import polars as pl
 
 from mixdistill.recipe import MixPolicy
 from mixdistill.schema import COLUMNS
+from mixdistill import workspace
 from mixdistill.workspace import Workspace
 
 MODE_PREFIX = {"cot": "[CoT]", "pot": "[PoT]"}
@@ -38,11 +39,6 @@ ROW_COLUMNS = COLUMNS  # the corpus row schema lives in mixdistill.schema
 def model_input(mode: str, question: str) -> str:
     """What the student sees: the mode prefix tells it which kind of rationale to write (multi-task training)."""
     return f"{MODE_PREFIX[mode]} {question}"
-
-
-def input_column() -> pl.Expr:
-    """`model_input` over the `mode` and `question` columns of a frame, as the `input` column."""
-    return pl.format("{} {}", pl.col("mode").replace_strict(MODE_PREFIX, return_dtype=pl.String), "question").alias("input")
 
 
 def normalise_rationale(mode: str, text: str) -> str:
@@ -249,8 +245,7 @@ def mix(candidates: pl.DataFrame, policy: MixPolicy, excluded: set[str]) -> tupl
 
 
 def chunked(frame: pl.DataFrame):
-    from mixdistill import workspace
-
+    """A frame in chunks of `workspace.CHUNK_ROWS` rows (one empty chunk for an empty frame)."""
     for offset in range(0, frame.height, workspace.CHUNK_ROWS):
         yield frame.slice(offset, workspace.CHUNK_ROWS)
     if frame.height == 0:
