@@ -85,12 +85,34 @@ def excluded_problems(reg: Registry, recipe: BuildRecipe) -> set[str]:
 
 def _recipe_scope(recipe: BuildRecipe) -> tuple[str, list]:
     """SQL predicate (on g = generations, t = teachers, s = problem_splits) for what a recipe covers."""
-    tasks = " OR ".join("(s.task = ? AND s.split = ?)" for _ in recipe.tasks)
+    tasks, task_params = _task_scope(recipe)
+    teachers, teacher_params = _teacher_scope(recipe)
+    return f"({tasks}) AND {teachers}", task_params + teacher_params
+
+
+def _task_scope(recipe: BuildRecipe) -> tuple[str, list]:
+    """The predicate on s = problem_splits: the recipe's tasks and splits."""
+    return (" OR ".join("(s.task = ? AND s.split = ?)" for _ in recipe.tasks),
+            [x for t in recipe.tasks for x in (t.name, t.split_name)])
+
+
+def _teacher_scope(recipe: BuildRecipe) -> tuple[str, list]:
+    """The predicate on g = generations, t = teachers: the recipe's teachers and modes."""
     labels = ", ".join("?" for _ in recipe.teachers)
     modes = ", ".join("?" for _ in recipe.modes)
-    params = [x for t in recipe.tasks for x in (t.name, t.split_name)]
-    params += [t.label for t in recipe.teachers] + list(recipe.modes)
-    return f"({tasks}) AND t.name IN ({labels}) AND g.mode IN ({modes})", params
+    return (f"t.name IN ({labels}) AND g.mode IN ({modes})",
+            [t.label for t in recipe.teachers] + list(recipe.modes))
+
+
+def _scoped_generations(recipe: BuildRecipe, judged: str) -> tuple[str, list]:
+    """FROM and WHERE of the recipe's generations (each once) with their problem, teacher and verdict `judged`
+    (a query with a `?` for the rule): streamed by joins, with no DISTINCT or window over the wide text columns
+    (a problem in several of the recipe's splits is matched by a semi join)."""
+    tasks, task_params = _task_scope(recipe)
+    teachers, teacher_params = _teacher_scope(recipe)
+    return (f"""{_RATIONALE_FROM} {judged}
+        WHERE {teachers} AND g.problem_id IN (SELECT problem_id FROM problem_splits s WHERE {tasks})""",
+            [recipe.rule, *teacher_params, *task_params])
 
 
 _RATIONALE_SELECT = """
@@ -119,15 +141,13 @@ def _with_rationale(df: pl.DataFrame, rationale: str = "answer") -> pl.DataFrame
 
 
 def _candidate_sql(recipe: BuildRecipe) -> tuple[str, list]:
-    scope, params = _recipe_scope(recipe)
-    return f"""
-        SELECT DISTINCT {_RATIONALE_SELECT}
-        FROM {_RATIONALE_FROM}
-        JOIN problem_splits s ON s.problem_id = g.problem_id
-        JOIN verdicts v ON v.request_key = g.request_key AND v.rule = ?
-        WHERE {scope} AND g.status = 'ok' AND v.correct
-        QUALIFY row_number() OVER (PARTITION BY g.request_key ORDER BY v.created_at DESC, v.rule_version DESC) = 1
-        """, [recipe.rule, *params]
+    """The recipe's generations with a correct verdict under its rule (of those, the latest rule version)."""
+    latest_correct = """JOIN (
+            SELECT request_key, extracted, rule, rule_version FROM verdicts WHERE rule = ? AND correct
+            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
+        ) v ON v.request_key = g.request_key"""
+    body, params = _scoped_generations(recipe, latest_correct)
+    return f"SELECT {_RATIONALE_SELECT} FROM {body} AND g.status = 'ok'", params
 
 
 def _chunks(reg: Registry, sql: str, params: list, rationale: str):
@@ -390,33 +410,28 @@ def audit_rows(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> None:
     guard holds out) or `not-selected` (correct, but a duplicate, over `k_per_mode`, balanced away or over a quota);
     kept rows say `kept`, and are in the split the corpus put them in.
     """
-    scope, params = _recipe_scope(recipe)
-    sql = f"""
-        WITH scoped AS (
-            SELECT DISTINCT g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher,
-                   g.prompt_id, g.response_text, g.status, g.error, p.gold_text AS gold
-            FROM {_RATIONALE_FROM} JOIN problem_splits s ON s.problem_id = g.problem_id
-            WHERE {scope}
-        ), judged AS (
-            SELECT * FROM verdicts WHERE rule = ?
+    latest = """LEFT JOIN (
+            SELECT request_key, extracted, correct, reason, rule, rule_version FROM verdicts WHERE rule = ?
             QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
-        )
-        SELECT sc.*, j.extracted AS answer, j.correct, j.reason AS verdict_reason,
-               j.rule || '@' || j.rule_version AS rule, e.status AS execution,
-               nullif(concat_ws(': ', e.error_class, e.error_message), '') AS exec_error,
-               row_number() OVER (ORDER BY sc.task, sc.source_id, sc.mode, sc.teacher, sc.request_key) AS _pos
-        FROM scoped sc LEFT JOIN judged j USING (request_key) LEFT JOIN latest_executions e USING (request_key)
-        ORDER BY _pos
+        ) j ON j.request_key = g.request_key
+        LEFT JOIN latest_executions e ON e.request_key = g.request_key"""
+    body, params = _scoped_generations(recipe, latest)
+    sql = f"""
+        SELECT g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher, g.prompt_id,
+               g.response_text, g.status, g.error, p.gold_text AS gold, j.extracted AS answer, j.correct,
+               j.reason AS verdict_reason, j.rule || '@' || j.rule_version AS rule, e.status AS execution,
+               nullif(concat_ws(': ', e.error_class, e.error_message), '') AS exec_error
+        FROM {body}
         """
     ws = mixed.ws
     ws.execute("DROP TABLE IF EXISTS _audit_in; DROP TABLE IF EXISTS audit; DROP TABLE IF EXISTS excluded")
     ws.append("excluded", pl.DataFrame({"problem_id": sorted(excluded_problems(reg, recipe))},
                                        schema={"problem_id": pl.String}))
     with reg.lock:
-        for table in registry_batches(reg.con, sql, [*params, recipe.rule]):
+        for table in registry_batches(reg.con, sql, params):
             ws.append("_audit_in", _audit_rationale(pl.from_arrow(table)))
     ws.execute(f"""CREATE TABLE audit AS
-        SELECT a.* EXCLUDE (_pos), r.request_key IS NOT NULL AS kept,
+        SELECT a.*, r.request_key IS NOT NULL AS kept,
                CASE WHEN r.request_key IS NOT NULL THEN 'kept'
                     WHEN a.status <> 'ok' THEN 'generation-' || a.status
                     WHEN a.correct IS NULL THEN 'unverified'
@@ -424,7 +439,8 @@ def audit_rows(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> None:
                                              THEN 'evaluation-split' ELSE 'not-selected' END
                     ELSE coalesce(nullif(a.verdict_reason, ''), 'wrong-answer') END AS reason,
                coalesce(r.split, {split_column(recipe.mix, 'a.problem_id')}) AS split,
-               coalesce(a.exec_error, a.error) AS error_text, a._pos
+               coalesce(a.exec_error, a.error) AS error_text,
+               row_number() OVER (ORDER BY a.task, a.source_id, a.mode, a.teacher, a.request_key) AS _pos
         FROM _audit_in a LEFT JOIN rows r ON r.request_key = a.request_key""")
     ws.execute("DROP TABLE _audit_in")
 

@@ -3,12 +3,15 @@
 Mixing and export work on every correct rationale of a corpus (10^7 at scale). Held as Python lists or eager frames
 they cost gigabytes; in DuckDB they stay under its memory limit (`settings.db_memory()`) and spill to a temporary
 folder beyond it. The workspace is in memory, separate from the registry: it works the same for a registry opened
-for writing, read-only, or read through another process's writer, and what it holds is gone when it closes.
-Per-row Python work (program extraction, normalisation for dedup) runs on `CHUNK_ROWS` rows at a time.
+for writing, read-only, or read through another process's writer, and what it holds is gone when it closes. It gets
+half the registry's limit (`WORKSPACE_SHARE`): the two pools together stay within 1.5 times `$MIXDISTILL_DB_MEMORY`
+whatever the corpus size. Per-row Python work (program extraction, normalisation for dedup) runs on `CHUNK_ROWS` rows
+at a time.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -20,7 +23,15 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
-CHUNK_ROWS = 50_000  # rows per chunk of Python work and per Parquet row group (tests shrink it)
+CHUNK_ROWS = 50_000  # rows per chunk of Python work (tests shrink it)
+WORKSPACE_SHARE = 0.5  # of the registry connection's memory limit
+_UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def memory_limit() -> str:
+    """The workspace's DuckDB memory limit: `WORKSPACE_SHARE` of `settings.db_memory()`, in bytes."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)b", settings.db_memory().lower()).groups()
+    return f"{int(float(number) * _UNITS[unit] * WORKSPACE_SHARE)}B"
 
 
 class Workspace:
@@ -29,7 +40,7 @@ class Workspace:
     def __init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="mixdistill-mix-")
         self.con = duckdb.connect(":memory:", config={
-            "memory_limit": settings.db_memory(), "temp_directory": self._tmp.name,
+            "memory_limit": memory_limit(), "temp_directory": self._tmp.name,
             "autoinstall_known_extensions": False, "autoload_known_extensions": False,
         })
 

@@ -107,3 +107,11 @@ def test_payload_is_gzip_of_the_whole_document_at_any_chunk(monkeypatch, chunk):
     assert len(doc["rows"]["kept"]) == 40 and len(doc["problems"]["question"]) == 10
     assert doc["dicts"]["mode"] == ["cot", "pot"] and set(doc["rows"]["mode"]) == {0, 1}
     assert buf.getvalue() == base64.b64encode(gzip.compress(whole.encode(), compresslevel=1, mtime=0)).decode()
+
+
+def test_workspace_takes_half_the_registry_memory_limit(monkeypatch):
+    monkeypatch.setenv("MIXDISTILL_DB_MEMORY", "2GiB")
+    assert workspace.memory_limit() == f"{2**30}B"
+    monkeypatch.setenv("MIXDISTILL_DB_MEMORY", "1.5GB")
+    with Workspace() as ws:
+        assert ws.scalar("SELECT current_setting('memory_limit')") == "715.2 MiB"  # 750 * 10^6 bytes
