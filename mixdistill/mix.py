@@ -123,16 +123,20 @@ def select(ws: Workspace, policy: MixPolicy) -> dict:
     over = "false" if limit is None else f"_tokens > {int(limit)}"
     stats["dropped_contamination"] = count("cand", held_out)
     stats["dropped_over_length"] = count("cand", f"NOT ({held_out}) AND {over}")
-    ws.execute(f"CREATE OR REPLACE TABLE _ranked AS SELECT *, {stable_hash(f'rank:{policy.seed}', 'request_key')} "
-               f"AS _rank FROM cand WHERE NOT ({held_out}) AND NOT ({over})")
-    ws.execute("CREATE OR REPLACE TABLE cand_rules AS SELECT DISTINCT rule FROM cand; DROP TABLE cand")
+    # The windows of steps 2-4 run on narrow keys (rationale and normalised form by their 128-bit MD5): what DuckDB
+    # sorts and partitions is a few dozen bytes a row, never the texts; the chosen rows get their texts back by a join.
+    ws.execute(f"""CREATE OR REPLACE TABLE _ranked AS
+        SELECT request_key, problem_id, mode, md5_number(rationale) AS _exact, md5_number(_norm) AS _near,
+               {stable_hash(f'rank:{policy.seed}', 'request_key')} AS _rank
+        FROM cand WHERE NOT ({held_out}) AND NOT ({over})""")
+    ws.execute("CREATE OR REPLACE TABLE cand_rules AS SELECT DISTINCT rule FROM cand")
 
     first = "row_number() OVER (PARTITION BY problem_id, mode, {} ORDER BY _rank, request_key) = 1"
-    ws.execute(f"CREATE OR REPLACE TABLE _exact AS SELECT * FROM _ranked QUALIFY {first.format('rationale')}")
+    ws.execute(f"CREATE OR REPLACE TABLE _exact AS SELECT * FROM _ranked QUALIFY {first.format('_exact')}")
     stats["dropped_exact_duplicates"] = count("_ranked") - count("_exact")
     ws.execute("DROP TABLE _ranked")  # each step's input is dropped once the next exists: one copy at a time
     ws.execute(f"CREATE OR REPLACE TABLE _distinct AS SELECT *, row_number() OVER (PARTITION BY problem_id, mode "
-               f"ORDER BY _rank, request_key) AS _i FROM (SELECT * FROM _exact QUALIFY {first.format('_norm')})")
+               f"ORDER BY _rank, request_key) AS _i FROM (SELECT * FROM _exact QUALIFY {first.format('_near')})")
     stats["dropped_normalised_duplicates"] = count("_exact") - count("_distinct")
     ws.execute("DROP TABLE _exact")
 
@@ -148,9 +152,10 @@ def select(ws: Workspace, policy: MixPolicy) -> dict:
     agreed = f"{both}" if policy.require_agreement else "true"
     balanced = f"(NOT {both} OR _i <= least(_cot, _pot))" if policy.balance_modes else "true"
     stats["dropped_balance"] = count("_counted", f"{agreed} AND NOT {balanced}")
-    ws.execute(f"CREATE OR REPLACE TABLE chosen AS SELECT * EXCLUDE (_norm, _cot, _pot) FROM _counted "
-               f"WHERE {agreed} AND {balanced}")
-    ws.execute("DROP TABLE _counted")
+    ws.execute(f"""CREATE OR REPLACE TABLE chosen AS
+        SELECT c.* EXCLUDE (_norm), k._rank, k._i FROM cand c
+        JOIN (SELECT request_key, _rank, _i FROM _counted WHERE {agreed} AND {balanced}) k USING (request_key)""")
+    ws.execute("DROP TABLE _counted; DROP TABLE cand")
 
     before = count("chosen")
     apply_quotas(ws, policy.teacher_quotas or {})
