@@ -73,8 +73,9 @@ def build(
                 rewrite_manifest(out, {**kept, **planned})
             return BuildResult(registered(reg, recipe), generation, verification, out, settled, kept["written_at"])
         forget_export(out)
-        version, configs = build_version(reg, recipe)
-        export_version(reg, version.ref, configs, out)
+        version, mixed = build_version(reg, recipe)
+        with mixed:
+            export_version(reg, version.ref, mixed, out)
         write_manifest(reg, recipe.name, recipe.version, out, inputs, **planned)
     return BuildResult(version, generation, verification, out, settled)
 

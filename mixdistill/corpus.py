@@ -3,10 +3,16 @@
 A version is identified by the recipe's semver and fingerprinted by (selected request keys per config and split,
 mixing policy, answer rule): rebuilding from the same registry gives the same fingerprint and byte-identical Parquet.
 Registering a different selection under an existing name@version is refused.
+
+Memory stays flat with the corpus size: candidates and audit rows stream from the registry in chunks
+(`workspace.CHUNK_ROWS`) into a private DuckDB workspace, where the mix runs in SQL; the fingerprint, the corpus rows,
+the Parquet files (one row group per chunk), the audit report's data and the plots are all read back in chunks or as
+SQL aggregates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +21,14 @@ import polars as pl
 
 from mixdistill.errors import MixdistillError
 from mixdistill.ids import canonical_json, content_hash
-from mixdistill.mix import input_column, mix
+from mixdistill.mix import (
+    CONFIG_FILTER, ROW_ORDER, Mixed, input_sql, load_candidates, mix_workspace, split_column,
+)
 from mixdistill.recipe import BuildRecipe
 from mixdistill.registry import Registry
 from mixdistill.schema import REJECTED, ROWS, arrow
 from mixdistill.tasks import TASKS
+from mixdistill.workspace import Workspace, registry_batches
 
 CONFIGS = ("cot", "pot", "mixed")
 SPLITS = ("train", "validation")
@@ -76,17 +85,40 @@ def excluded_problems(reg: Registry, recipe: BuildRecipe) -> set[str]:
 
 def _recipe_scope(recipe: BuildRecipe) -> tuple[str, list]:
     """SQL predicate (on g = generations, t = teachers, s = problem_splits) for what a recipe covers."""
-    tasks = " OR ".join("(s.task = ? AND s.split = ?)" for _ in recipe.tasks)
+    tasks, task_params = _task_scope(recipe)
+    teachers, teacher_params = _teacher_scope(recipe)
+    return f"({tasks}) AND {teachers}", task_params + teacher_params
+
+
+def _task_scope(recipe: BuildRecipe) -> tuple[str, list]:
+    """The predicate on s = problem_splits: the recipe's tasks and splits."""
+    return (" OR ".join("(s.task = ? AND s.split = ?)" for _ in recipe.tasks),
+            [x for t in recipe.tasks for x in (t.name, t.split_name)])
+
+
+def _teacher_scope(recipe: BuildRecipe) -> tuple[str, list]:
+    """The predicate on g = generations, t = teachers: the recipe's teachers and modes."""
     labels = ", ".join("?" for _ in recipe.teachers)
     modes = ", ".join("?" for _ in recipe.modes)
-    params = [x for t in recipe.tasks for x in (t.name, t.split_name)]
-    params += [t.label for t in recipe.teachers] + list(recipe.modes)
-    return f"({tasks}) AND t.name IN ({labels}) AND g.mode IN ({modes})", params
+    return (f"t.name IN ({labels}) AND g.mode IN ({modes})",
+            [t.label for t in recipe.teachers] + list(recipe.modes))
+
+
+def _scoped_generations(recipe: BuildRecipe, judged: str) -> tuple[str, list]:
+    """FROM and WHERE of the recipe's generations (each once) with their problem, teacher and verdict `judged`
+    (a query with a `?` for the rule): streamed by joins, with no DISTINCT or window over the wide text columns
+    (a problem in several of the recipe's splits is matched by a semi join)."""
+    tasks, task_params = _task_scope(recipe)
+    teachers, teacher_params = _teacher_scope(recipe)
+    return (f"""{_RATIONALE_FROM} {judged}
+        WHERE {teachers} AND g.problem_id IN (SELECT problem_id FROM problem_splits s WHERE {tasks})""",
+            [recipe.rule, *teacher_params, *task_params])
 
 
 _RATIONALE_SELECT = """
     g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher, g.prompt_id,
-    g.response_text, g.reasoning_text, v.extracted AS answer, p.gold_text AS gold, v.rule || '@' || v.rule_version AS rule
+    g.response_text, g.reasoning_text, v.extracted AS answer, p.gold_text AS gold, v.rule || '@' || v.rule_version AS rule,
+    p.source, p.license
 """
 _RATIONALE_FROM = """
     generations g
@@ -97,7 +129,7 @@ _RATIONALE_FROM = """
 
 def _with_rationale(df: pl.DataFrame, rationale: str = "answer") -> pl.DataFrame:
     """The training target: the prose for CoT, the extracted program for PoT; with `rationale: trace-and-answer`
-    a reasoning teacher's trace before it (`mix.compose_rationale`)."""
+    a reasoning teacher's trace before it (`mix.compose_rationale`). One bounded chunk at a time."""
     from mixdistill.mix import compose_rationale
     from mixdistill.verify.programs import extract_program
 
@@ -108,21 +140,28 @@ def _with_rationale(df: pl.DataFrame, rationale: str = "answer") -> pl.DataFrame
     return df.drop("response_text", "reasoning_text").with_columns(pl.Series("rationale", out, dtype=pl.String))
 
 
+def _candidate_sql(recipe: BuildRecipe) -> tuple[str, list]:
+    """The recipe's generations with a correct verdict under its rule (of those, the latest rule version)."""
+    latest_correct = """JOIN (
+            SELECT request_key, extracted, rule, rule_version FROM verdicts WHERE rule = ? AND correct
+            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
+        ) v ON v.request_key = g.request_key"""
+    body, params = _scoped_generations(recipe, latest_correct)
+    return f"SELECT {_RATIONALE_SELECT} FROM {body} AND g.status = 'ok'", params
+
+
+def _chunks(reg: Registry, sql: str, params: list, rationale: str):
+    """A rationale query's rows in bounded chunks, each with its training target."""
+    with reg.lock:
+        for table in registry_batches(reg.con, sql, params):
+            yield _with_rationale(pl.from_arrow(table), rationale)
+
+
 def candidates(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
-    """Generations of this recipe judged correct under its rule (latest rule version), one row per rationale."""
-    scope, params = _recipe_scope(recipe)
-    df = reg.query(
-        f"""
-        SELECT DISTINCT {_RATIONALE_SELECT}
-        FROM {_RATIONALE_FROM}
-        JOIN problem_splits s ON s.problem_id = g.problem_id
-        JOIN verdicts v ON v.request_key = g.request_key AND v.rule = ?
-        WHERE {scope} AND g.status = 'ok' AND v.correct
-        QUALIFY row_number() OVER (PARTITION BY g.request_key ORDER BY v.created_at DESC, v.rule_version DESC) = 1
-        """,
-        [recipe.rule, *params],
-    )
-    return _with_rationale(df, recipe.mix.rationale)
+    """Generations of this recipe judged correct under its rule (latest rule version), one row per rationale, as one
+    frame (builds stream them into their workspace instead)."""
+    frames = list(_chunks(reg, *_candidate_sql(recipe), recipe.mix.rationale))
+    return pl.concat(frames) if frames else pl.DataFrame()
 
 
 def teacher_mode_stats(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
@@ -149,58 +188,100 @@ def teacher_mode_stats(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
     )
 
 
-def fingerprint(configs: dict[str, pl.DataFrame], recipe: BuildRecipe, rule_versions: list[str]) -> str:
-    keys = {
-        name: {split: sorted(df.filter(pl.col("split") == split)["request_key"]) for split in SPLITS}
-        for name, df in configs.items()
-    }
-    return content_hash({"rows": keys, "mix": recipe.mix.model_dump(mode="json"), "rules": sorted(rule_versions)}, 32)
+def fingerprint(mixed: Mixed, recipe: BuildRecipe, rule_versions: list[str]) -> str:
+    """`content_hash({"rows": {config: {split: sorted request keys}}, "mix": policy, "rules": ...}, 32)`, with the
+    same canonical JSON bytes streamed through SHA-256 a chunk of keys at a time (no list of every key is held)."""
+    digest = hashlib.sha256()
+    put = lambda text: digest.update(text.encode("utf-8"))  # noqa: E731
+    put('{"mix":' + canonical_json(recipe.mix.model_dump(mode="json")) + ',"rows":{')
+    for c, name in enumerate(sorted(CONFIG_FILTER)):
+        put(("," if c else "") + canonical_json(name) + ":{")
+        for s, split in enumerate(sorted(SPLITS)):
+            put(("," if s else "") + canonical_json(split) + ":[")
+            first = True
+            sql = f"SELECT request_key FROM rows WHERE {mixed.where(name, split)} ORDER BY request_key"
+            for table in mixed.ws.batches(sql):
+                keys = table.column(0).to_pylist()
+                if keys:
+                    put(("" if first else ",") + canonical_json(keys)[1:-1])
+                    first = False
+            put("]")
+        put("}")
+    put('},"rules":' + canonical_json(sorted(rule_versions)) + "}")
+    return digest.hexdigest()[:32]
 
 
-def lineage(reg: Registry, recipe: BuildRecipe, rows: pl.DataFrame) -> dict:
+def lineage(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> dict:
     """Where every row came from: teachers, prompts, rule versions, source datasets and their licenses, and how each
     teacher's rationales were obtained (`mixdistill.provenance`: an unknown license stops the build here)."""
-    sources = reg.query(
-        "SELECT DISTINCT task, source, license FROM problems WHERE problem_id IN (SELECT unnest(?)) ORDER BY ALL",
-        [sorted(set(rows["problem_id"]))],
-    )
     teachers = reg.query(
         "SELECT name, provider, model, base_url FROM teachers WHERE name IN (SELECT unnest(?)) ORDER BY name",
         [sorted({t.label for t in recipe.teachers})],
     )
-    from mixdistill.provenance import describe
-
     return {
         "tasks": [{"task": t.name, "split": t.split_name} for t in recipe.tasks],
-        "sources": sources.to_dicts(),
+        "sources": kept_sources(mixed),
         "teachers": teachers.to_dicts(),
-        "prompt_ids": sorted(set(rows["prompt_id"])),
-        "rules": sorted(set(rows["rule"])),
-        "provenance": describe(reg, recipe, rows, *_recipe_scope(recipe)),
+        "prompt_ids": [r[0] for r in mixed.ws.execute("SELECT DISTINCT prompt_id FROM rows ORDER BY 1")],
+        "rules": [r[0] for r in mixed.ws.execute("SELECT DISTINCT rule FROM rows ORDER BY 1")],
+        "provenance": provenance(reg, recipe, mixed),
     }
 
 
-def build_version(reg: Registry, recipe: BuildRecipe) -> tuple[CorpusVersion, dict[str, pl.DataFrame]]:
-    """Mix the recipe's verified generations and register the result as `name@version` (idempotent)."""
-    excluded = excluded_problems(reg, recipe)
-    cands = candidates(reg, recipe)
-    configs, mix_stats = mix(cands, recipe.mix, excluded)
-    if configs["mixed"].is_empty():
+def kept_sources(mixed: Mixed) -> list[dict]:
+    """(task, source, license) of the problems with rows."""
+    return mixed.ws.query("SELECT DISTINCT task, source, license FROM rows ORDER BY ALL").to_dicts()
+
+
+def provenance(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> dict:
+    from mixdistill.provenance import describe
+
+    kept = dict(mixed.ws.execute("SELECT teacher, count(*) FROM rows GROUP BY teacher"))
+    return describe(reg, recipe, kept, kept_sources(mixed), *_recipe_scope(recipe))
+
+
+def mix_recipe(reg: Registry, recipe: BuildRecipe) -> Mixed:
+    """The recipe's candidates streamed from the registry into a new workspace, and mixed there."""
+    ws = Workspace()
+    try:
+        load_candidates(ws, _chunks(reg, *_candidate_sql(recipe), recipe.mix.rationale), excluded_problems(reg, recipe))
+        return mix_workspace(ws, recipe.mix)
+    except BaseException:
+        ws.close()
+        raise
+
+
+def build_version(reg: Registry, recipe: BuildRecipe) -> tuple[CorpusVersion, Mixed]:
+    """Mix the recipe's verified generations and register the result as `name@version` (idempotent). The caller
+    closes the returned rows (`with mixed:`) once exported."""
+    mixed = mix_recipe(reg, recipe)
+    try:
+        return _register(reg, recipe, mixed), mixed
+    except BaseException:
+        mixed.ws.close()
+        raise
+
+
+def _register(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> CorpusVersion:
+    mix_stats = mixed.stats
+    if not mix_stats["rows"]["mixed"]:
         raise CorpusError(
             f"{recipe.name}@{recipe.version}: no verified rationales to publish "
-            f"({cands.height} correct candidates, {mix_stats['dropped_contamination']} excluded as evaluation problems)"
+            f"({mix_stats['candidates']} correct candidates, {mix_stats['dropped_contamination']} excluded as "
+            "evaluation problems)"
         )
     for mode in recipe.modes:
-        if configs[mode].is_empty():
+        if not mix_stats["rows"][mode]:
             raise CorpusError(f"{recipe.name}@{recipe.version}: config {mode!r} has no verified rows")
-    fp = fingerprint(configs, recipe, sorted(set(cands["rule"])))
+    rules = [r[0] for r in mixed.ws.execute("SELECT rule FROM cand_rules ORDER BY 1")]
+    fp = fingerprint(mixed, recipe, rules)
     stats = {
         "mix": mix_stats,
-        "rows": {n: {s: configs[n].filter(pl.col("split") == s).height for s in SPLITS} for n in CONFIGS},
-        "problems": configs["mixed"]["problem_id"].n_unique(),
+        "rows": {n: {s: mixed.count(n, s) for s in SPLITS} for n in CONFIGS},
+        "problems": mixed.ws.scalar("SELECT count(DISTINCT problem_id) FROM rows"),
         "teacher_mode": teacher_mode_stats(reg, recipe).to_dicts(),
     }
-    info = lineage(reg, recipe, configs["mixed"])
+    info = lineage(reg, recipe, mixed)
     corpus_id = content_hash({"name": recipe.name, "version": recipe.version})
     existing = reg.query("SELECT fingerprint FROM corpora WHERE corpus_id = ?", [corpus_id])
     if existing.height:
@@ -209,23 +290,22 @@ def build_version(reg: Registry, recipe: BuildRecipe) -> tuple[CorpusVersion, di
                 f"corpus {recipe.name}@{recipe.version} already exists with different content "
                 f"(fingerprint {existing['fingerprint'][0][:12]} vs {fp[:12]}); bump `version` in the recipe"
             )
-        version = CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=False)
-        return version, configs
+        return CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=False)
     parent = reg.scalar(
         "SELECT version FROM corpora WHERE name = ? ORDER BY created_at DESC LIMIT 1", [recipe.name]
     )
-    corpus_rows = pl.concat(
-        [df.select(pl.lit(name).alias("config"), "split", pl.col("id").alias("row_id"), "request_key", "problem_id")
-         for name, df in configs.items()]
-    ).with_columns(pl.lit(corpus_id).alias("corpus_id"))
     with reg.transaction():
         reg.insert("corpora", [{
             "corpus_id": corpus_id, "name": recipe.name, "version": recipe.version, "fingerprint": fp,
             "recipe": canonical_json(recipe.model_dump(mode="json")), "lineage": canonical_json(info),
             "stats": json.dumps(stats, default=str), "parent": parent,  # key order = pipeline order
         }])
-        reg.insert("corpus_rows", corpus_rows)
-    return CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=True), configs
+        for name in CONFIGS:
+            columns = (f"'{name}' AS config, split, id AS row_id, request_key, problem_id, "
+                       f"'{corpus_id}' AS corpus_id")
+            for table in mixed.ws.batches(mixed.sql(columns, name)):
+                reg.insert("corpus_rows", table)
+    return CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=True)
 
 
 def load_version(reg: Registry, ref: str) -> dict:
@@ -246,31 +326,35 @@ def export_path(root: Path, name: str, version: str) -> Path:
     return root / name / version
 
 
-def write_parquet(configs: dict[str, pl.DataFrame], out: Path) -> dict[str, dict[str, str]]:
+ROW_GROUP_ROWS = 50_000  # Parquet row group: fixed, whatever the chunk size of the work before it
+
+
+def write_parquet(mixed: Mixed, out: Path) -> dict[str, dict[str, str]]:
     """One Parquet file per config and split (`<config>/<split>.parquet`); returns the Hub `data_files` mapping.
 
     Written with fixed settings and sorted rows, so the same selection always gives the same bytes.
     """
     files: dict[str, dict[str, str]] = {}
-    for name, df in configs.items():
+    columns = ", ".join(f'"{c.name}"' for c in ROWS)
+    for name in CONFIGS:
         for split in SPLITS:
-            part = df.filter(pl.col("split") == split).drop("split")
-            if part.is_empty():
+            if not mixed.count(name, split):
                 continue
             rel = f"{name}/{split}.parquet"
-            _write_table(part, arrow(ROWS), out / rel)
+            _write_table(mixed.ws, mixed.sql(columns, name, split), arrow(ROWS), out / rel)
             files.setdefault(name, {})[split] = rel
     return files
 
 
-def _write_table(df: pl.DataFrame, schema, path: Path) -> None:
-    """Parquet in the given Arrow schema (`mixdistill.schema`), with fixed settings: same rows, same bytes."""
+def _write_table(ws: Workspace, sql: str, schema, path: Path) -> None:
+    """The rows of `sql` as Parquet in the given Arrow schema (`mixdistill.schema`), with fixed settings and row
+    groups of `ROW_GROUP_ROWS`, streamed one row group at a time: same rows, same bytes."""
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = df.select(schema.names).to_arrow().cast(schema)
-    pq.write_table(table, path, compression="zstd", compression_level=9, row_group_size=50_000,
-                   write_statistics=True)
+    with pq.ParquetWriter(path, schema, compression="zstd", compression_level=9, write_statistics=True) as writer:
+        for table in ws.batches(sql, rows=ROW_GROUP_ROWS):
+            writer.write_table(table.cast(schema), row_group_size=ROW_GROUP_ROWS)
 
 
 def version_tag(version: str) -> str:
@@ -317,100 +401,93 @@ def recipe_yaml(record: dict) -> str:
     return f"# mixdistill build recipe of {record['name']}@{record['version']} (as registered, defaults included)\n{text}"
 
 
-def audit_rows(reg: Registry, recipe: BuildRecipe, kept: pl.DataFrame) -> pl.DataFrame:
-    """Every rationale the recipe's teachers wrote for its problems, kept or not, with its verdict and execution.
+def audit_rows(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> None:
+    """Workspace table `audit`: every rationale the recipe's teachers wrote for its problems, kept or not, with its
+    verdict and execution, in the report's order (`_pos`).
 
-    `kept` holds (request_key, split) of the version's rows. `reason` says why a rationale is absent from the corpus:
-    the verdict's reason (`wrong-answer`, `no-answer`, an execution status, ...), `generation-<status>`,
-    `unverified`, `evaluation-split` (a problem the contamination guard holds out) or `not-selected` (correct, but
-    a duplicate, over `k_per_mode`, balanced away or over a quota); kept rows say `kept`.
+    `reason` says why a rationale is absent from the corpus: the verdict's reason (`wrong-answer`, `no-answer`, an
+    execution status, ...), `generation-<status>`, `unverified`, `evaluation-split` (a problem the contamination
+    guard holds out) or `not-selected` (correct, but a duplicate, over `k_per_mode`, balanced away or over a quota);
+    kept rows say `kept`, and are in the split the corpus put them in.
     """
-    from mixdistill.mix import assign_splits
+    latest = """LEFT JOIN (
+            SELECT request_key, extracted, correct, reason, rule, rule_version FROM verdicts WHERE rule = ?
+            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
+        ) j ON j.request_key = g.request_key
+        LEFT JOIN latest_executions e ON e.request_key = g.request_key"""
+    body, params = _scoped_generations(recipe, latest)
+    sql = f"""
+        SELECT g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher, g.prompt_id,
+               g.response_text, g.status, g.error, p.gold_text AS gold, j.extracted AS answer, j.correct,
+               j.reason AS verdict_reason, j.rule || '@' || j.rule_version AS rule, e.status AS execution,
+               nullif(concat_ws(': ', e.error_class, e.error_message), '') AS exec_error
+        FROM {body}
+        """
+    ws = mixed.ws
+    ws.execute("DROP TABLE IF EXISTS _audit_in; DROP TABLE IF EXISTS audit; DROP TABLE IF EXISTS excluded")
+    ws.append("excluded", pl.DataFrame({"problem_id": sorted(excluded_problems(reg, recipe))},
+                                       schema={"problem_id": pl.String}))
+    with reg.lock:
+        for table in registry_batches(reg.con, sql, params):
+            ws.append("_audit_in", _audit_rationale(pl.from_arrow(table)))
+    ws.execute(f"""CREATE TABLE audit AS
+        SELECT a.*, r.request_key IS NOT NULL AS kept,
+               CASE WHEN r.request_key IS NOT NULL THEN 'kept'
+                    WHEN a.status <> 'ok' THEN 'generation-' || a.status
+                    WHEN a.correct IS NULL THEN 'unverified'
+                    WHEN a.correct THEN CASE WHEN a.problem_id IN (SELECT problem_id FROM excluded)
+                                             THEN 'evaluation-split' ELSE 'not-selected' END
+                    ELSE coalesce(nullif(a.verdict_reason, ''), 'wrong-answer') END AS reason,
+               coalesce(r.split, {split_column(recipe.mix, 'a.problem_id')}) AS split,
+               coalesce(a.exec_error, a.error) AS error_text,
+               row_number() OVER (ORDER BY a.task, a.source_id, a.mode, a.teacher, a.request_key) AS _pos
+        FROM _audit_in a LEFT JOIN rows r ON r.request_key = a.request_key""")
+    ws.execute("DROP TABLE _audit_in")
+
+
+def _audit_rationale(df: pl.DataFrame) -> pl.DataFrame:
+    """The audit's rationale of one chunk: a PoT response's program (or the response), a CoT response's text."""
     from mixdistill.verify.programs import extract_program
 
-    scope, params = _recipe_scope(recipe)
-    df = reg.query(
-        f"""
-        WITH scoped AS (
-            SELECT DISTINCT g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher,
-                   g.prompt_id, g.response_text, g.status, g.error, p.gold_text AS gold
-            FROM {_RATIONALE_FROM} JOIN problem_splits s ON s.problem_id = g.problem_id
-            WHERE {scope}
-        ), judged AS (
-            SELECT * FROM verdicts WHERE rule = ?
-            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
-        )
-        SELECT sc.*, j.extracted AS answer, j.correct, j.reason AS verdict_reason,
-               j.rule || '@' || j.rule_version AS rule, e.status AS execution,
-               nullif(concat_ws(': ', e.error_class, e.error_message), '') AS exec_error
-        FROM scoped sc LEFT JOIN judged j USING (request_key) LEFT JOIN latest_executions e USING (request_key)
-        ORDER BY sc.task, sc.source_id, sc.mode, sc.teacher, sc.request_key
-        """,
-        [*params, recipe.rule],
-    )
-    excluded = excluded_problems(reg, recipe)
-    kept_split = dict(kept.select("request_key", "split").iter_rows())
-    reasons = []
-    for key, status, correct, verdict, pid in df.select(
-            "request_key", "status", "correct", "verdict_reason", "problem_id").iter_rows():
-        if key in kept_split:
-            reasons.append("kept")
-        elif status != "ok":
-            reasons.append(f"generation-{status}")
-        elif correct is None:
-            reasons.append("unverified")
-        elif correct:
-            reasons.append("evaluation-split" if pid in excluded else "not-selected")
-        else:
-            reasons.append(verdict or "wrong-answer")
     rationale = [
         ((extract_program(text) or text) if mode == "pot" else text or "").strip()
         for mode, text in zip(df["mode"], df["response_text"].fill_null(""))
     ]
-    df = assign_splits(df, recipe.mix).with_columns(
-        pl.Series("reason", reasons, dtype=pl.String),
-        pl.Series("rationale", rationale, dtype=pl.String),
-        pl.col("request_key").is_in(list(kept_split)).alias("kept"),
-        pl.coalesce(pl.col("exec_error"), pl.col("error")).alias("error_text"),
-    )
-    if kept_split:  # kept rows are in the split the corpus put them in
-        df = df.with_columns(pl.col("request_key").replace_strict(kept_split, default=pl.col("split"), return_dtype=pl.String).alias("split"))
-    return df
+    return df.with_columns(pl.Series("rationale", rationale, dtype=pl.String))
 
 
-def write_rejected(audit: pl.DataFrame, out: Path) -> dict[str, str]:
+def write_rejected(ws: Workspace, out: Path) -> dict[str, str]:
     """`rejected/<split>.parquet`: every rationale of the scope that is not in the corpus, for SQL audits."""
     files = {}
-    rejected = audit.filter(~pl.col("kept")).rename({"response_text": "response"})
-    rejected = rejected.with_columns(pl.col("error_text").alias("error"))
+    columns = ", ".join(
+        {"response": "response_text AS response", "error": "error_text AS error"}.get(c.name, f'"{c.name}"')
+        for c in REJECTED
+    )
     for split in SPLITS:
-        part = rejected.filter(pl.col("split") == split)
-        if part.is_empty():
+        where = f"NOT kept AND split = '{split}'"
+        if not ws.scalar(f"SELECT count(*) FROM audit WHERE {where}"):
             continue
         rel = f"rejected/{split}.parquet"
-        _write_table(part, arrow(REJECTED), out / rel)
+        _write_table(ws, f"SELECT {columns} FROM audit WHERE {where} ORDER BY _pos", arrow(REJECTED), out / rel)
         files[split] = rel
     return files
 
 
-def export_version(reg: Registry, ref: str, configs: dict[str, pl.DataFrame], out: Path,
-                   repo_id: str | None = None) -> Path:
+def export_version(reg: Registry, ref: str, mixed: Mixed, out: Path, repo_id: str | None = None) -> Path:
     """Write a version's Parquet files (kept and rejected), recipe, card (README.md), plots and audit report."""
-    from mixdistill.cards import make_plots, render, render_report
+    from mixdistill.cards import make_plots, render, write_report
 
     record = load_version(reg, ref)
     recipe = stored_recipe(record)
     if "provenance" not in record["lineage"]:  # a version registered before cards carried provenance
-        from mixdistill.provenance import describe
-
-        record["lineage"]["provenance"] = describe(reg, recipe, configs["mixed"], *_recipe_scope(recipe))
+        record["lineage"]["provenance"] = provenance(reg, recipe, mixed)
     out.mkdir(parents=True, exist_ok=True)
-    data_files = write_parquet(configs, out)
-    audit = audit_rows(reg, recipe, configs["mixed"].select("request_key", "split"))
-    rejected = write_rejected(audit, out)
+    data_files = write_parquet(mixed, out)
+    audit_rows(reg, recipe, mixed)
+    rejected = write_rejected(mixed.ws, out)
     if rejected:
         data_files["rejected"] = rejected
-    plots = make_plots(pl.DataFrame(record["stats"]["teacher_mode"]), configs["mixed"])
+    plots = make_plots(pl.DataFrame(record["stats"]["teacher_mode"]), mixed.ws)
     (out / "assets").mkdir(exist_ok=True)
     for plot in plots:
         (out / plot.path).write_bytes(plot.png)
@@ -423,32 +500,42 @@ def export_version(reg: Registry, ref: str, configs: dict[str, pl.DataFrame], ou
         "SELECT * FROM audit_failures WHERE teacher IN (SELECT unnest(?)) AND coalesce(rule, ?) = ? AND outcome <> 'correct'",
         [labels, recipe.rule, recipe.rule],
     )
-    (out / "report.html").write_text(render_report(context, failures.to_dicts(), audit), encoding="utf-8")
+    write_report(out / "report.html", context, failures.to_dicts(), mixed.ws)
     return out
 
 
-def version_frames(reg: Registry, ref: str) -> dict[str, pl.DataFrame]:
-    """Rebuild a registered version's rows from the registry alone (same rows, same order as at build time)."""
-    from mixdistill.mix import ROW_COLUMNS, sort_rows
-
+def version_selection(reg: Registry, ref: str) -> Mixed:
+    """A registered version's rows rebuilt from the registry alone (same rows, same order as at build time), in a
+    new workspace; the caller closes it (`with`)."""
     record = load_version(reg, ref)
-    df = reg.query(
-        f"""
+    sql = f"""
         SELECT cr.config, cr.split, cr.row_id AS id, {_RATIONALE_SELECT}
         FROM corpus_rows cr
         JOIN {_RATIONALE_FROM} ON g.request_key = cr.request_key
         JOIN verdicts v ON v.request_key = g.request_key AND v.rule || '@' || v.rule_version IN (SELECT unnest(?))
-        WHERE cr.corpus_id = ?
-        """,
-        [record["lineage"]["rules"], record["corpus_id"]],
-    )
-    df = _with_rationale(df, record["recipe"].get("mix", {}).get("rationale", "answer")).with_columns(
-        pl.col("id").str.split("-").list.last().cast(pl.Int64).alias("_i"),
-        input_column(),
-    )
-    return {
-        name: sort_rows(df.filter(pl.col("config") == name)).select(*ROW_COLUMNS, "split") for name in CONFIGS
-    }
+        WHERE cr.corpus_id = ? AND cr.config = 'mixed'
+        """
+    ws = Workspace()
+    try:
+        rationale = record["recipe"].get("mix", {}).get("rationale", "answer")
+        for chunk in _chunks(reg, sql, [record["lineage"]["rules"], record["corpus_id"]], rationale):
+            ws.append("_stored", chunk)
+        ws.execute(f"""CREATE TABLE rows AS
+            SELECT * EXCLUDE (config), row_number() OVER (ORDER BY {ROW_ORDER}) AS _pos FROM (
+                SELECT *, split_part(id, '-', -1)::BIGINT AS _i, {input_sql()} AS input FROM _stored)""")
+        ws.execute("DROP TABLE _stored")
+        mixed = Mixed(ws, record["stats"].get("mix", {}))
+    except BaseException:
+        ws.close()
+        raise
+    return mixed
+
+
+def version_frames(reg: Registry, ref: str) -> dict[str, pl.DataFrame]:
+    """A registered version's rows per config, rebuilt from the registry alone, as frames (for training and the
+    Python API; exports stream them from `version_selection`)."""
+    with version_selection(reg, ref) as mixed:
+        return {name: mixed[name] for name in CONFIGS}
 
 
 def version_rows(reg: Registry, ref: str) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""Mixing: verified rationales -> the rows of a corpus (pure polars, no I/O).
+"""Mixing: verified rationales -> the rows of a corpus, in SQL on a private DuckDB workspace (`mixdistill.workspace`).
 
 The steps, in order, each one a small function:
 1. keep only rationales judged correct, outside any excluded (evaluation) problem  -> contamination guard;
@@ -11,18 +11,22 @@ The steps, in order, each one a small function:
 5. per-teacher quotas (max share of rows)
 6. train/validation split by problem (hash of seed + problem_id), so a problem never straddles splits
 7. the three configs: `cot`, `pot` and `mixed` (their union), with the model input carrying the mode prefix
+
+The policy runs in SQL so that a corpus of 10^7 rationales mixes within DuckDB's memory limit (spilling beyond it);
+the only per-row Python work (`prepare`: token count, normalised form) runs one bounded chunk at a time.
 """
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import re
 
 import polars as pl
 
 from mixdistill.recipe import MixPolicy
 from mixdistill.schema import COLUMNS
+from mixdistill import workspace
+from mixdistill.workspace import Workspace
 
 MODE_PREFIX = {"cot": "[CoT]", "pot": "[PoT]"}
 CANDIDATE_COLUMNS = [
@@ -35,11 +39,6 @@ ROW_COLUMNS = COLUMNS  # the corpus row schema lives in mixdistill.schema
 def model_input(mode: str, question: str) -> str:
     """What the student sees: the mode prefix tells it which kind of rationale to write (multi-task training)."""
     return f"{MODE_PREFIX[mode]} {question}"
-
-
-def input_column() -> pl.Expr:
-    """`model_input` over the `mode` and `question` columns of a frame, as the `input` column."""
-    return pl.format("{} {}", pl.col("mode").replace_strict(MODE_PREFIX, return_dtype=pl.String), "question").alias("input")
 
 
 def normalise_rationale(mode: str, text: str) -> str:
@@ -77,110 +76,182 @@ def approx_tokens() -> pl.Expr:
     return pl.col("rationale").str.count_matches(_PIECES)
 
 
-def stable_hash(salt: str, column: str) -> pl.Expr:
-    """A 64-bit hash of `salt:value` from SHA-256: unlike polars' own hash it never changes between versions, so a
-    rebuild with newer software picks the same rows and the same validation problems."""
-    return pl.col(column).map_elements(
-        lambda v: int(hashlib.sha256(f"{salt}:{v}".encode()).hexdigest()[:16], 16), return_dtype=pl.UInt64
-    )
+def prepare(chunk: pl.DataFrame) -> pl.DataFrame:
+    """The per-row Python work of steps 1-2 on one bounded chunk of candidates: length and normalised form."""
+    norm = [normalise_rationale(m, r) for m, r in zip(chunk["mode"], chunk["rationale"])]
+    return chunk.with_columns(approx_tokens().alias("_tokens"), pl.Series("_norm", norm, dtype=pl.String))
 
 
-def select(candidates: pl.DataFrame, policy: MixPolicy, excluded: set[str]) -> tuple[pl.DataFrame, dict]:
-    """Steps 1-5: the chosen rationales and the counts dropped at each step (for the card)."""
-    stats: dict[str, int] = {"candidates": candidates.height}
-    df = candidates.filter(~pl.col("problem_id").is_in(list(excluded)))
-    stats["dropped_contamination"] = stats["candidates"] - df.height
-    before = df.height
-    if policy.max_rationale_tokens is not None:
-        df = df.filter(approx_tokens() <= policy.max_rationale_tokens)
-    stats["dropped_over_length"] = before - df.height
-
-    before = df.height
-    df = df.with_columns(
-        pl.struct("mode", "rationale").map_elements(
-            lambda r: normalise_rationale(r["mode"], r["rationale"]), return_dtype=pl.String
-        ).alias("_norm"),
-        stable_hash(f"rank:{policy.seed}", "request_key").alias("_rank"),
-    ).sort("_rank")
-    exact = df.unique(["problem_id", "mode", "rationale"], keep="first", maintain_order=True)
-    stats["dropped_exact_duplicates"] = before - exact.height
-    df = exact.unique(["problem_id", "mode", "_norm"], keep="first", maintain_order=True)
-    stats["dropped_normalised_duplicates"] = exact.height - df.height
-
-    df = df.with_columns(pl.col("_rank").rank("ordinal").over(["problem_id", "mode"]).alias("_i"))
-    before = df.height
-    df = df.filter(pl.col("_i") <= policy.k_per_mode)
-    stats["dropped_over_k"] = before - df.height
-
-    counts = df.group_by("problem_id").agg(
-        (pl.col("mode") == "cot").sum().alias("_cot"), (pl.col("mode") == "pot").sum().alias("_pot")
-    )
-    df = df.join(counts, on="problem_id")
-    before = df.height
-    if policy.require_agreement:
-        df = df.filter((pl.col("_cot") > 0) & (pl.col("_pot") > 0))
-    stats["dropped_no_agreement"] = before - df.height
-    before = df.height
-    if policy.balance_modes:
-        both = (pl.col("_cot") > 0) & (pl.col("_pot") > 0)
-        df = df.filter(~both | (pl.col("_i") <= pl.min_horizontal("_cot", "_pot")))
-    stats["dropped_balance"] = before - df.height
-
-    before = df.height
-    df = apply_quotas(df, policy.teacher_quotas or {})
-    stats["dropped_quota"] = before - df.height
-    return df.drop("_norm", "_cot", "_pot"), stats
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
-def apply_quotas(df: pl.DataFrame, quotas: dict[str, float]) -> pl.DataFrame:
-    """Cap each listed teacher's share of rows, dropping its lowest-ranked rows first.
+def stable_hash(salt: str, column: str) -> str:
+    """SQL for a 64-bit hash of `salt:value`: the first 16 hex digits of its SHA-256 as UBIGINT. Unlike an engine's
+    own hash it never changes between versions, so a rebuild with newer software picks the same rows and the same
+    validation problems."""
+    return f"('0x' || sha256({_literal(salt + ':')} || {column})[1:16])::UBIGINT"
+
+
+def split_column(policy: MixPolicy, problem_id: str = "problem_id") -> str:
+    """SQL for step 6: validation membership is a pure function of (seed, problem_id), stable when problems are added."""
+    threshold = int(policy.validation_fraction * 2**64)
+    return (f"CASE WHEN {stable_hash(f'split:{policy.seed}', problem_id)} < {threshold} "
+            "THEN 'validation' ELSE 'train' END")
+
+
+def input_sql() -> str:
+    """`model_input` in SQL over the `mode` and `question` columns."""
+    prefix = " ".join(f"WHEN {_literal(m)} THEN {_literal(p)}" for m, p in MODE_PREFIX.items())
+    return f"(CASE mode {prefix} END || ' ' || question)"
+
+
+# The one row order of every export (the same selection always gives the same bytes); ties cannot happen for
+# distinct problems' ids, the last two keys only make that explicit.
+ROW_ORDER = "task NULLS FIRST, source_id NULLS FIRST, mode NULLS FIRST, _i, problem_id, request_key"
+CONFIG_FILTER = {"cot": "mode = 'cot'", "pot": "mode = 'pot'", "mixed": "true"}
+
+
+def select(ws: Workspace, policy: MixPolicy) -> dict:
+    """Steps 1-5 on the workspace tables `cand` (prepared candidates) and `excluded` (problem_id): the chosen
+    rationales into table `chosen`, the candidates' rule versions into `cand_rules`, and the counts dropped at each
+    step (for the card)."""
+    count = lambda table, where="true": ws.scalar(f"SELECT count(*) FROM {table} WHERE {where}")  # noqa: E731
+    stats: dict[str, int] = {"candidates": count("cand")}
+    held_out = "problem_id IN (SELECT problem_id FROM excluded)"
+    limit = policy.max_rationale_tokens
+    over = "false" if limit is None else f"_tokens > {int(limit)}"
+    stats["dropped_contamination"] = count("cand", held_out)
+    stats["dropped_over_length"] = count("cand", f"NOT ({held_out}) AND {over}")
+    # The windows of steps 2-4 run on narrow keys (rationale and normalised form by their 128-bit MD5): what DuckDB
+    # sorts and partitions is a few dozen bytes a row, never the texts; the chosen rows get their texts back by a join.
+    ws.execute(f"""CREATE OR REPLACE TABLE _ranked AS
+        SELECT request_key, problem_id, mode, md5_number(rationale) AS _exact, md5_number(_norm) AS _near,
+               {stable_hash(f'rank:{policy.seed}', 'request_key')} AS _rank
+        FROM cand WHERE NOT ({held_out}) AND NOT ({over})""")
+    ws.execute("CREATE OR REPLACE TABLE cand_rules AS SELECT DISTINCT rule FROM cand")
+
+    first = "row_number() OVER (PARTITION BY problem_id, mode, {} ORDER BY _rank, request_key) = 1"
+    ws.execute(f"CREATE OR REPLACE TABLE _exact AS SELECT * FROM _ranked QUALIFY {first.format('_exact')}")
+    stats["dropped_exact_duplicates"] = count("_ranked") - count("_exact")
+    ws.execute("DROP TABLE _ranked")  # each step's input is dropped once the next exists: one copy at a time
+    ws.execute(f"CREATE OR REPLACE TABLE _distinct AS SELECT *, row_number() OVER (PARTITION BY problem_id, mode "
+               f"ORDER BY _rank, request_key) AS _i FROM (SELECT * FROM _exact QUALIFY {first.format('_near')})")
+    stats["dropped_normalised_duplicates"] = count("_exact") - count("_distinct")
+    ws.execute("DROP TABLE _exact")
+
+    k = int(policy.k_per_mode)
+    stats["dropped_over_k"] = count("_distinct", f"_i > {k}")
+    ws.execute(f"""CREATE OR REPLACE TABLE _counted AS
+        SELECT *, count_if(mode = 'cot') OVER (PARTITION BY problem_id) AS _cot,
+                  count_if(mode = 'pot') OVER (PARTITION BY problem_id) AS _pot
+        FROM _distinct WHERE _i <= {k}""")
+    ws.execute("DROP TABLE _distinct")
+    both = "(_cot > 0 AND _pot > 0)"
+    stats["dropped_no_agreement"] = count("_counted", f"NOT {both}") if policy.require_agreement else 0
+    agreed = f"{both}" if policy.require_agreement else "true"
+    balanced = f"(NOT {both} OR _i <= least(_cot, _pot))" if policy.balance_modes else "true"
+    stats["dropped_balance"] = count("_counted", f"{agreed} AND NOT {balanced}")
+    ws.execute(f"""CREATE OR REPLACE TABLE chosen AS
+        SELECT c.* EXCLUDE (_norm), k._rank, k._i FROM cand c
+        JOIN (SELECT request_key, _rank, _i FROM _counted WHERE {agreed} AND {balanced}) k USING (request_key)""")
+    ws.execute("DROP TABLE _counted; DROP TABLE cand")
+
+    before = count("chosen")
+    apply_quotas(ws, policy.teacher_quotas or {})
+    stats["dropped_quota"] = before - count("chosen")
+    return stats
+
+
+def apply_quotas(ws: Workspace, quotas: dict[str, float]) -> None:
+    """Cap each listed teacher's share of rows (table `chosen`), dropping its lowest-ranked rows first.
 
     With n_t rows for teacher t and n_o for the others, share <= q needs n_t <= q * n_o / (1 - q).
     """
     for teacher, q in sorted(quotas.items()):
-        n_t = df.filter(pl.col("teacher") == teacher).height
-        n_o = df.height - n_t
+        n_t = ws.scalar("SELECT count(*) FROM chosen WHERE teacher = ?", [teacher])
+        n_o = ws.scalar("SELECT count(*) FROM chosen") - n_t
         allowed = n_t if q >= 1 else int(q * n_o / (1 - q))
         if n_t > allowed:
-            keep = df.filter(pl.col("teacher") == teacher).sort("_rank").head(allowed)
-            df = pl.concat([df.filter(pl.col("teacher") != teacher), keep])
-    return df
+            ws.execute("DELETE FROM chosen WHERE teacher = ? AND request_key NOT IN (SELECT request_key FROM chosen "
+                       "WHERE teacher = ? ORDER BY _rank, request_key LIMIT ?)", [teacher, teacher, allowed])
 
 
-def assign_splits(df: pl.DataFrame, policy: MixPolicy) -> pl.DataFrame:
-    """Validation membership is a pure function of (seed, problem_id): stable when problems are added."""
-    bucket = stable_hash(f"split:{policy.seed}", "problem_id")
-    threshold = int(policy.validation_fraction * 2**64)
-    return df.with_columns(
-        pl.when(bucket < threshold).then(pl.lit("validation")).otherwise(pl.lit("train")).alias("split")
-    )
+def to_rows(ws: Workspace, policy: MixPolicy) -> None:
+    """Steps 6-7: table `rows`, the chosen rationales with id, model input (mode prefix), split and export position."""
+    ws.execute(f"""CREATE OR REPLACE TABLE rows AS
+        SELECT *, row_number() OVER (ORDER BY {ROW_ORDER}) AS _pos FROM (
+            SELECT *, task || '-' || source_id || '-' || mode || '-' || _i::VARCHAR AS id, {input_sql()} AS input,
+                   {split_column(policy)} AS split
+            FROM chosen)""")
+    ws.execute("DROP TABLE chosen")
 
 
-def sort_rows(df: pl.DataFrame) -> pl.DataFrame:
-    """The one row order of every export, so that the same selection always gives the same bytes."""
-    return df.sort("task", "source_id", "mode", "_i")
+class Mixed:
+    """The rows of a mix, held in a workspace (table `rows`): per config, counted, read in chunks or as a frame."""
+
+    def __init__(self, ws: Workspace, stats: dict):
+        self.ws = ws
+        self.stats = stats
+
+    def __enter__(self) -> "Mixed":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ws.close()
+
+    def where(self, config: str, split: str | None = None) -> str:
+        return CONFIG_FILTER[config] + ("" if split is None else f" AND split = {_literal(split)}")
+
+    def count(self, config: str, split: str | None = None) -> int:
+        return self.ws.scalar(f"SELECT count(*) FROM rows WHERE {self.where(config, split)}")
+
+    def sql(self, columns: str, config: str = "mixed", split: str | None = None) -> str:
+        """`columns` of a config's rows (one split, or all), in the export's order."""
+        return f"SELECT {columns} FROM rows WHERE {self.where(config, split)} ORDER BY _pos"
+
+    def __getitem__(self, config: str) -> pl.DataFrame:
+        """A config's rows with their `split` as one frame (for tests and small corpora; exports read chunks)."""
+        columns = ", ".join(f'"{c}"' for c in (*ROW_COLUMNS, "split"))
+        frame = self.ws.query(self.sql(columns, config))
+        return frame if frame.height else pl.DataFrame(schema={c: pl.String for c in (*ROW_COLUMNS, "split")})
 
 
-def to_rows(df: pl.DataFrame) -> pl.DataFrame:
-    """Final corpus rows: id, model input with its mode prefix, and the lineage columns."""
-    df = sort_rows(df).with_columns(
-        pl.concat_str(["task", "source_id", "mode", pl.col("_i").cast(pl.String)], separator="-").alias("id"),
-        input_column(),
-    )
-    return df.select(*ROW_COLUMNS, "split")
+def load_candidates(ws: Workspace, chunks, excluded: set[str]) -> None:
+    """Workspace tables `cand` (each chunk of candidate frames, prepared) and `excluded`."""
+    for chunk in chunks:
+        missing = set(CANDIDATE_COLUMNS) - set(chunk.columns)
+        if missing:
+            raise ValueError(f"candidates lack columns: {', '.join(sorted(missing))}")
+        ws.append("cand", prepare(chunk))
+    ws.append("excluded", pl.DataFrame({"problem_id": sorted(excluded)}, schema={"problem_id": pl.String}))
 
 
-def mix(candidates: pl.DataFrame, policy: MixPolicy, excluded: set[str]) -> tuple[dict[str, pl.DataFrame], dict]:
-    """Candidates (verified-correct rationales) -> {config: rows with a `split` column}, plus drop statistics."""
-    missing = set(CANDIDATE_COLUMNS) - set(candidates.columns)
-    if missing:
-        raise ValueError(f"candidates lack columns: {', '.join(sorted(missing))}")
-    chosen, stats = select(candidates, policy, excluded)
-    rows = to_rows(assign_splits(chosen, policy))
-    configs = {
-        "cot": rows.filter(pl.col("mode") == "cot"),
-        "pot": rows.filter(pl.col("mode") == "pot"),
-        "mixed": rows,
-    }
-    stats["rows"] = {name: frame.height for name, frame in configs.items()}
-    return configs, stats
+def mix_workspace(ws: Workspace, policy: MixPolicy) -> Mixed:
+    """Steps 1-7 on a workspace whose `cand` and `excluded` tables are loaded (`load_candidates`)."""
+    stats = select(ws, policy)
+    to_rows(ws, policy)
+    mixed = Mixed(ws, stats)
+    stats["rows"] = {name: mixed.count(name) for name in CONFIG_FILTER}
+    return mixed
+
+
+def mix(candidates: pl.DataFrame, policy: MixPolicy, excluded: set[str]) -> tuple[Mixed, dict]:
+    """Candidates (verified-correct rationales) -> the mixed rows (`mixed[config]`: rows with a `split` column),
+    plus drop statistics. A frame of candidates is one chunk; builds stream theirs (`mixdistill.corpus`)."""
+    ws = Workspace()
+    try:
+        load_candidates(ws, chunked(candidates), excluded)
+        mixed = mix_workspace(ws, policy)
+    except BaseException:
+        ws.close()
+        raise
+    return mixed, mixed.stats
+
+
+def chunked(frame: pl.DataFrame):
+    """A frame in chunks of `workspace.CHUNK_ROWS` rows (one empty chunk for an empty frame)."""
+    for offset in range(0, frame.height, workspace.CHUNK_ROWS):
+        yield frame.slice(offset, workspace.CHUNK_ROWS)
+    if frame.height == 0:
+        yield frame

@@ -96,11 +96,11 @@ def _teacher_calls(reg: Registry, scope: str, params: list) -> pl.DataFrame:
     )
 
 
-def describe(reg: Registry, recipe: BuildRecipe, rows: pl.DataFrame, scope: str, params: list) -> dict:
-    """Teachers (how their rationales were obtained), sources (license, citation) and the corpus license."""
+def describe(reg: Registry, recipe: BuildRecipe, kept: dict[str, int], benchmarks: list[dict], scope: str,
+             params: list) -> dict:
+    """Teachers (how their rationales were obtained), sources (license, citation) and the corpus license, from the
+    rows kept per teacher and the (task, source, license) of the problems with rows."""
     calls = {r["teacher"]: r for r in _teacher_calls(reg, scope, params).to_dicts()}
-    kept = rows.group_by("teacher").len().rows()
-    kept = dict(kept)
     teachers, sources = [], []
     for spec in recipe.teachers:
         c = calls.get(spec.label, {})
@@ -121,10 +121,6 @@ def describe(reg: Registry, recipe: BuildRecipe, rows: pl.DataFrame, scope: str,
                          first_call=c.get("first_call"), last_call=c.get("last_call"),
                          terms=TERMS[spec.provider].format(model=spec.model))
         teachers.append(entry)
-    benchmarks = reg.query(
-        "SELECT DISTINCT task, source, license FROM problems WHERE problem_id IN (SELECT unnest(?)) ORDER BY ALL",
-        [sorted(set(rows["problem_id"]))],
-    ).to_dicts()
     for b in benchmarks:
         known = BY_REPOSITORY.get(b["source"])
         copy_of = BY_REPOSITORY.get(TASKS[b["task"]].source) if b["task"] in TASKS else None

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixdistill.corpus import CorpusError, export_version, load_version, version_frames, version_tag
+from mixdistill.corpus import CorpusError, export_version, load_version, version_selection, version_tag
 from mixdistill.registry import Registry
 
 
@@ -74,7 +74,8 @@ def push_version(
     api = _api(endpoint, token)
 
     with tempfile.TemporaryDirectory(prefix="mixdistill-push-") as tmp:
-        out = export_version(reg, ref, version_frames(reg, ref), Path(tmp), repo_id=repo_id)
+        with version_selection(reg, ref) as mixed:
+            out = export_version(reg, ref, mixed, Path(tmp), repo_id=repo_id)
         files = sorted(
             (p.relative_to(out).as_posix(), p.stat().st_size) for p in out.rglob("*") if p.is_file()
         )

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from mixdistill.cli.scale import TIMEOUTS_PER_SIZE, _slope, rebuild_line, write_synthetic
+from mixdistill.cli.scale import TIMEOUTS_PER_SIZE, _slope, memory_line, rebuild_line, write_synthetic
 
 
 def test_synthetic_corpus_takes_every_verification_path(tmp_path):
@@ -33,6 +33,13 @@ def test_rebuild_ratio_is_against_the_build_stage():
                                          "target < 5%: met), 0.6% of generate + verify + build (160.0 s)")
 
 
+def test_memory_line_is_against_the_flat_target():
+    assert memory_line("build", [(10**5, 700.0), (10**6, 700.0)]) == (
+        "peak RSS build: 700 MB at 100,000, 700 MB at 1,000,000 (~N^0.00); target < 2,000 MB at every size: met")
+    assert memory_line("generate", [(10**6, 3966.0)]).endswith("3,966 MB at 1,000,000; target < 2,000 MB at every "
+                                                             "size: NOT met")
+
+
 @pytest.mark.slow
 def test_bench_scale_runs_every_stage(tmp_path):
     env = {**os.environ, "COLUMNS": "200"}
@@ -42,4 +49,5 @@ def test_bench_scale_runs_every_stage(tmp_path):
     for stage in ("generate", "verify", "build", "rebuild (cached)", "audit_pass_rate", "audit_cost"):
         assert stage in proc.stdout
     assert "cached rebuild at 40" in proc.stdout
+    assert "peak RSS build: " in proc.stdout and "target < 2,000 MB at every size" in proc.stdout
     assert (tmp_path / "n40" / "corpora" / "scale" / "1.0.0" / "mixed" / "train.parquet").is_file()

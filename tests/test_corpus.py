@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mixdistill.corpus import (
-    CorpusError, build_version, diff_versions, export_version, load_version, version_frames,
+    CorpusError, build_version, diff_versions, export_version, load_version, version_selection,
 )
 from mixdistill.ids import content_hash
 from mixdistill.publish import push_version
@@ -121,7 +121,8 @@ def sha(path) -> str:
 def test_export_is_byte_identical_and_loads_with_datasets(reg, tmp_path):
     version, configs = build_version(reg, recipe())
     a = export_version(reg, version.ref, configs, tmp_path / "a")
-    b = export_version(reg, version.ref, version_frames(reg, version.ref), tmp_path / "b")  # from the registry alone
+    with version_selection(reg, version.ref) as stored:  # from the registry alone
+        b = export_version(reg, version.ref, stored, tmp_path / "b")
     parquet = sorted(p.relative_to(a) for p in a.rglob("*.parquet"))
     assert [str(p) for p in parquet] == [
         "cot/train.parquet", "cot/validation.parquet", "mixed/train.parquet", "mixed/validation.parquet",

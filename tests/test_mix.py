@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from mixdistill.mix import input_column, mix, model_input, normalise_rationale
+from mixdistill.mix import input_sql, mix, model_input, normalise_rationale
+from mixdistill.workspace import Workspace
 from mixdistill.recipe import MixPolicy
 
 
@@ -97,6 +98,9 @@ def test_missing_columns_are_rejected():
         mix(frame([cand("a", "cot", "x")]).drop("rationale"), MixPolicy(), set())
 
 
-def test_input_column_is_model_input():
+def test_input_sql_is_model_input():
     df = pl.DataFrame({"mode": ["cot", "pot"], "question": ["How many? ", "Why {x}?"]})
-    assert df.select(input_column())["input"].to_list() == [model_input("cot", "How many? "), model_input("pot", "Why {x}?")]
+    with Workspace() as ws:
+        ws.append("q", df.with_row_index("n"))
+        got = [r[0] for r in ws.execute(f"SELECT {input_sql()} FROM q ORDER BY n")]
+    assert got == [model_input("cot", "How many? "), model_input("pot", "Why {x}?")]

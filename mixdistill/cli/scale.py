@@ -26,6 +26,7 @@ from mixdistill.cli.app import bench_app, console
 from mixdistill.errors import MixdistillError
 
 TIMEOUTS_PER_SIZE = 3  # programs that loop until the sandbox stops them: their cost is per program, not per row
+RSS_TARGET_MB = 2_000  # issue 15: every stage under 2 GB at 10^7 generations, not growing with N
 AUDIT_VIEWS = ("audit_pass_rate", "audit_failures", "audit_mode_disagreement", "audit_cost")
 
 
@@ -76,10 +77,10 @@ def write_synthetic(folder: Path, problems: int, pot: bool) -> Path:
     return path
 
 
-def run_stage(name: str, args: list[str], registry: Path) -> Stage:
+def run_stage(name: str, args: list[str], registry: Path, module: str = "mixdistill") -> Stage:
     env = {**os.environ, "MIXDISTILL_REGISTRY": str(registry)}
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "mixdistill", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
@@ -105,7 +106,33 @@ def measure(folder: Path, problems: int, pot: bool, workers: int | None) -> tupl
     stages += [run_stage(v, ["sql", f"SELECT count(*) FROM {v}"], registry) for v in AUDIT_VIEWS]
     sizes = {"registry_mb": registry.stat().st_size / 1e6,
              "export_mb": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6}
+    stages.append(run_stage(MIX_EXPORT_STAGE, [str(recipe), str(folder / "mix-export")], registry,
+                            module="mixdistill.cli.scale"))
     return problems * (2 if pot else 1), stages, sizes
+
+
+MIX_EXPORT_STAGE = "mix + export only"
+
+
+def mix_and_export(recipe_path: Path, out: Path) -> None:
+    """Only what `build` does after generation and verification (mix, register, export), as another version of the
+    recipe: the part of a build whose memory is this module's to keep flat, measured without the plan."""
+    from mixdistill import settings
+    from mixdistill.corpus import build_version, export_version
+    from mixdistill.recipe import BuildRecipe, load_recipe
+    from mixdistill.registry import Registry
+
+    recipe = load_recipe(recipe_path, BuildRecipe)
+    major, minor, patch = recipe.version.split(".")
+    recipe = recipe.model_copy(update={"version": f"{major}.{minor}.{int(patch) + 1}"})
+    with Registry.open(settings.registry_path(), serve=False) as reg:
+        version, mixed = build_version(reg, recipe)
+        with mixed:
+            export_version(reg, version.ref, mixed, out)
+
+
+if __name__ == "__main__":
+    mix_and_export(Path(sys.argv[1]), Path(sys.argv[2]))
 
 
 def _slope(xs: list[float], ys: list[float]) -> float | None:
@@ -162,6 +189,8 @@ def bench_scale(
             console.print(f"{stage.name}: time ~ N^{et:.2f}, peak RSS ~ N^{er:.2f}", highlight=False)
     for n, stages, _ in results:
         console.print(rebuild_line(n, {st.name: st.wall_s for st in stages}), highlight=False)
+    for i, stage in enumerate(results[0][1]):
+        console.print(memory_line(stage.name, [(n, r[i].peak_rss_mb) for n, r, _ in results]), highlight=False)
 
 
 def rebuild_line(n: int, wall: dict[str, float]) -> str:
@@ -172,3 +201,13 @@ def rebuild_line(n: int, wall: dict[str, float]) -> str:
     return (f"cached rebuild at {n:,}: {cached:.1f} s = {cached / first:.1%} of the first build ({first:.1f} s; "
             f"target < 5%: {'met' if cached / first < 0.05 else 'not met'}), {cached / whole:.1%} of generate + "
             f"verify + build ({whole:.1f} s)")
+
+
+def memory_line(stage: str, peaks: list[tuple[int, float]]) -> str:
+    """One stage's peak RSS at each size against the flat-memory target."""
+    sizes = ", ".join(f"{mb:,.0f} MB at {n:,}" for n, mb in peaks)
+    growth = _slope([n for n, _ in peaks], [mb for _, mb in peaks])
+    trend = f" (~N^{growth:.2f})" if growth is not None else ""
+    met = all(mb < RSS_TARGET_MB for _, mb in peaks)
+    return (f"peak RSS {stage}: {sizes}{trend}; target < {RSS_TARGET_MB:,} MB at every size: "
+            f"{'met' if met else 'NOT met'}")

@@ -1,0 +1,121 @@
+"""A private DuckDB database for one build's mixing and export: rows go in and come out in bounded chunks.
+
+Mixing and export work on every correct rationale of a corpus (10^7 at scale). Held as Python lists or eager frames
+they cost gigabytes; in DuckDB they stay under its memory limit (`settings.db_memory()`) and spill to a temporary
+folder beyond it. The workspace is in memory, separate from the registry: it works the same for a registry opened
+for writing, read-only, or read through another process's writer, and what it holds is gone when it closes. It gets
+half the registry's limit (`WORKSPACE_SHARE`): the two pools together stay within 1.5 times `$MIXDISTILL_DB_MEMORY`
+whatever the corpus size. Per-row Python work (program extraction, normalisation for dedup) runs on `CHUNK_ROWS` rows
+at a time.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import duckdb
+
+from mixdistill import settings
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+
+CHUNK_ROWS = 50_000  # rows per chunk of Python work (tests shrink it)
+WORKSPACE_SHARE = 0.5  # of the registry connection's memory limit
+_UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def memory_limit() -> str:
+    """The workspace's DuckDB memory limit: `WORKSPACE_SHARE` of `settings.db_memory()`, in bytes."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)b", settings.db_memory().lower()).groups()
+    return f"{int(float(number) * _UNITS[unit] * WORKSPACE_SHARE)}B"
+
+
+class Workspace:
+    """An in-memory DuckDB connection with a spill folder of its own; a context manager (also closed when collected)."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="mixdistill-mix-")
+        self.con = duckdb.connect(":memory:", config={
+            "memory_limit": memory_limit(), "temp_directory": self._tmp.name,
+            "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+        })
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+        self._tmp.cleanup()
+
+    def execute(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
+        return self.con.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Sequence | dict | None = None):
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def query(self, sql: str, params: Sequence | dict | None = None) -> "pl.DataFrame":
+        import polars as pl
+
+        return pl.from_arrow(self.con.sql(sql, params=params).to_arrow_table())
+
+    def append(self, table: str, rows: "pa.Table | pl.DataFrame") -> None:
+        """Add rows to `table` (created from the first chunk's columns)."""
+        import polars as pl
+
+        arrow = rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows
+        self.con.register("_incoming", arrow)
+        try:
+            exists = self.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table])
+            if exists:
+                self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+            else:
+                self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming")
+        finally:
+            self.con.unregister("_incoming")
+
+    def batches(self, sql: str, params: Sequence | dict | None = None, rows: int | None = None) -> Iterator["pa.Table"]:
+        """The result of `sql` as tables of exactly `rows` rows (default `CHUNK_ROWS`; the last one smaller)."""
+        reader = self.con.sql(sql, params=params).to_arrow_reader(rows or CHUNK_ROWS)
+        yield from exact_chunks(reader, reader.schema, rows)
+
+
+def exact_chunks(batches, schema: "pa.Schema", rows: int | None = None) -> Iterator["pa.Table"]:
+    """Arrow record batches of any size -> contiguous tables of exactly `rows` rows (the last one smaller; one empty
+    table for no rows at all), so that a Parquet row group or a Python chunk never depends on how DuckDB happened
+    to cut its batches."""
+    import pyarrow as pa
+
+    rows = rows or CHUNK_ROWS
+    pending: list = []
+    held, given = 0, False
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(pending, schema)
+            yield table.slice(0, rows).combine_chunks()
+            given = True
+            rest = table.slice(rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held or not given:
+        yield pa.Table.from_batches(pending, schema).combine_chunks()
+
+
+def registry_batches(con, sql: str, params: Sequence | dict | None = None, rows: int | None = None) -> Iterator["pa.Table"]:
+    """A registry query's rows in chunks: streamed from a local DuckDB connection; a query answered by another
+    process's writer (`registry.serve`) arrives whole and is cut here."""
+    rel = con.sql(sql, params=params)
+    if hasattr(rel, "to_arrow_reader"):
+        reader = rel.to_arrow_reader(rows or CHUNK_ROWS)
+        yield from exact_chunks(reader, reader.schema, rows)
+    else:
+        table = rel.to_arrow_table()
+        yield from exact_chunks(table.to_batches(), table.schema, rows)
