@@ -354,9 +354,9 @@ class Sink:
             "reasoning_tokens": r.reasoning_tokens,
         }
 
-    def _commit(self, rows: list[dict]) -> None:
-        if self.journal is not None:
-            self.journal.sync()  # the batch is on disk before the registry says it is stored
+    def _commit(self, rows: list[dict], segment=None) -> None:
+        if segment is not None:
+            Journal.sync_segment(segment)  # the batch is on disk before the registry says it is stored
         df = pl.DataFrame(rows, schema=GENERATION_SCHEMA)
         try:  # a plain INSERT first: DuckDB's ON CONFLICT costs ~7 ms of CPU per statement, most of a batch's cost
             self.reg.insert("generations", df, on_conflict="error")
@@ -364,11 +364,13 @@ class Sink:
             # `replace`: only keys not stored `ok` are ever sent, so this overwrites earlier error rows only
             self.reg.insert("generations", df, on_conflict="replace")
         self.uncommitted -= len(rows)
+        if segment is not None:
+            Journal.commit_done(segment)
 
     async def flush(self) -> None:
         rows, self.buffer = self.buffer, []
-        if rows:
-            await self.db(self._commit, rows)
+        if rows:  # the journal's current segment holds exactly these rows: `add` writes both, with no await between
+            await self.db(self._commit, rows, self.journal.rotate() if self.journal is not None else None)
 
     async def db(self, fn, *args, **kwargs):
         """Run one registry call in a thread; one at a time (a DuckDB connection is not for concurrent use)."""
@@ -599,7 +601,7 @@ def run_generation(reg: Registry, recipe: BuildRecipe, progress: bool = True, *,
             bar.update(task, total=left[0])
 
         params_json = {tid: canonical_json(p) for tid, p in plan.params.items()}
-        journal = Journal(journal_dir(reg) / f"{run_id}.jsonl")
+        journal = Journal(journal_dir(reg), run_id)
         sink = Sink(reg, run_id, {}, params_json, report, on_result if progress else None, journal)
         thawed = gc.get_freeze_count() == 0  # a caller's own frozen objects are left frozen
         gc.freeze()  # the libraries and the caller's objects live on: full collections skip them

@@ -169,3 +169,40 @@ def test_a_finished_build_leaves_no_journal(tmp_path, registry_path):
         with Registry.open(registry_path) as reg:
             assert run_generation(reg, spec, progress=False).ok == 3
     assert not journal_dir_of(registry_path).exists()
+
+
+def test_the_journal_holds_only_answers_not_yet_committed(registry_path):
+    """Each commit takes the journal segment holding exactly its rows and deletes it once they are stored, so a run
+    killed after millions of answers leaves only its last uncommitted ones to replay (not all of them)."""
+    import asyncio
+
+    from mixdistill.generate import GenerationReport, Sink, TeacherTally
+    from mixdistill.journal import Journal
+    from mixdistill.prompts import load_prompt
+    from mixdistill.recipe import Sampling
+    from mixdistill.teachers import TeacherRequest, TeacherResult
+
+    prompt = load_prompt("svamp", "cot", 1)
+    reqs = [TeacherRequest(f"k{i}", f"p{i}", f"q{i}?", "cot", 0, prompt, Sampling()) for i in range(30)]
+    report = GenerationReport(run_id="r", by_teacher={"t": TeacherTally(name="t")})
+    with Registry.open(registry_path) as reg:
+        folder = journal_dir_of(registry_path)
+        journal = Journal(folder, "r")
+        sink = Sink(reg, "r", {r.request_key: ("t", r) for r in reqs}, {"t": "{}"}, report, journal=journal)
+
+        def answer(part):
+            sink.add([TeacherResult(r.request_key, "ok", text="The answer is 1.") for r in part])
+
+        def in_journal() -> list[str]:
+            return sorted(row["request_key"] for p in folder.glob("*.jsonl") for row in read_journal(p))
+
+        answer(reqs[:10])
+        assert in_journal() == sorted(r.request_key for r in reqs[:10])
+        asyncio.run(sink.flush())
+        assert in_journal() == [] and reg.scalar("SELECT count(*) FROM generations") == 10
+        answer(reqs[10:25])
+        asyncio.run(sink.flush())
+        answer(reqs[25:])  # received, not yet committed: only these are in the journal
+        assert in_journal() == sorted(r.request_key for r in reqs[25:])
+        assert reg.scalar("SELECT count(*) FROM generations") == 25
+        journal.close(remove=False)
