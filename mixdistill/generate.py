@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 from mixdistill import settings
 from mixdistill.ids import canonical_json
-from mixdistill.journal import Journal, journal_dir, replay
+from mixdistill.journal import Journal, Segment, journal_dir, replay
 from mixdistill.progress import Progress
 from mixdistill.prompts import Prompt, load_prompt, prompt_task
 from mixdistill.recipe import BuildRecipe, TaskRef
@@ -354,9 +354,9 @@ class Sink:
             "reasoning_tokens": r.reasoning_tokens,
         }
 
-    def _commit(self, rows: list[dict], segment=None) -> None:
+    def _commit(self, rows: list[dict], segment: Segment | None = None) -> None:
         if segment is not None:
-            Journal.sync_segment(segment)  # the batch is on disk before the registry says it is stored
+            segment.sync()  # the batch is on disk before the registry says it is stored
         df = pl.DataFrame(rows, schema=GENERATION_SCHEMA)
         try:  # a plain INSERT first: DuckDB's ON CONFLICT costs ~7 ms of CPU per statement, most of a batch's cost
             self.reg.insert("generations", df, on_conflict="error")
@@ -365,7 +365,7 @@ class Sink:
             self.reg.insert("generations", df, on_conflict="replace")
         self.uncommitted -= len(rows)
         if segment is not None:
-            Journal.commit_done(segment)
+            segment.remove()
 
     async def flush(self) -> None:
         rows, self.buffer = self.buffer, []

@@ -12,6 +12,7 @@ module); a log library would add buffering, which is the one thing this must not
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -45,24 +46,13 @@ class Journal:
         while view:
             view = view[os.write(self._fd, view):]
 
-    def rotate(self) -> tuple[Path, int]:
-        """Start a new segment for what comes next; returns the old one (path, open fd) for the commit of its rows:
-        `commit_done` once they are in the registry."""
-        old = (self.path, self._fd)
+    def rotate(self) -> "Segment":
+        """Start a new segment for what comes next; returns the old one, whose rows the caller commits."""
+        old = Segment(self.path, self._fd)
         self._n += 1
         self.path = self._segment(self._n)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return old
-
-    @staticmethod
-    def sync_segment(segment: tuple[Path, int]) -> None:
-        """The segment's rows on disk (before the registry says they are stored), and its fd closed."""
-        os.fsync(segment[1])
-        os.close(segment[1])
-
-    @staticmethod
-    def commit_done(segment: tuple[Path, int]) -> None:
-        segment[0].unlink(missing_ok=True)
 
     def close(self, remove: bool) -> None:
         """Close; `remove` once every row it holds is committed to the registry."""
@@ -75,6 +65,22 @@ class Journal:
                 self.folder.rmdir()  # only when no other run's journal is left in it
             except OSError:
                 pass
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A journal segment handed to a commit: `sync` before the registry says its rows are stored, `remove` after."""
+
+    path: Path
+    fd: int
+
+    def sync(self) -> None:
+        """Its rows on disk, and its fd closed."""
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def read_journal(path: Path) -> list[dict]:
