@@ -11,8 +11,11 @@ touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+import sys
+import threading
 import time
 import uuid
 from collections import deque
@@ -30,7 +33,7 @@ from mixdistill.journal import Journal, Segment, journal_dir, replay
 from mixdistill.progress import Progress
 from mixdistill.prompts import Prompt, load_prompt, prompt_task
 from mixdistill.recipe import BuildRecipe, TaskRef
-from mixdistill.registry import Registry
+from mixdistill.registry import Registry, arrow_stream
 from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.registry.problems import save_problems
 from mixdistill.shard import Shard
@@ -109,24 +112,34 @@ class GenerationReport:
 
 @dataclass
 class Source:
-    """One task split of the recipe. Its problems are read a chunk at a time whenever the plan is walked."""
+    """One task split of the recipe. Its problems are read a chunk at a time whenever the plan is walked; a split
+    that fits in one chunk is kept from the first complete walk (the checking pass), so a small build reads its task
+    file once."""
 
     task: str
     split: str
     ref: TaskRef
     answer_type: str
     data_dir: Path
+    _kept: list[Problem] | None = field(default=None, init=False, repr=False)
 
     def chunks(self) -> Iterator[list[Problem]]:
         """The split's problems (the recipe's `limit` applied), `tasks.custom.CHUNK` at a time."""
-        left = self.ref.limit
+        if self._kept is not None:
+            yield self._kept
+            return
+        left, first, n = self.ref.limit, None, 0
         for problems in problem_chunks(self.ref.loader, self.ref.split_name, self.data_dir)[1]:
             if left is not None:
                 problems, left = problems[:left], left - min(left, len(problems))
             if problems:
+                n += 1
+                first = problems if n == 1 else None  # a second chunk: nothing is kept
                 yield problems
             if left == 0:
-                return
+                break
+        if n == 1:
+            self._kept = first
 
 
 @dataclass
@@ -272,7 +285,7 @@ def _with_keys(reg: Registry, name: str, column: str, values: list[str], sql: st
     """Rows of `sql`, which joins the registered one-column table `name` of `values` (a chunk's keys or ids):
     a chunk is looked up by one join, with nothing held for the whole plan."""
     with reg.lock:
-        reg.con.register(name, pl.DataFrame({column: values}, schema={column: pl.String}).to_arrow())
+        reg.con.register(name, arrow_stream(pl.DataFrame({column: values}, schema={column: pl.String})))
         try:
             return reg.con.execute(sql, params).fetchall()
         finally:
@@ -543,6 +556,29 @@ async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report
             raise writer.exception()  # a commit that failed is an error (its rows stay in the journal), not a silence
         for teacher in plan.teachers:
             await teacher.aclose()
+
+
+def preload(plan: Plan) -> threading.Thread:
+    """Import in a thread what the first request needs (the event loop, and aiohttp for HTTP teachers), for a caller
+    about to open the registry: DuckDB releases the GIL while it works, so the imports (0.1 s) overlap it instead of
+    delaying the first request."""
+
+    def imports() -> None:
+        try:
+            with contextlib.suppress(ImportError):
+                import uvloop  # noqa: F401
+            if any(t.uses_http for t in plan.teachers):
+                import aiohttp  # noqa: F401
+        finally:
+            sys.setswitchinterval(interval)
+
+    # Each DuckDB call ends by taking the GIL back, which the importing thread would hold for up to the switch
+    # interval (5 ms): a new registry's ~25 calls took 0.25 s longer. A short interval while the imports run.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    thread = threading.Thread(target=imports, name="mixdistill-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def _run(coro):

@@ -224,6 +224,32 @@ def test_help_imports_no_provider_sdk_or_ml_stack(registry_path):
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
 
 
+def test_generate_imports_no_arrow_numpy_or_provider_sdk(tmp_path, monkeypatch):
+    """issue 13 item 5: a cold `generate` against an OpenAI-style server loads its HTTP client, not pyarrow and numpy
+    (0.2-0.3 s of start-up: DuckDB gets polars frames through the Arrow C stream interface) nor an SDK."""
+    import yaml
+
+    from mixdistill.cli.generate import BENCH_KEY_ENV, _bench_recipe, _Server
+
+    server = _Server(0.0)
+    try:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(yaml.safe_dump(_bench_recipe(tmp_path, 20, 4, f"http://127.0.0.1:{server.port}/v1")))
+        code = ("import atexit, sys; from mixdistill.cli import main\n"
+                "atexit.register(lambda: print(' '.join(sorted({m.split('.')[0] for m in sys.modules})), file=sys.stderr))\n"
+                f"sys.argv = ['mixdistill', '--registry', {str(tmp_path / 'r.duckdb')!r}, 'generate', {str(recipe)!r},"
+                " '--no-progress']\nmain()\n")
+        monkeypatch.setenv(BENCH_KEY_ENV, "sk-test-not-a-secret")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "20 requests: 0 cached, 20 sent" in " ".join(done.stdout.split())
+    loaded = set(done.stderr.split())
+    assert "aiohttp" in loaded and "polars" in loaded and "duckdb" in loaded
+    assert not loaded & {"pyarrow", "numpy", "pandas", "openai", "anthropic", "torch", "datasets"}, loaded
+
+
 def test_the_package_imports_from_the_folder_above_a_clone(tmp_path):
     """The README's layout: the clone (a folder named mixdistill) next to shared/, Python run from their parent."""
     repo = Path(__file__).resolve().parents[1]

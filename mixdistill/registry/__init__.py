@@ -201,13 +201,7 @@ class Registry:
             rows = pl.DataFrame(rows, infer_schema_length=None)
         if (rows.height if isinstance(rows, pl.DataFrame) else rows.num_rows) == 0:
             return 0
-        # DuckDB scans the frame through the Arrow C stream interface: no pyarrow (and numpy) import for a writer
-        # that inserts polars frames, 0.1-0.2 s of a short command's start.
-        if isinstance(rows, pl.DataFrame):  # an all-null column has polars' Null type, which DuckDB cannot scan
-            nulls = [name for name, dtype in rows.schema.items() if dtype == pl.Null]
-            arrow = _ArrowStream(rows.with_columns(pl.col(nulls).cast(pl.String)) if nulls else rows)
-        else:
-            arrow = rows
+        arrow = arrow_stream(rows) if isinstance(rows, pl.DataFrame) else rows
         verb, tail = {"nothing": ("INSERT", "ON CONFLICT DO NOTHING"), "replace": ("INSERT OR REPLACE", ""),
                       "error": ("INSERT", "")}[on_conflict]
         with self.lock:
@@ -242,6 +236,15 @@ class Registry:
         from mixdistill.registry.runs import status_counts
 
         return status_counts(self)
+
+
+def arrow_stream(frame: "pl.DataFrame") -> "_ArrowStream":
+    """`frame` for `con.register`, scanned by DuckDB through the Arrow C stream interface: registering the frame
+    itself (or its `to_arrow()`) imports pyarrow and numpy, 0.2-0.3 s of a short command's start."""
+    import polars as pl
+
+    nulls = [name for name, dtype in frame.schema.items() if dtype == pl.Null]  # DuckDB cannot scan polars' Null
+    return _ArrowStream(frame.with_columns(pl.col(nulls).cast(pl.String)) if nulls else frame)
 
 
 class _ArrowStream:

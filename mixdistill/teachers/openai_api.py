@@ -23,7 +23,6 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-import aiohttp
 import orjson
 
 from mixdistill.teachers.base import (
@@ -35,7 +34,7 @@ from mixdistill.teachers.base import (
     split_evenly,
 )
 from mixdistill.teachers.fleet import Endpoint, Fleet
-from mixdistill.teachers.http import HTTPStatusError, Transport, dumps, transport_verdict
+from mixdistill.teachers.http import HTTPStatusError, Transport, connection_error, dumps, transport_verdict
 
 if TYPE_CHECKING:
     import openai
@@ -55,6 +54,7 @@ def _sample_seed(chunk: list[TeacherRequest]) -> int | None:
 
 class OpenAITeacher(Teacher):
     provider = "openai"
+    uses_http = True
     default_key_env = "OPENAI_API_KEY"
     needs_key = True
     supports_batch = True
@@ -389,8 +389,8 @@ class OpenAICompatibleTeacher(OpenAITeacher):
         endpoint.in_flight += 1
         try:
             text = await endpoint.client.post(path, body)
-        except (aiohttp.ClientError, asyncio.TimeoutError, HTTPStatusError) as e:
-            if not isinstance(e, HTTPStatusError) or e.status_code >= 500:
+        except Exception as e:
+            if connection_error(e) or (isinstance(e, HTTPStatusError) and e.status_code >= 500):
                 fleet.failed(endpoint)  # the retry policy sends the request again, to the fleet's pick then
             raise
         finally:

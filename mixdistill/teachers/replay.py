@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from mixdistill.registry import arrow_stream
 from mixdistill.teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResult
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ class RecordingIndex:
                                           ).fetchall()[0][0]  # recorded (question, mode) pairs
 
     def _insert(self, table: str, frame: pl.DataFrame) -> None:
-        self.con.register("_incoming", frame.to_arrow())
+        self.con.register("_incoming", arrow_stream(frame))
         try:
             self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         finally:
@@ -258,7 +259,7 @@ class RecordingIndex:
         """request_key -> recorded answer, for the requests that have one."""
         if not requests:
             return {}
-        self.con.register("_wanted", self._frame(requests).to_arrow())
+        self.con.register("_wanted", arrow_stream(self._frame(requests)))
         try:
             rows = self.con.execute("SELECT w.request_key, r.response FROM _wanted w"
                                     " JOIN recordings r USING (question, mode, sample_index)").fetchall()
