@@ -224,6 +224,25 @@ def test_help_imports_no_provider_sdk_or_ml_stack(registry_path):
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
 
 
+def test_a_command_line_imports_only_its_command_module():
+    """Every command and group is mapped to the module that defines it; `generate` loads no other command module."""
+    import mixdistill.cli as cli
+
+    app = cli.app  # every module imported
+    defined = {c.name or c.callback.__name__: c.callback.__module__ for c in app.registered_commands}
+    defined |= {g.name: next(iter(g.typer_instance.registered_commands)).callback.__module__
+                for g in app.registered_groups if g.name != "bench"}
+    assert {name: f"mixdistill.cli.{module}" for name, module in cli.COMMAND_MODULES.items()} == defined
+    assert set(cli.ALL_MODULES) == {m.rsplit(".", 1)[1] for m in defined.values()} | {"scale"}  # scale: bench only
+    code = ("import sys; from mixdistill.cli import load_commands\n"
+            "load_commands(['--registry', 'r.duckdb', '-q', 'generate', 'r.yaml'])\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('mixdistill.cli.'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["mixdistill.cli.common", "mixdistill.cli.core", "mixdistill.cli.generate",
+                                   "mixdistill.cli.timing"]
+
+
 def test_generate_imports_no_arrow_numpy_or_provider_sdk(tmp_path, monkeypatch):
     """issue 13 item 5: a cold `generate` against an OpenAI-style server loads its HTTP client, not pyarrow and numpy
     (0.2-0.3 s of start-up: DuckDB gets polars frames through the Arrow C stream interface) nor an SDK."""

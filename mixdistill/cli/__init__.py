@@ -8,6 +8,7 @@ command body, so `mixdistill --help`, `info` or `sql` start in a fraction of a s
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import sys
@@ -15,24 +16,58 @@ from pathlib import Path
 
 import typer
 
-from mixdistill.cli import core  # noqa: F401  (registers commands)
-from mixdistill.cli import evaluate  # noqa: F401  (eval, report, bench eval)
-from mixdistill.cli import verify  # noqa: F401  (verify, bench sandbox)
-from mixdistill.cli import generate  # noqa: F401  (generate, teachers, bench teachers)
-from mixdistill.cli import corpus  # noqa: F401  (build, corpora, diff, push)
-from mixdistill.cli import data  # noqa: F401  (data fetch)
-from mixdistill.cli import train  # noqa: F401  (train, push-adapter, bench train, bench startup)
-from mixdistill.cli import registry  # noqa: F401  (registry merge)
-from mixdistill.cli import scale  # noqa: F401  (bench scale)
-from mixdistill.cli import reproduce  # noqa: F401  (reproduce)
-from mixdistill.cli.app import app, click_exceptions, err_console
+from mixdistill.cli.common import click_exceptions, err_console
 from mixdistill.errors import MixdistillError
 from mixdistill.stopping import Stopped, exit_code_for, install_signal_handlers
+
+# Command modules attach their commands to `app` on import. A command line imports only the module of its command
+# (the others cost 20-40 ms of every start-up, and typer inspects each command's signature); `--help`, `bench`, no
+# command or an unknown one import them all, so click lists and suggests every command.
+COMMAND_MODULES = {
+    "tasks": "core", "sql": "core", "info": "core", "problems": "core",
+    "eval": "evaluate", "report": "evaluate",
+    "verify": "verify",
+    "generate": "generate", "teachers": "generate",
+    "build": "corpus", "corpora": "corpus", "diff": "corpus", "push": "corpus", "fetch-demo-model": "corpus",
+    "data": "data",
+    "train": "train", "push-adapter": "train",
+    "registry": "registry",
+    "reproduce": "reproduce",
+}
+ALL_MODULES = ("core", "evaluate", "verify", "generate", "corpus", "data", "train", "registry", "scale", "reproduce")
+_GLOBAL_OPTIONS_WITH_VALUE = ("--registry", "--data-dir")
+
+
+def load_commands(argv: list[str] | None = None) -> None:
+    """Import the command modules that `argv` (the arguments after the program name) needs; None: every module."""
+    names = ALL_MODULES
+    if argv is not None:
+        args = iter(argv)
+        for arg in args:
+            if arg in _GLOBAL_OPTIONS_WITH_VALUE:
+                next(args, None)
+            elif not arg.startswith("-"):
+                names = (COMMAND_MODULES[arg],) if arg in COMMAND_MODULES else ALL_MODULES
+                break
+    for name in names:
+        importlib.import_module(f"mixdistill.cli.{name}")
+
+
+def __getattr__(name: str):
+    if name == "app":  # `from mixdistill.cli import app` (typer's CliRunner): the application with every command
+        load_commands()
+        from mixdistill.cli.common import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     clicks = click_exceptions()
     install_signal_handlers()
+    load_commands(sys.argv[1:])
+    from mixdistill.cli.common import app
+
     try:
         rc = app(standalone_mode=False)  # returns click's exit code for typer.Exit
     except MixdistillError as e:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.table import Table
 
-from mixdistill.cli.app import CONTEXT, app, bench_app, console, state
+from mixdistill.cli.common import CONTEXT, app, bench_app, console, state
 from mixdistill.errors import MixdistillError, TaskError
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from mixdistill import settings
-from mixdistill.cli.app import app, bench_app, console, progress_enabled, state
+from mixdistill.cli.common import app, bench_app, console, progress_enabled, state
 from mixdistill.cli.core import frame_table
 from mixdistill.cli.generate import load_build_recipe, report_table
 

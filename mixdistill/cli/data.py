@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from mixdistill.cli.app import app, console, state
+from mixdistill.cli.common import app, console, state
 
 data_app = typer.Typer(help="Benchmark data of the built-in tasks.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

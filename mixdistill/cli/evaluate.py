@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from mixdistill.cli.app import app, bench_app, console, state
+from mixdistill.cli.common import app, bench_app, console, state
 
 
 @app.command("eval")

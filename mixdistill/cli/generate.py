@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 import mixdistill
-from mixdistill.cli.app import app, bench_app, console, progress_enabled, state
+from mixdistill.cli.common import app, bench_app, console, progress_enabled, state
 from mixdistill.cli.core import frame_table
 from mixdistill.cli.timing import timed_env
 from mixdistill.errors import MixdistillError

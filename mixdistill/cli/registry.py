@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixdistill.cli.app import app, console, state
+from mixdistill.cli.common import app, console, state
 
 registry_app = typer.Typer(help="Registry maintenance: merge shard registries.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")

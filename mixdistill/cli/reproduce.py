@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixdistill.cli.app import app, console, progress_enabled, state
+from mixdistill.cli.common import app, console, progress_enabled, state
 
 
 @app.command()

@@ -22,7 +22,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mixdistill.cli.app import bench_app, console
+from mixdistill.cli.common import bench_app, console
 from mixdistill.errors import MixdistillError
 
 TIMEOUTS_PER_SIZE = 3  # programs that loop until the sandbox stops them: their cost is per program, not per row

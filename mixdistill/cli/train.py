@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from mixdistill.cli.app import app, bench_app, console, state
+from mixdistill.cli.common import app, bench_app, console, state
 from mixdistill.errors import MixdistillError
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mixdistill.cli.app import app, bench_app, console, progress_enabled, state
+from mixdistill.cli.common import app, bench_app, console, progress_enabled, state
 from mixdistill.errors import MixdistillError
 from mixdistill.shard import Shard
 from mixdistill.verify.rules import RULES, get_rule

@@ -1,8 +1,9 @@
 """The typer application and what every command shares: global options, consoles, error reporting.
 
 Command groups live in sibling modules (`core`, ...) and attach themselves to `app` / `bench_app` on import;
-`mixdistill.cli.main` imports them all. Help is click's plain help (`rich_markup_mode=None`): typer's rich help
-shows Python type placeholders such as `<bool>` for `--help`, and costs start-up time.
+`mixdistill.cli.main` imports the one a command line needs (`mixdistill.cli.load_commands`). Help is click's plain
+help (`rich_markup_mode=None`): typer's rich help shows Python type placeholders such as `<bool>` for `--help`, and
+costs start-up time.
 """
 
 from __future__ import annotations
