@@ -84,7 +84,8 @@ class Registry:
             if not read_only:
                 from mixdistill.registry.runs import close_stale_runs
 
-                close_stale_runs(reg)
+                if not new:  # a new file has no runs
+                    close_stale_runs(reg)
                 if serve and confine:
                     reg.server = Server(reg)
             yield reg
