@@ -487,9 +487,8 @@ async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, 
 
 def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationReport,
              meta: dict[str, tuple[str, TeacherRequest]]) -> dict[str, list[TeacherRequest]]:
-    """The chunk's problems stored; per teacher, its requests of the chunk not stored `ok` that it can answer
-    (counted in the report as cached and missing otherwise), entered in `meta`."""
-    _store_problems(reg, chunk)
+    """Per teacher, its requests of the chunk not stored `ok` that it can answer (counted in the report as cached
+    and missing otherwise), entered in `meta`."""
     cached = _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs])
     pending = {}
     for teacher in plan.teachers:
@@ -518,9 +517,9 @@ async def _wait(jobs: list[asyncio.Task]) -> None:
 
 async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report: GenerationReport, run_id: str,
                    on_planned=None) -> None:
-    """Chunk after chunk of the plan: store its problems, drop what is stored, send the rest (a chunk's requests
-    finish before the next chunk is read, so memory holds one chunk). Batch API teachers collect their requests over
-    the whole plan and submit them at the end."""
+    """Chunk after chunk of the plan: drop what is stored, send the rest while the chunk's problems are stored (a
+    chunk's requests finish before the next chunk is read, so memory holds one chunk). Batch API teachers collect
+    their requests over the whole plan and submit them at the end."""
     by_batch: dict[str, list[TeacherRequest]] = {t.teacher_id: [] for t in plan.teachers if t.spec.batch and t.supports_batch}
     writer = asyncio.create_task(sink.run())
     try:
@@ -531,7 +530,8 @@ async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report
             pending = await sink.db(_pending, reg, plan, chunk, report, sink.meta)
             if on_planned is not None:
                 on_planned(sum(len(v) for v in chunk.requests.values()) - sum(len(v) for v in pending.values()))
-            jobs = []
+            # the chunk's problems are stored while its requests go out (queued before any of their commits)
+            jobs = [asyncio.ensure_future(sink.db(_store_problems, reg, chunk))]
             for teacher in plan.teachers:
                 reqs = pending[teacher.teacher_id]
                 if teacher.teacher_id in by_batch:
