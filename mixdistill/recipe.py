@@ -61,8 +61,14 @@ Provider = Literal["openai", "anthropic", "openai-compatible", "transformers", "
 
 
 class _Model(BaseModel):
-    # defer_build: a model's validator is built when it first validates, so a command pays only for the recipes it
-    # reads (train, eval and reproduce recipes are most of this module's 30-50 ms import otherwise)
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Deferred(_Model):
+    """A recipe that builds its validator when it first validates, so a command pays only for the recipes it reads
+    (train, eval and reproduce recipes are most of this module's 30-50 ms import). Only top-level recipes: a nested
+    model dumped on its own (`TeacherSpec.model_dump`) would build its schema a second time (20 ms)."""
+
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
@@ -329,7 +335,7 @@ class CorpusRef(_Model):
         return str(self.parquet)
 
 
-class TrainRecipe(_Model):
+class TrainRecipe(_Deferred):
     kind: Literal["train"] = "train"
     name: str
     student: ModelRef = Field(description="base model id or local path (`~`, `${VARS}` expanded; must exist)")
@@ -390,7 +396,7 @@ class TrainRecipe(_Model):
         return self
 
 
-class EvalRecipe(_Model):
+class EvalRecipe(_Deferred):
     """Evaluate one model on task splits: k paths per mode (greedy for k=1), votes within each mode and pooled (MD).
 
     `prompt: student` prompts a trained student exactly as it was trained (mode prefix + question in the training
@@ -505,7 +511,7 @@ def _eval_parts(settings: dict) -> tuple[TaskRef, int, dict]:
     return task, k, {key: v for key, v in settings.items() if key not in ("task", "limit", "k")}
 
 
-class ReproduceRecipe(_Model):
+class ReproduceRecipe(_Deferred):
     """The paper's table in one recipe: a corpus build, the teachers' replayed row, the base model few-shot, three
     students (CoT-, PoT-distilled, MD) with the same training settings, their single- and multi-path evals and the
     ensemble of the two single-mode students.
