@@ -558,7 +558,7 @@ async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report
             await teacher.aclose()
 
 
-def preload(plan: Plan) -> threading.Thread:
+def preload(plan: Plan) -> None:
     """Import in a thread what the first request needs (the event loop, and aiohttp for HTTP teachers), for a caller
     about to open the registry: DuckDB releases the GIL while it works, so the imports (0.1 s) overlap it instead of
     delaying the first request."""
@@ -576,9 +576,7 @@ def preload(plan: Plan) -> threading.Thread:
     # interval (5 ms): a new registry's ~25 calls took 0.25 s longer. A short interval while the imports run.
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)
-    thread = threading.Thread(target=imports, name="mixdistill-preload", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=imports, name="mixdistill-preload", daemon=True).start()
 
 
 def _run(coro):
