@@ -23,3 +23,5 @@ def test_bench_teachers_reports_the_floor_and_client_cpu(cli):
     assert 0 < float(figures["console script start s"]) < before  # start-up is part of the time to the first request
     assert 0 <= float(figures["run_generation s before first request"]) < before
     assert "outside the requests (target < 1 s" in " ".join(out.split())  # rich wraps long lines
+    runs = [float(x) for x in re.search(r"│ outside requests, 3 runs\s+│ ([\d., ]+?)\s+│", out).group(1).split(", ")]
+    assert len(runs) == 3 and sorted(runs)[1] == pytest.approx(float(figures["process s outside requests"]), abs=6e-3)
