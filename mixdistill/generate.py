@@ -318,7 +318,8 @@ class Sink:
         self.reg, self.run_id, self.meta, self.params_json = reg, run_id, meta, params_json
         self.report, self.on_result, self.journal = report, on_result, journal
         self.buffer: list[dict] = []
-        # keys asked again with a row stored (an error): a commit that holds one replaces rows, the others append
+        # keys asked again with a row stored (an error), until their answers are committed: a commit that holds one
+        # replaces rows, the others append
         self.retried: set[str] = set()
         self.uncommitted = 0  # rows journaled but not yet committed to the registry
         self._lock = asyncio.Lock()
@@ -363,8 +364,9 @@ class Sink:
         # Only keys not stored `ok` are ever sent, and `_pending` found which of them are stored at all: a commit
         # appends its rows (no lookup of the stored keys, which costs a scan of them), unless it holds a key asked
         # again, whose earlier error row it replaces.
-        again = self.retried and any(r["request_key"] in self.retried for r in rows)
+        again = {r["request_key"] for r in rows} & self.retried if self.retried else set()
         self.reg.insert("generations", df, on_conflict="replace" if again else "new")
+        self.retried -= again  # their rows are the new ones now
         self.uncommitted -= len(rows)
         if segment is not None:
             segment.remove()
@@ -536,7 +538,6 @@ async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report
                 if teacher.teacher_id not in by_batch:  # every answer of the chunk has made its row
                     for r in pending[teacher.teacher_id]:
                         sink.meta.pop(r.request_key, None)
-                        sink.retried.discard(r.request_key)
         if not report.stopped:
             await _wait([asyncio.create_task(_batches(t, by_batch[t.teacher_id], reg, sink, budget, report, run_id))
                          for t in plan.teachers if by_batch.get(t.teacher_id)])
