@@ -421,7 +421,7 @@ def m007_audit_failures_reasons(con: duckdb.DuckDBPyConnection) -> None:
 @migration
 def m008_keys_without_indexes(con: duckdb.DuckDBPyConnection) -> None:
     """The tables that grow with the corpus lose their PRIMARY KEY constraints. DuckDB keeps a key's ART index in its
-    memory limit whenever a row is inserted (about 136 bytes a 64-character key, 50 bytes even for a UBIGINT), so
+    memory limit whenever a row is inserted (about 50 bytes a 16-character key, no fewer as a UBIGINT), so
     10^7 generations with their problems, split memberships, executions and verdicts outgrew the default 1GB. Their
     identities are unchanged and kept by the writers instead (`registry.keys`, `Registry.insert`). Each table is
     copied (rows in their order: DuckDB preserves insertion order) into one of the same columns, defaults and NOT NULLs without the key."""
