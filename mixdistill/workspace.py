@@ -95,23 +95,29 @@ class Workspace:
 
         DuckDB's sort of rows whose texts are far larger than its memory limit runs out of memory instead of
         spilling (a window's sort as well), while a sort of narrow keys spills. So only the keys are sorted: a narrow
-        table `o` (`_rid`, the source's rowid; `_pos`; the `narrow` columns, which may read tables of `join`) is
-        numbered, and when the rows are more than `SORT_SHARE` of the limit they are written once to Parquet
-        partitions of contiguous positions in the spill folder, each then sorted alone and appended in order.
-        `select` reads `s` (the source) and `o`."""
+        table `o` (`_pos` and the `narrow` columns, which may read tables of `join`) is numbered and put back in the
+        source's row order; when the rows are more than `SORT_SHARE` of the limit, they are written once, each beside
+        its `o` row, to Parquet partitions of contiguous positions in the spill folder, each then sorted alone and
+        appended in order. `select` reads `s` (the source table, scanned in its row order) and `o`."""
         extra = f", {narrow}" if narrow else ""
-        self.execute(f"CREATE TEMP TABLE _order AS SELECT s.rowid AS _rid, row_number() OVER (ORDER BY {order}) "
-                     f"AS _pos{extra} FROM {source} s {join}")
+        # in the source's row order, so that its rows meet theirs by position: no hash table of wide rows is built
+        self.execute(f"CREATE TEMP TABLE _order AS SELECT * FROM (SELECT s.rowid AS _rid, row_number() OVER "
+                     f"(ORDER BY {order}) AS _pos{extra} FROM {source} s {join}) ORDER BY _rid")
         try:
             n = self.scalar("SELECT count(*) FROM _order")
             per_part = max(1, int(_limit_bytes() * SORT_SHARE // max(1, self._row_bytes(source))))
-            rows = f"FROM {source} s JOIN _order o ON o._rid = s.rowid"
+            rows = f"FROM {source} s POSITIONAL JOIN _order o"
             if n <= per_part:
                 self.execute(f"CREATE TABLE {table} AS SELECT {select}, o._pos {rows} ORDER BY o._pos")
                 return
             folder = Path(self._tmp.name) / f"{table}-parts"
-            self.execute(f"COPY (SELECT {select}, o._pos, (o._pos - 1) // {per_part} AS _part {rows}) "
-                         f"TO '{folder}' (FORMAT parquet, PARTITION_BY (_part))")
+            # each thread holds up to this many rows of every partition before writing them (default 524,288)
+            self.execute(f"SET partitioned_write_flush_threshold = {per_part}")
+            try:
+                self.execute(f"COPY (SELECT {select}, o._pos, (o._pos - 1) // {per_part} AS _part {rows}) "
+                             f"TO '{folder}' (FORMAT parquet, PARTITION_BY (_part))")
+            finally:
+                self.execute("RESET partitioned_write_flush_threshold")
             for part in range(-(-n // per_part)):
                 files = f"read_parquet('{folder}/_part={part}/*.parquet', hive_partitioning = false)"
                 verb = f"CREATE TABLE {table} AS" if part == 0 else f"INSERT INTO {table}"
