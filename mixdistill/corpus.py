@@ -303,8 +303,8 @@ def _register(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> CorpusVersion
         for name in CONFIGS:
             columns = (f"'{name}' AS config, split, id AS row_id, request_key, problem_id, "
                        f"'{corpus_id}' AS corpus_id")
-            for table in mixed.ws.batches(mixed.sql(columns, name)):
-                reg.insert("corpus_rows", table)
+            for table in mixed.ws.batches(mixed.sql(columns, name)):  # a new version: its rows are appended
+                reg.insert("corpus_rows", table, on_conflict="new")
     return CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=True)
 
 
@@ -430,18 +430,18 @@ def audit_rows(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> None:
     with reg.lock:
         for table in registry_batches(reg.con, sql, params):
             ws.append("_audit_in", _audit_rationale(pl.from_arrow(table)))
-    ws.execute(f"""CREATE TABLE audit AS
-        SELECT a.*, r.request_key IS NOT NULL AS kept,
-               CASE WHEN r.request_key IS NOT NULL THEN 'kept'
-                    WHEN a.status <> 'ok' THEN 'generation-' || a.status
-                    WHEN a.correct IS NULL THEN 'unverified'
-                    WHEN a.correct THEN CASE WHEN a.problem_id IN (SELECT problem_id FROM excluded)
+    ws.create_ordered("audit", "_audit_in", "s.task, s.source_id, s.mode, s.teacher, s.request_key", f"""s.*,
+               o._kept AS kept,
+               CASE WHEN o._kept THEN 'kept'
+                    WHEN s.status <> 'ok' THEN 'generation-' || s.status
+                    WHEN s.correct IS NULL THEN 'unverified'
+                    WHEN s.correct THEN CASE WHEN s.problem_id IN (SELECT problem_id FROM excluded)
                                              THEN 'evaluation-split' ELSE 'not-selected' END
-                    ELSE coalesce(nullif(a.verdict_reason, ''), 'wrong-answer') END AS reason,
-               coalesce(r.split, {split_column(recipe.mix, 'a.problem_id')}) AS split,
-               coalesce(a.exec_error, a.error) AS error_text,
-               row_number() OVER (ORDER BY a.task, a.source_id, a.mode, a.teacher, a.request_key) AS _pos
-        FROM _audit_in a LEFT JOIN rows r ON r.request_key = a.request_key""")
+                    ELSE coalesce(nullif(s.verdict_reason, ''), 'wrong-answer') END AS reason,
+               coalesce(o._kept_split, {split_column(recipe.mix, 's.problem_id')}) AS split,
+               coalesce(s.exec_error, s.error) AS error_text""",
+                        narrow="r.request_key IS NOT NULL AS _kept, r.split AS _kept_split",
+                        join="LEFT JOIN rows r ON r.request_key = s.request_key")
     ws.execute("DROP TABLE _audit_in")
 
 
@@ -468,7 +468,7 @@ def write_rejected(ws: Workspace, out: Path) -> dict[str, str]:
         if not ws.scalar(f"SELECT count(*) FROM audit WHERE {where}"):
             continue
         rel = f"rejected/{split}.parquet"
-        _write_table(ws, f"SELECT {columns} FROM audit WHERE {where} ORDER BY _pos", arrow(REJECTED), out / rel)
+        _write_table(ws, f"SELECT {columns} FROM audit WHERE {where}", arrow(REJECTED), out / rel)  # in _pos order
         files[split] = rel
     return files
 
@@ -519,10 +519,8 @@ def version_selection(reg: Registry, ref: str) -> Mixed:
     try:
         rationale = record["recipe"].get("mix", {}).get("rationale", "answer")
         for chunk in _chunks(reg, sql, [record["lineage"]["rules"], record["corpus_id"]], rationale):
-            ws.append("_stored", chunk)
-        ws.execute(f"""CREATE TABLE rows AS
-            SELECT * EXCLUDE (config), row_number() OVER (ORDER BY {ROW_ORDER}) AS _pos FROM (
-                SELECT *, split_part(id, '-', -1)::BIGINT AS _i, {input_sql()} AS input FROM _stored)""")
+            ws.append("_stored", chunk.with_columns(_i=pl.col("id").str.split("-").list.last().cast(pl.Int64)))
+        ws.create_ordered("rows", "_stored", ROW_ORDER, f"s.* EXCLUDE (config), {input_sql()} AS input")
         ws.execute("DROP TABLE _stored")
         mixed = Mixed(ws, record["stats"].get("mix", {}))
     except BaseException:

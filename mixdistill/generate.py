@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import duckdb
 import polars as pl
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -298,26 +297,27 @@ def _store_problems(reg: Registry, chunk: PlanChunk) -> None:
     (stored,), = _with_keys(reg, "_chunk_problems", "problem_id", ids,
                             "SELECT count(*) FROM problem_splits JOIN _chunk_problems USING (problem_id)"
                             " WHERE task = ? AND split = ?", [chunk.source.task, chunk.source.split])
-    if stored < len(set(ids)):
-        save_problems(reg, chunk.source.task, chunk.source.split, chunk.problems, start=chunk.position)
+    if stored < len(set(ids)):  # none stored (a first run): the memberships are appended without a lookup
+        save_problems(reg, chunk.source.task, chunk.source.split, chunk.problems, start=chunk.position,
+                      members_new=stored == 0)
 
 
-def _cached(reg: Registry, keys: list[str]) -> dict[str, tuple[float, int]]:
-    """request_key -> (cost, tokens) of those of `keys` already stored `ok`."""
+def _cached(reg: Registry, keys: list[str]) -> tuple[dict[str, tuple[float, int]], set[str]]:
+    """request_key -> (cost, tokens) of those of `keys` already stored `ok`, and the others of `keys` that are stored
+    (with an error: asked again, their new answers replace these rows). One join, whatever the registry's size."""
     if not keys:
-        return {}
+        return {}, set()
     rows = _with_keys(reg, "_chunk_keys", "request_key", keys,
-                      "SELECT request_key, coalesce(cost_usd, 0), coalesce(prompt_tokens, 0) +"
-                      " coalesce(completion_tokens, 0) FROM generations JOIN _chunk_keys USING (request_key)"
-                      " WHERE status = 'ok'")
-    return {k: (c, t) for k, c, t in rows}
+                      "SELECT request_key, status = 'ok', coalesce(cost_usd, 0), coalesce(prompt_tokens, 0) +"
+                      " coalesce(completion_tokens, 0) FROM generations JOIN _chunk_keys USING (request_key)")
+    return {k: (c, t) for k, ok, c, t in rows if ok}, {k for k, ok, _, _ in rows if not ok}
 
 
 def _spent_before(reg: Registry, plan: Plan) -> tuple[float, int]:
     """Cost and tokens of the plan's answers already stored (a budget counts them): a walk over the plan."""
     cost = tokens = 0
     for chunk in plan.chunks():
-        for c, t in _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs]).values():
+        for c, t in _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs])[0].values():
             cost, tokens = cost + c, tokens + t
     return cost, tokens
 
@@ -331,6 +331,9 @@ class Sink:
         self.reg, self.run_id, self.meta, self.params_json = reg, run_id, meta, params_json
         self.report, self.on_result, self.journal = report, on_result, journal
         self.buffer: list[dict] = []
+        # keys asked again with a row stored (an error), until their answers are committed: a commit that holds one
+        # replaces rows, the others append
+        self.retried: set[str] = set()
         self.uncommitted = 0  # rows journaled but not yet committed to the registry
         self._lock = asyncio.Lock()
         self._due = asyncio.Event()
@@ -371,11 +374,12 @@ class Sink:
         if segment is not None:
             segment.sync()  # the batch is on disk before the registry says it is stored
         df = pl.DataFrame(rows, schema=GENERATION_SCHEMA)
-        try:  # a plain INSERT first: DuckDB's ON CONFLICT costs ~7 ms of CPU per statement, most of a batch's cost
-            self.reg.insert("generations", df, on_conflict="error")
-        except duckdb.ConstraintException:  # an earlier error row of a key asked again (nothing of the batch stored)
-            # `replace`: only keys not stored `ok` are ever sent, so this overwrites earlier error rows only
-            self.reg.insert("generations", df, on_conflict="replace")
+        # Only keys not stored `ok` are ever sent, and `_pending` found which of them are stored at all: a commit
+        # appends its rows (no lookup of the stored keys, which costs a scan of them), unless it holds a key asked
+        # again, whose earlier error row it replaces.
+        again = {r["request_key"] for r in rows} & self.retried if self.retried else set()
+        self.reg.insert("generations", df, on_conflict="replace" if again else "new")
+        self.retried -= again  # their rows are the new ones now
         self.uncommitted -= len(rows)
         if segment is not None:
             segment.remove()
@@ -486,10 +490,10 @@ async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, 
 
 
 def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationReport,
-             meta: dict[str, tuple[str, TeacherRequest]]) -> dict[str, list[TeacherRequest]]:
+             meta: dict[str, tuple[str, TeacherRequest]], again: set[str]) -> dict[str, list[TeacherRequest]]:
     """Per teacher, its requests of the chunk not stored `ok` that it can answer (counted in the report as cached
-    and missing otherwise), entered in `meta`."""
-    cached = _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs])
+    and missing otherwise), entered in `meta`, and in `again` when stored with an error."""
+    cached, retried = _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs])
     pending = {}
     for teacher in plan.teachers:
         tally = report.by_teacher[teacher.teacher_id]
@@ -498,6 +502,7 @@ def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationRepo
         todo = teacher.answerable(reqs) if reqs else []
         tally.missing += len(reqs) - len(todo)
         meta.update((r.request_key, (teacher.teacher_id, r)) for r in todo)
+        again.update(r.request_key for r in todo if r.request_key in retried)
         pending[teacher.teacher_id] = todo
     return pending
 
@@ -527,7 +532,7 @@ async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report
             if report.stopped:  # the budget is spent: the other problems are still stored, nothing more is asked
                 await sink.db(_store_problems, reg, chunk)
                 continue
-            pending = await sink.db(_pending, reg, plan, chunk, report, sink.meta)
+            pending = await sink.db(_pending, reg, plan, chunk, report, sink.meta, sink.retried)
             if on_planned is not None:
                 on_planned(sum(len(v) for v in chunk.requests.values()) - sum(len(v) for v in pending.values()))
             # the chunk's problems are stored while its requests go out (queued before any of their commits)

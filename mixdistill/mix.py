@@ -179,11 +179,9 @@ def apply_quotas(ws: Workspace, quotas: dict[str, float]) -> None:
 
 def to_rows(ws: Workspace, policy: MixPolicy) -> None:
     """Steps 6-7: table `rows`, the chosen rationales with id, model input (mode prefix), split and export position."""
-    ws.execute(f"""CREATE OR REPLACE TABLE rows AS
-        SELECT *, row_number() OVER (ORDER BY {ROW_ORDER}) AS _pos FROM (
-            SELECT *, task || '-' || source_id || '-' || mode || '-' || _i::VARCHAR AS id, {input_sql()} AS input,
-                   {split_column(policy)} AS split
-            FROM chosen)""")
+    ws.execute("DROP TABLE IF EXISTS rows")
+    ws.create_ordered("rows", "chosen", ROW_ORDER, f"""s.*, task || '-' || source_id || '-' || mode || '-' ||
+        _i::VARCHAR AS id, {input_sql()} AS input, {split_column(policy)} AS split""")
     ws.execute("DROP TABLE chosen")
 
 
@@ -207,8 +205,8 @@ class Mixed:
         return self.ws.scalar(f"SELECT count(*) FROM rows WHERE {self.where(config, split)}")
 
     def sql(self, columns: str, config: str = "mixed", split: str | None = None) -> str:
-        """`columns` of a config's rows (one split, or all), in the export's order."""
-        return f"SELECT {columns} FROM rows WHERE {self.where(config, split)} ORDER BY _pos"
+        """`columns` of a config's rows (one split, or all), in the export's order (`rows` is stored in it)."""
+        return f"SELECT {columns} FROM rows WHERE {self.where(config, split)}"
 
     def __getitem__(self, config: str) -> pl.DataFrame:
         """A config's rows with their `split` as one frame (for tests and small corpora; exports read chunks)."""

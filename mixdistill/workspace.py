@@ -12,7 +12,9 @@ at a time.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import duckdb
@@ -25,13 +27,18 @@ if TYPE_CHECKING:
 
 CHUNK_ROWS = 50_000  # rows per chunk of Python work (tests shrink it)
 WORKSPACE_SHARE = 0.5  # of the registry connection's memory limit
+SORT_SHARE = 0.125  # of the workspace's limit: the most row bytes `create_ordered` sorts at once (tests shrink it)
 _UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
 def memory_limit() -> str:
     """The workspace's DuckDB memory limit: `WORKSPACE_SHARE` of `settings.db_memory()`, in bytes."""
+    return f"{_limit_bytes()}B"
+
+
+def _limit_bytes() -> int:
     number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)b", settings.db_memory().lower()).groups()
-    return f"{int(float(number) * _UNITS[unit] * WORKSPACE_SHARE)}B"
+    return int(float(number) * _UNITS[unit] * WORKSPACE_SHARE)
 
 
 class Workspace:
@@ -80,6 +87,51 @@ class Workspace:
                 self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming")
         finally:
             self.con.unregister("_incoming")
+
+    def create_ordered(self, table: str, source: str, order: str, select: str = "s.*", narrow: str = "",
+                       join: str = "") -> None:
+        """`CREATE TABLE table AS SELECT {select}, _pos FROM {source} s ORDER BY {order}`, `_pos` numbering that order
+        from 1, stored in it (a scan without ORDER BY reads the rows in `_pos` order: DuckDB keeps insertion order).
+
+        DuckDB's sort of rows whose texts are far larger than its memory limit runs out of memory instead of
+        spilling (a window's sort as well), while a sort of narrow keys spills. So only the keys are sorted: a narrow
+        table `o` (`_pos` and the `narrow` columns, which may read tables of `join`) is numbered and put back in the
+        source's row order; when the rows are more than `SORT_SHARE` of the limit, they are written once, each beside
+        its `o` row, to Parquet partitions of contiguous positions in the spill folder, each then sorted alone and
+        appended in order. `select` reads `s` (the source table, scanned in its row order) and `o`."""
+        extra = f", {narrow}" if narrow else ""
+        # in the source's row order, so that its rows meet theirs by position: no hash table of wide rows is built
+        self.execute(f"CREATE TEMP TABLE _order AS SELECT * FROM (SELECT s.rowid AS _rid, row_number() OVER "
+                     f"(ORDER BY {order}) AS _pos{extra} FROM {source} s {join}) ORDER BY _rid")
+        try:
+            n = self.scalar("SELECT count(*) FROM _order")
+            per_part = max(1, int(_limit_bytes() * SORT_SHARE // max(1, self._row_bytes(source))))
+            rows = f"FROM {source} s POSITIONAL JOIN _order o"
+            if n <= per_part:
+                self.execute(f"CREATE TABLE {table} AS SELECT {select}, o._pos {rows} ORDER BY o._pos")
+                return
+            folder = Path(self._tmp.name) / f"{table}-parts"
+            # each thread holds up to this many rows of every partition before writing them (default 524,288)
+            self.execute(f"SET partitioned_write_flush_threshold = {per_part}")
+            try:
+                self.execute(f"COPY (SELECT {select}, o._pos, (o._pos - 1) // {per_part} AS _part {rows}) "
+                             f"TO '{folder}' (FORMAT parquet, PARTITION_BY (_part))")
+            finally:
+                self.execute("RESET partitioned_write_flush_threshold")
+            for part in range(-(-n // per_part)):
+                files = f"read_parquet('{folder}/_part={part}/*.parquet', hive_partitioning = false)"
+                verb = f"CREATE TABLE {table} AS" if part == 0 else f"INSERT INTO {table}"
+                self.execute(f"{verb} SELECT * FROM {files} ORDER BY _pos")
+                shutil.rmtree(folder / f"_part={part}")
+        finally:
+            self.execute("DROP TABLE _order")
+
+    def _row_bytes(self, table: str) -> float:
+        """About how many bytes a row of `table` holds, from a sample (its texts, 8 per other column)."""
+        columns = self.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?", [table])
+        texts = [f'coalesce(strlen("{c}"), 0)' for c, kind in columns if kind == "VARCHAR"]
+        width = self.scalar(f"SELECT avg({' + '.join(texts) or '0'}) FROM {table} USING SAMPLE 4096 ROWS")
+        return (width or 0) + 8 * len(columns)
 
     def batches(self, sql: str, params: Sequence | dict | None = None, rows: int | None = None) -> Iterator["pa.Table"]:
         """The result of `sql` as tables of exactly `rows` rows (default `CHUNK_ROWS`; the last one smaller)."""

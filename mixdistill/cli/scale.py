@@ -87,8 +87,12 @@ def run_stage(name: str, args: list[str], registry: Path, module: str = "mixdist
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
-        raise MixdistillError(f"bench scale: stage {name} failed (exit {proc.returncode}): {err.strip()[-300:]}")
-    return Stage(name, wall, usage.ru_maxrss / 1024)
+        raise MixdistillError(f"bench scale: stage {name} failed (exit {proc.returncode}) after {wall:.1f} s, "
+                              f"peak RSS {usage.ru_maxrss / 1024:,.0f} MB: {err.strip()[-300:]}")
+    stage = Stage(name, wall, usage.ru_maxrss / 1024)
+    # as it ends: a run of hours shows its stages so far (and the ones before a stage that fails)
+    console.print(f"  {name}: {wall:.1f} s, peak RSS {stage.peak_rss_mb:,.0f} MB", highlight=False)
+    return stage
 
 
 def measure(folder: Path, problems: int, pot: bool, workers: int | None) -> tuple[int, list[Stage], dict]:

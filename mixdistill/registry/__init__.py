@@ -20,6 +20,7 @@ import duckdb
 
 from mixdistill import settings
 from mixdistill.errors import RegistryError, RegistryLocked
+from mixdistill.registry.keys import KEYS
 from mixdistill.registry.migrations import MIGRATIONS
 from mixdistill.registry.serve import RemoteConnection, Server
 from mixdistill.registry.serve import connect as connect_to_writer
@@ -50,6 +51,7 @@ class Registry:
         # A DuckDB connection refuses a second call while one runs. Writers that hand `insert` to a worker thread
         # (the generation engine does, to keep its event loop free) are serialised here rather than failing.
         self.lock = threading.RLock()
+        self._in_transaction = False
         self.server: Server | None = None
 
     @property
@@ -150,9 +152,13 @@ class Registry:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All-or-nothing: on any error nothing written inside the block stays."""
+        """All-or-nothing: on any error nothing written inside the block stays. Inside another, it is part of it."""
         with self.lock:
+            if self._in_transaction:
+                yield
+                return
             self.con.execute("BEGIN TRANSACTION")
+            self._in_transaction = True
             try:
                 yield
             except BaseException:
@@ -160,6 +166,8 @@ class Registry:
                 raise
             else:
                 self.con.execute("COMMIT")
+            finally:
+                self._in_transaction = False
 
     def execute(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
         """One statement under the registry's lock; its rows (a write is committed at once)."""
@@ -167,8 +175,8 @@ class Registry:
             return self.con.execute(sql, params).fetchall()
 
     def _out_of_memory(self, table: str) -> RegistryError:
-        """DuckDB keeps each table's primary-key index in memory (about 150 bytes a generation): a registry of many
-        millions of rows needs a larger limit than the default."""
+        """A write DuckDB cannot do within the registry's memory limit (the tables that grow with the corpus have no
+        key index since m008, so this is not expected from their size alone)."""
         return RegistryError(
             f"registry {self.path}: writing to {table} needs more memory than the registry's limit "
             f"({settings.db_memory()}); set "
@@ -193,9 +201,12 @@ class Registry:
         """Bulk insert by column name through Arrow; returns the number of new rows.
 
         `on_conflict="nothing"` keeps what is stored (the cache semantics: never overwrite a paid answer);
-        `"replace"` overwrites rows with the same primary key (e.g. re-verification); `"error"` is a plain INSERT that
-        raises `duckdb.ConstraintException` on a stored key (and stores nothing): DuckDB's conflict handling costs a
-        few milliseconds of CPU per statement, so a writer that rarely meets a stored key tries it first.
+        `"replace"` overwrites rows with the same key (e.g. re-verification); `"error"` raises
+        `duckdb.ConstraintException` on a stored key (and stores nothing); `"new"` appends the rows as they are, for a
+        writer that knows none of their keys is stored. A table of `registry.keys.KEYS` has no index: each of the
+        first three looks its rows' keys up with one scan of the stored keys (about 1 s at 10^7 rows), so large
+        writers insert a chunk of rows at a time, and the frequent small commits of a generation run use `"new"`.
+        Within one call, a key repeated keeps its first row (as DuckDB's own conflict handling does).
         """
         import polars as pl
 
@@ -205,25 +216,52 @@ class Registry:
             rows = pl.DataFrame(rows, infer_schema_length=None)
         if (rows.height if isinstance(rows, pl.DataFrame) else rows.num_rows) == 0:
             return 0
+        key = KEYS.get(table)
+        if key is not None:
+            frame = rows if isinstance(rows, pl.DataFrame) else pl.from_arrow(rows)
+            rows = frame.unique(list(key), keep="first", maintain_order=True)
         arrow = arrow_stream(rows) if isinstance(rows, pl.DataFrame) else rows
-        verb, tail = {"nothing": ("INSERT", "ON CONFLICT DO NOTHING"), "replace": ("INSERT OR REPLACE", ""),
-                      "error": ("INSERT", "")}[on_conflict]
+        incoming = "_mixdistill_incoming"
         with self.lock:
-            self.con.register("_mixdistill_incoming", arrow)
+            self.con.register(incoming, arrow)
             failed = True
             try:
-                sql = f"{verb} INTO {table} BY NAME SELECT * FROM _mixdistill_incoming {tail}"
-                n = self.con.execute(sql).fetchall()[0][0]
+                if key is None:
+                    verb, tail = {"nothing": ("INSERT", "ON CONFLICT DO NOTHING"), "replace": ("INSERT OR REPLACE", ""),
+                                  "error": ("INSERT", ""), "new": ("INSERT", "")}[on_conflict]
+                    n = self.con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM {incoming} {tail}").fetchall()[0][0]
+                else:
+                    n = self._insert_keyed(table, key, incoming, on_conflict)
                 failed = False
             except duckdb.OutOfMemoryException:
                 raise self._out_of_memory(table) from None
             finally:
                 try:
-                    self.con.unregister("_mixdistill_incoming")
+                    self.con.unregister(incoming)
                 except duckdb.Error:
                     if not failed:
                         raise  # after a failed insert (an aborted transaction...) the insert's error is the one
         return n
+
+    def _insert_keyed(self, table: str, key: tuple[str, ...], incoming: str, on_conflict: str) -> int:
+        on = " AND ".join(f's."{k}" = i."{k}"' for k in key)
+        stored = f"EXISTS (SELECT 1 FROM {table} s WHERE {on})"
+        append = f"INSERT INTO {table} BY NAME SELECT * FROM {incoming} i"
+        if on_conflict == "new":
+            return self.con.execute(append).fetchall()[0][0]
+        if on_conflict == "nothing":
+            return self.con.execute(f"{append} WHERE NOT {stored}").fetchall()[0][0]
+        if on_conflict == "error":
+            clash = self.con.execute(f"SELECT {', '.join(f'i.{k}' for k in key)} FROM {incoming} i WHERE {stored} "
+                                     "LIMIT 1").fetchall()  # fetchall: DuckDB 2 keeps a half-read result open
+            if clash:
+                raise duckdb.ConstraintException(f"{table}: key {clash[0]!r} is already stored")
+            return self.con.execute(append).fetchall()[0][0]
+        if on_conflict != "replace":
+            raise ValueError(f"on_conflict={on_conflict!r}")
+        with self.transaction():  # the stored rows of these keys go, the new ones come, in one commit
+            self.con.execute(f"DELETE FROM {table} s WHERE EXISTS (SELECT 1 FROM {incoming} i WHERE {on})")
+            return self.con.execute(append).fetchall()[0][0]
 
     def table_counts(self) -> dict[str, int]:
         names = [

@@ -1,7 +1,7 @@
 """Fold shard registries into one.
 
 Every stored row is keyed by what defines it (`request_key`, `problem_id`, `(request_key, rule, rule_version)`...),
-so a merge is a union by primary key: a row whose key the target already holds with the same content is skipped
+so a merge is a union by key (the primary key, or `registry.keys` for the tables that grow with the corpus): a row whose key the target already holds with the same content is skipped
 (merging a shard twice changes nothing), and a key held with *different* content is a conflict, reported with its
 table and key, after which nothing at all has been written. Bookkeeping columns that legitimately differ between two
 machines that stored the same thing (timestamps, run ids, latencies) are not content.
@@ -19,6 +19,7 @@ import duckdb
 
 from mixdistill.errors import RegistryError
 from mixdistill.registry import SCHEMA_VERSION, Registry
+from mixdistill.registry.keys import KEYS
 
 # Columns that say when/where/how fast something was stored, not what: two shards that stored the same row differ here.
 BOOKKEEPING = frozenset({"created_at", "updated_at", "started_at", "finished_at", "run_id", "batch_id",
@@ -100,7 +101,8 @@ def _check_same_build(con: duckdb.DuckDBPyConnection, source: Path, target: Path
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, list[str]]]:
-    """The target's base tables (but the migration log) with their primary-key columns, in name order."""
+    """The target's base tables (but the migration log) with their key columns (primary key, or `KEYS` for the
+    tables that have none), in name order."""
     rows = con.execute(
         "SELECT t.table_name, c.constraint_column_names FROM duckdb_tables() t "
         "LEFT JOIN duckdb_constraints() c ON c.database_name = t.database_name AND c.table_name = t.table_name "
@@ -108,7 +110,7 @@ def _tables(con: duckdb.DuckDBPyConnection) -> list[tuple[str, list[str]]]:
         "WHERE t.database_name = current_database() AND t.schema_name = 'main' AND t.table_name <> 'schema_migrations' "
         "ORDER BY t.table_name"
     ).fetchall()
-    return [(name, list(key or [])) for name, key in rows]
+    return [(name, list(key or KEYS.get(name, []))) for name, key in rows]
 
 
 def _merge_table(con: duckdb.DuckDBPyConnection, source: Path, table: str, key: list[str]) -> int:

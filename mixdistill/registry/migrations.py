@@ -416,3 +416,36 @@ def m007_audit_failures_reasons(con: duckdb.DuckDBPyConnection) -> None:
         GROUP BY ALL ORDER BY n DESC;
         """
     )
+
+
+@migration
+def m008_keys_without_indexes(con: duckdb.DuckDBPyConnection) -> None:
+    """The tables that grow with the corpus lose their PRIMARY KEY constraints. DuckDB keeps a key's ART index in its
+    memory limit whenever a row is inserted (about 50 bytes a 16-character key, no fewer as a UBIGINT), so
+    10^7 generations with their problems, split memberships, executions and verdicts outgrew the default 1GB. Their
+    identities are unchanged and kept by the writers instead (`registry.keys`, `Registry.insert`). Each table is
+    copied (rows in their order: DuckDB preserves insertion order) into one of the same columns, defaults and NOT NULLs without the key."""
+    tables = {
+        "problems": """problem_id VARCHAR NOT NULL, task VARCHAR NOT NULL, question VARCHAR NOT NULL,
+            answer_type VARCHAR NOT NULL, gold_text VARCHAR NOT NULL, gold_number DOUBLE, gold_bool BOOLEAN,
+            source VARCHAR NOT NULL, source_id VARCHAR NOT NULL, license VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp""",
+        "problem_splits": """task VARCHAR NOT NULL, split VARCHAR NOT NULL, problem_id VARCHAR NOT NULL,
+            position INTEGER NOT NULL""",
+        "generations": """request_key VARCHAR NOT NULL, teacher_id VARCHAR NOT NULL, prompt_id VARCHAR NOT NULL,
+            problem_id VARCHAR NOT NULL, mode VARCHAR NOT NULL, sample_index INTEGER NOT NULL, params VARCHAR,
+            status VARCHAR NOT NULL, response_text VARCHAR, finish_reason VARCHAR, error VARCHAR, prompt_tokens INTEGER,
+            completion_tokens INTEGER, cost_usd DOUBLE, latency_s DOUBLE, batch_id VARCHAR, run_id VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp, reasoning_text VARCHAR, reasoning_tokens INTEGER""",
+        "executions": """request_key VARCHAR NOT NULL, sandbox_version VARCHAR NOT NULL, status VARCHAR NOT NULL,
+            answer VARCHAR, answer_number DOUBLE, stdout_head VARCHAR, error_class VARCHAR, error_message VARCHAR,
+            runtime_s DOUBLE, created_at TIMESTAMP DEFAULT current_timestamp, printed VARCHAR, first_answer VARCHAR,
+            first_number DOUBLE""",
+        "verdicts": """request_key VARCHAR NOT NULL, rule VARCHAR NOT NULL, rule_version VARCHAR NOT NULL,
+            extracted VARCHAR, correct BOOLEAN NOT NULL, reason VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp""",
+        "corpus_rows": """corpus_id VARCHAR NOT NULL, config VARCHAR NOT NULL, split VARCHAR NOT NULL,
+            row_id VARCHAR NOT NULL, request_key VARCHAR NOT NULL, problem_id VARCHAR NOT NULL""",
+    }
+    for table, columns in tables.items():  # the views read them by name: they see the new tables once renamed
+        con.execute(f"CREATE TABLE {table}_m008 ({columns}); INSERT INTO {table}_m008 SELECT * FROM {table};"
+                    f" DROP TABLE {table}; ALTER TABLE {table}_m008 RENAME TO {table}")
