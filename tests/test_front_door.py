@@ -363,7 +363,7 @@ def test_registry_memory_limit_is_set_explicitly_and_a_bad_value_is_one_line(sto
 
 
 def test_a_write_beyond_the_registry_memory_limit_is_one_line_naming_the_setting(stored, tmp_path):
-    """DuckDB keeps primary-key indexes in memory: a registry too large for its limit says which setting to raise."""
+    """A write DuckDB cannot do within the registry's memory limit says which setting to raise."""
     data = tmp_path / "wide.jsonl"
     data.write_text("".join(json.dumps({"id": f"w{i}-" + "x" * 40, "q": "y" * 300 + str(i), "ans": i}) + "\n"
                             for i in range(150_000)), encoding="utf-8")

@@ -82,8 +82,8 @@ def test_exhausted_retries_store_an_error_row_that_the_next_run_retries(tmp_path
 
 
 def test_an_error_row_asked_again_beside_new_keys_is_replaced_in_one_batch(tmp_path, registry_path):
-    """Answers are committed with a plain INSERT first; a batch holding a key stored as an error row falls back to
-    INSERT OR REPLACE, so the new keys beside it are stored too, each once."""
+    """Answers are appended; a batch holding a key stored as an error row replaces that row, and the new keys beside
+    it are stored too, each once."""
     task = synthetic_task(tmp_path, 4)
     with fake_openai() as srv:
         teacher = openai_teacher(srv, max_retries=0)
