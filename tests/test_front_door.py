@@ -234,6 +234,11 @@ def test_a_command_line_imports_only_its_command_module():
                 for g in app.registered_groups if g.name != "bench"}
     assert {name: f"mixdistill.cli.{module}" for name, module in cli.COMMAND_MODULES.items()} == defined
     assert set(cli.ALL_MODULES) == {m.rsplit(".", 1)[1] for m in defined.values()} | {"scale"}  # scale: bench only
+    import typer.main
+
+    # the global options that take a value, which `load_commands` skips to find the command's name
+    valued = {opt for p in typer.main.get_command(app).params if not p.is_flag for opt in p.opts}
+    assert valued == set(cli._GLOBAL_OPTIONS_WITH_VALUE)
     code = ("import sys; from mixdistill.cli import load_commands\n"
             "load_commands(['--registry', 'r.duckdb', '-q', 'generate', 'r.yaml'])\n"
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('mixdistill.cli.'))))")
