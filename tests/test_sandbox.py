@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from mixdistill.verify.sandbox import STATUSES, ExecResult, Sandbox, SandboxError, SandboxLimits
+from mixdistill.verify.sandbox import STATUSES, ExecResult, Sandbox, SandboxError, SandboxLimits, default_slots, \
+    looks_long
 
 LIMITS = SandboxLimits(timeout_s=2.0, cpu_s=1.0, memory_mb=256, max_output_chars=100, max_source_bytes=200_000)
 
@@ -113,6 +114,26 @@ def test_run_many_keeps_order_and_isolates_programs(sb):
     # files written by one program are gone for the next
     sb.run("open('left.txt', 'w').write('x')\nans = 1")
     assert sb.run("import os\nans = len(os.listdir('.'))").answer_number == 0
+
+
+def test_programs_that_look_long_start_first():
+    assert looks_long("n = 0\nwhile n < 3:\n    n += 1\nans = n")
+    assert looks_long("for i in range(9):\n    for j in range(9):\n        ans = i * j")  # a brute-force search
+    assert looks_long("for i in range(9):\n\tfor j in range(9):\n\t\tans = i * j")
+    assert not looks_long("ans = 0\nfor i in range(9):\n    ans += i\nfor j in range(3):\n    ans -= j")
+    assert not looks_long("forward = 3\nans = forward * 2")
+
+
+def test_one_slot_per_core_each_pinned_to_its_own(sb):
+    cores = sorted(os.sched_getaffinity(0))
+    assert default_slots() == len(cores)
+    with Sandbox(limits=LIMITS) as pool:
+        assert len(pool._procs) == len(cores)
+    # every child runs on its slot's one core; two slots on a machine of two or more cores use two of them
+    probe = "import os\nans = sorted(os.sched_getaffinity(0))"
+    seen = {r.answer for r in sb.run_many([probe] * 40)}
+    assert seen <= {f"[{c}]" for c in cores}, seen
+    assert len(seen) == min(2, len(cores)), seen
 
 
 def test_scratch_writes_and_cwd(sb):

@@ -12,7 +12,7 @@ from mixdistill.cli.common import app, bench_app, console, progress_enabled, sta
 from mixdistill.errors import MixdistillError
 from mixdistill.shard import Shard
 from mixdistill.verify.rules import RULES, get_rule
-from mixdistill.verify.sandbox import SANDBOX_VERSION, SandboxLimits
+from mixdistill.verify.sandbox import SANDBOX_VERSION, SandboxLimits, default_slots
 
 _DEFAULTS = SandboxLimits()
 
@@ -29,7 +29,7 @@ def verify(
     timeout: float = typer.Option(_DEFAULTS.timeout_s, "--timeout", help="wall-clock seconds per program"),
     cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="CPU seconds per program (RLIMIT_CPU)"),
     memory_mb: int = typer.Option(_DEFAULTS.memory_mb, "--memory-mb", help="memory a program may allocate"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="sandbox workers (default: 2 per CPU)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="sandbox workers (default: one per CPU core)"),
     cot_reading: str = typer.Option("stated", "--cot-reading", help="CoT answer reading: stated | expression"),
     pot_convention: list[str] = typer.Option([], "--pot-convention",
                                              help="opt-in PoT answer convention (repeatable): printed, first-of-tuple"),
@@ -73,7 +73,7 @@ def verify(
 @bench_app.command("sandbox")
 def bench_sandbox(
     workers: Optional[int] = typer.Option(None, "--workers", min=1,
-                                          help="parallelism, all three ways (default: 2 per CPU)"),
+                                          help="parallelism, all three ways (default: one per CPU core)"),
     timeout: float = typer.Option(_DEFAULTS.timeout_s, "--timeout", help="wall-clock seconds per program"),
     cpu: float = typer.Option(_DEFAULTS.cpu_s, "--cpu", help="CPU seconds per program, all three ways"),
     naive_limit: int = typer.Option(0, "--naive-limit", help="naive way: first N programs only (0: all)"),
@@ -83,7 +83,7 @@ def bench_sandbox(
     from mixdistill.verify import bench
 
     programs = bench.load_published_programs(state.data_dir)
-    n_workers = workers or 2 * (os.cpu_count() or 1)
+    n_workers = workers or default_slots()
     limits = _limits(timeout, cpu, _DEFAULTS.memory_mb)
     console.print(
         f"{len(programs)} programs, {n_workers} at a time, {os.cpu_count()} CPUs; limits {cpu}s CPU and {timeout}s"

@@ -310,6 +310,7 @@ def _child(length: int, result_fd: int) -> None:
 
     Every page a child writes is a copy of the zygote's (~5 us each on a VM, the larger part of a program's cost), so
     what can be done once is done in the zygote: cwd, fds 0-2, stdout, the audit hook."""
+    global _STATE
     st = _STATE
     in_fd = st["in_fd"]
     for fd in (st["out_fd"], st["result_r"], st["log_fd"]):
@@ -324,7 +325,9 @@ def _child(length: int, result_fd: int) -> None:
     os.write(result_fd, READ_MARK)
     st["confine"]()
     exact, out, attempts, arm = st["exact"], st["out"], st["attempts"], st["arm"]
-    st.clear()  # the kit stays alive (see `_setup`), so this frees nothing: it only makes it unreachable
+    # Unreachable from here on. The dict itself stays alive (see `_setup`): clearing it instead would write to the
+    # page of every object it holds (a copy-on-write fault each).
+    _STATE = {}
     del st
     _run_program(source.decode("utf-8", "replace"), result_fd, arm, exact, out, attempts)
 
@@ -564,6 +567,11 @@ def _setup(cfg: dict) -> None:
     from mixdistill.verify import isolation
 
     st, rep = _STATE, {}
+    if cfg["cpu"] is not None:  # the slot's core (`sandbox._slot_cpu`): a speed setting, so a refusal is not fatal
+        try:
+            os.sched_setaffinity(0, {cfg["cpu"]})
+        except OSError:
+            pass
     # keep the protocol pipes off fds 0/1 so nothing (a library's print, a child) can write into the stream
     st["in_fd"], st["out_fd"] = os.dup(0), os.dup(1)
     st["devnull_fd"] = os.open(os.devnull, os.O_RDWR)
@@ -644,15 +652,15 @@ def _setup(cfg: dict) -> None:
     _BUFFERS.update(view=memoryview(bytearray(MAX_RESULT_BYTES)), spill=memoryview(bytearray(1 << 16)),
                     zeros=memoryview(bytes(MAX_RESULT_BYTES)))
     # A program that wants ctypes must import it afresh, which the Python guard refuses. The isolation module (and
-    # through it ctypes and the libc handle) is reachable only from `_STATE`, which each child clears, and from a
-    # hidden copy of it (an `atexit` argument: held by the interpreter, with no Python way back to it), so the
-    # child's `clear` frees nothing: freeing the kit in every child cost tens of page faults.
+    # through it ctypes and the libc handle) is reachable only from `_STATE`, which each child replaces by an empty
+    # dict, and from an `atexit` argument (held by the interpreter, with no Python way back to it), so the child
+    # frees nothing: freeing the kit in every child cost tens of page faults.
     for name in ("ctypes", "_ctypes", "ctypes._endian", "mixdistill.verify.isolation"):
         sys.modules.pop(name, None)
     package = sys.modules.get("mixdistill.verify")
     if package is not None and hasattr(package, "isolation"):
         delattr(package, "isolation")
-    atexit.register(id, dict(st))
+    atexit.register(id, st)
     # The first compile in a process initialises the parser; done here once, not in every forked child.
     exec(compile(_WARMUP, "<warmup>", "exec"), {})
     cfg["address_space"] = isolation.address_space_in_use() + cfg["memory_bytes"]
