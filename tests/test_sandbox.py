@@ -124,6 +124,23 @@ def test_programs_that_look_long_start_first():
     assert not looks_long("forward = 3\nans = forward * 2")
 
 
+def test_long_looking_programs_are_dealt_one_per_slot_at_a_time():
+    """So that the few programs that run into the CPU limit overlap on every CPU instead of queueing on one slot."""
+    from collections import deque
+
+    from mixdistill.verify.sandbox import _Proc, _Run
+
+    pool, slots = Sandbox(workers=2), [_Proc(None, -1, -1), _Proc(None, -1, -1)]
+    run = _Run([None] * 40, dict.fromkeys(range(40), b""), deque(range(4, 40)), deque(range(4)), {0, 1, 2, 3})
+    for slot in slots:
+        pool._feed(slot, run)
+    assert [[i for i in slot.pending if i in run.long_ids] for slot in slots] == [[0], [1]]
+    assert list(run.long) == [2, 3] and all(len(slot.pending) == 16 for slot in slots)
+    slots[0].pending.popleft()  # slot 0's long program ended: it takes the next one behind its queue
+    pool._feed(slots[0], run)
+    assert list(slots[0].pending)[-1] == 2 and list(run.long) == [3]
+
+
 def test_one_slot_per_core_each_pinned_to_its_own(sb):
     cores = sorted(os.sched_getaffinity(0))
     assert default_slots() == len(cores)

@@ -256,16 +256,17 @@ class Sandbox:
                 encoded[i] = REQUEST.pack(i, preload_mask(program), len(source)) + source
             else:
                 results[i] = refused
-        # Longest first, as far as a glance can tell (`looks_long`), so their seconds overlap the batch instead of
-        # ending it alone on one CPU. Results keep the input order; each program runs alone in its own fork either way.
-        todo = deque(sorted(todo, key=lambda i: not looks_long(programs[i])))
-        run = _Run(results, encoded, todo)
+        # Programs that may run long (`looks_long`) start first, at most one queued per slot, so their seconds overlap
+        # the batch on every CPU instead of ending it, or piling up behind each other on one slot. Results keep the
+        # input order; each program runs alone in its own fork either way.
+        long = {i for i in todo if looks_long(programs[i])}
+        run = _Run(results, encoded, deque(i for i in todo if i not in long), deque(sorted(long)), long)
         bar = _progress(len(programs), progress)
         if bar:
             bar.update(bar.task_ids[0], advance=len(programs) - len(todo))
         stall = 2 * self.limits.timeout_s + 30.0  # a slot silent this long with work queued is replaced
         try:
-            while run.todo or run.retry or any(p.pending for p in self._procs):
+            while run.todo or run.long or run.retry or any(p.pending for p in self._procs):
                 for index, proc in enumerate(self._procs):
                     self._feed(proc, run)
                     self._flush(index, proc, run)
@@ -301,6 +302,8 @@ class Sandbox:
                 proc.solo = True
                 self._send(proc, run, i)
             return
+        if run.long and not any(i in run.long_ids for i in proc.pending):
+            self._send(proc, run, run.long.popleft())
         while run.todo and len(proc.pending) < DEPTH:
             self._send(proc, run, run.todo.popleft())
 
@@ -410,6 +413,8 @@ class _Run:
     results: list
     encoded: dict
     todo: deque
+    long: deque  # programs that may run long (`looks_long`): at most one queued per slot
+    long_ids: set
     retry: deque = field(default_factory=deque)  # programs whose slot died: each runs alone
     crashes: Counter = field(default_factory=Counter)  # slot deaths charged to a program
 
