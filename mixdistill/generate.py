@@ -50,7 +50,7 @@ GENERATION_SCHEMA = {
     "mode": pl.String, "sample_index": pl.Int32, "params": pl.String, "status": pl.String,
     "response_text": pl.String, "finish_reason": pl.String, "error": pl.String, "prompt_tokens": pl.Int32,
     "completion_tokens": pl.Int32, "cost_usd": pl.Float64, "latency_s": pl.Float64, "batch_id": pl.String,
-    "run_id": pl.String, "reasoning_text": pl.String, "reasoning_tokens": pl.Int32,
+    "run_id": pl.String, "reasoning_text": pl.String, "reasoning_tokens": pl.Int32, "task": pl.String,
 }
 
 
@@ -326,7 +326,7 @@ class Sink:
     """Collects results: each call's rows go to the run's journal at once (one write), and to `generations` every
     `FLUSH_EVERY_S` or `FLUSH_ROWS` rows."""
 
-    def __init__(self, reg: Registry, run_id: str, meta: dict[str, tuple[str, TeacherRequest]],
+    def __init__(self, reg: Registry, run_id: str, meta: dict[str, tuple[str, TeacherRequest, str]],
                  params_json: dict[str, str], report: GenerationReport, on_result=None, journal: Journal | None = None):
         self.reg, self.run_id, self.meta, self.params_json = reg, run_id, meta, params_json
         self.report, self.on_result, self.journal = report, on_result, journal
@@ -359,7 +359,7 @@ class Sink:
             self.on_result(len(results))
 
     def _row(self, r: TeacherResult) -> dict:
-        teacher_id, req = self.meta[r.request_key]
+        teacher_id, req, task = self.meta[r.request_key]
         return {
             "request_key": r.request_key, "teacher_id": teacher_id, "prompt_id": req.prompt.prompt_id,
             "problem_id": req.problem_id, "mode": req.mode, "sample_index": req.sample_index,
@@ -367,7 +367,7 @@ class Sink:
             "finish_reason": r.finish_reason, "error": r.error, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd, "latency_s": r.latency_s,
             "batch_id": r.batch_id, "run_id": self.run_id, "reasoning_text": r.reasoning_text,
-            "reasoning_tokens": r.reasoning_tokens,
+            "reasoning_tokens": r.reasoning_tokens, "task": task,
         }
 
     def _commit(self, rows: list[dict], segment: Segment | None = None) -> None:
@@ -490,7 +490,7 @@ async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, 
 
 
 def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationReport,
-             meta: dict[str, tuple[str, TeacherRequest]], again: set[str]) -> dict[str, list[TeacherRequest]]:
+             meta: dict[str, tuple[str, TeacherRequest, str]], again: set[str]) -> dict[str, list[TeacherRequest]]:
     """Per teacher, its requests of the chunk not stored `ok` that it can answer (counted in the report as cached
     and missing otherwise), entered in `meta`, and in `again` when stored with an error."""
     cached, retried = _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs])
@@ -501,7 +501,7 @@ def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationRepo
         tally.cached += len(chunk.requests[teacher.teacher_id]) - len(reqs)
         todo = teacher.answerable(reqs) if reqs else []
         tally.missing += len(reqs) - len(todo)
-        meta.update((r.request_key, (teacher.teacher_id, r)) for r in todo)
+        meta.update((r.request_key, (teacher.teacher_id, r, chunk.source.task)) for r in todo)
         again.update(r.request_key for r in todo if r.request_key in retried)
         pending[teacher.teacher_id] = todo
     return pending

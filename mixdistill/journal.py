@@ -117,5 +117,10 @@ def replay(reg: Registry, schema: dict[str, pl.DataType]) -> int:
             df = df.filter(~pl.col("request_key").is_in(done["request_key"].implode()))
             if df.height:
                 stored += reg.insert("generations", df, on_conflict="replace")
+                if df["task"].null_count():  # a journal written before generations kept their task (m009)
+                    reg.con.execute(
+                        "UPDATE generations SET task = p.task FROM problems p WHERE generations.task IS NULL "
+                        "AND generations.problem_id = p.problem_id AND generations.request_key IN (SELECT unnest(?))",
+                        [df["request_key"].to_list()])
         path.unlink()
     return stored

@@ -60,7 +60,10 @@ def test_a_rerun_sends_nothing_and_each_teacher_keeps_its_identity(tmp_path, reg
             teachers = reg.query("SELECT name, provider, model, base_url, settings FROM teachers ORDER BY name").to_dicts()
             per = reg.query("SELECT t.provider, count(*) AS n FROM generations JOIN teachers t USING (teacher_id) GROUP BY 1")
             runs = reg.query("SELECT status FROM runs")["status"].to_list()
+            untasked = reg.scalar("SELECT count(*) FROM generations g JOIN problems p USING (problem_id)"
+                                  " WHERE g.task IS DISTINCT FROM p.task")
         assert len(oa.requests_seen) + len(an.requests_seen) == seen  # zero requests on the re-run
+        assert untasked == 0  # each generation keeps its problem's task (the audit views read it)
     assert (first.total, first.ok, first.cached) == (24, 24, 0)
     assert (second.total, second.cached, second.sent) == (24, 24, 0)
     assert [t["provider"] for t in teachers] == ["anthropic", "openai"]

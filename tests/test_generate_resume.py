@@ -84,13 +84,15 @@ def test_sigkill_mid_build_then_restart_asks_only_for_unstored_answers(tmp_path,
             assert reg.scalar("SELECT status FROM runs") == "interrupted"
             report = run_generation(reg, spec, progress=False)
             final = reg.scalar("SELECT count(DISTINCT request_key) FROM generations WHERE status = 'ok'")
+            untasked = reg.scalar("SELECT count(*) FROM generations g JOIN problems p USING (problem_id)"
+                                  " WHERE g.task IS DISTINCT FROM p.task")
         asked_after = len(srv.generation_requests) - asked_before
     assert 0 < len(committed) <= len(kept) < total
     # lost = answers in flight at the kill, nothing more: every received answer was journaled
     assert asked_before - len(kept) <= concurrency
     assert (report.cached, report.sent, report.ok) == (len(kept), total - len(kept), total - len(kept))
     assert asked_after == total - len(kept)
-    assert final == total
+    assert final == total and untasked == 0
     assert not list(journal_dir_of(registry_path).glob("*.jsonl"))  # replayed, committed, removed
 
 
@@ -188,7 +190,7 @@ def test_the_journal_holds_only_answers_not_yet_committed(registry_path):
     with Registry.open(registry_path) as reg:
         folder = journal_dir_of(registry_path)
         journal = Journal(folder, "r")
-        sink = Sink(reg, "r", {r.request_key: ("t", r) for r in reqs}, {"t": "{}"}, report, journal=journal)
+        sink = Sink(reg, "r", {r.request_key: ("t", r, "svamp") for r in reqs}, {"t": "{}"}, report, journal=journal)
 
         def answer(part):
             sink.add([TeacherResult(r.request_key, "ok", text="The answer is 1.") for r in part])

@@ -151,7 +151,7 @@ def test_audit_views_keep_rules_apart_and_count_each_generation_once(registry_pa
                                  "gold_text": "5", "gold_number": 5.0, "source": "s", "source_id": "1"}])
         reg.insert("teachers", [{"teacher_id": "tid", "name": "teach", "provider": "openai", "model": "m"}])
         reg.insert("generations", [{"request_key": k, "teacher_id": "tid", "prompt_id": "pp", "problem_id": "p1",
-                                    "mode": "pot", "sample_index": i, "status": "ok", "cost_usd": 0.5}
+                                    "task": "t", "mode": "pot", "sample_index": i, "status": "ok", "cost_usd": 0.5}
                                    for i, k in enumerate(["g1", "g2"])])
         reg.insert("executions", [{"request_key": "g1", "sandbox_version": v, "status": "error",
                                    "error_class": "ZeroDivisionError"} for v in ("1", "2")])

@@ -20,7 +20,7 @@ import duckdb
 
 from mixdistill import settings
 from mixdistill.errors import RegistryError, RegistryLocked
-from mixdistill.registry.keys import KEYS
+from mixdistill.registry.keys import KEYS, LATEST
 from mixdistill.registry.migrations import MIGRATIONS
 from mixdistill.registry.serve import RemoteConnection, Server
 from mixdistill.registry.serve import connect as connect_to_writer
@@ -196,7 +196,8 @@ class Registry:
         return rows[0][0] if rows else None
 
     def insert(
-        self, table: str, rows: pl.DataFrame | pa.Table | list[dict], *, on_conflict: str = "nothing"
+        self, table: str, rows: pl.DataFrame | pa.Table | list[dict], *, on_conflict: str = "nothing",
+        supersedes: bool = True,
     ) -> int:
         """Bulk insert by column name through Arrow; returns the number of new rows.
 
@@ -207,6 +208,10 @@ class Registry:
         first three looks its rows' keys up with one scan of the stored keys (about 1 s at 10^7 rows), so large
         writers insert a chunk of rows at a time, and the frequent small commits of a generation run use `"new"`.
         Within one call, a key repeated keeps its first row (as DuckDB's own conflict handling does).
+
+        Into a table with a `latest` flag (`registry.keys.LATEST`), the flags of the rows' generations are refreshed
+        after the insert, another scan of the table, unless the writer knows that no stored row of theirs can be
+        superseded (`supersedes=False`: the new rows are then the latest, as inserted).
         """
         import polars as pl
 
@@ -232,6 +237,8 @@ class Registry:
                     n = self.con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM {incoming} {tail}").fetchall()[0][0]
                 else:
                     n = self._insert_keyed(table, key, incoming, on_conflict)
+                    if supersedes and table in LATEST:
+                        self.refresh_latest(table, where=f"request_key IN (SELECT request_key FROM {incoming})")
                 failed = False
             except duckdb.OutOfMemoryException:
                 raise self._out_of_memory(table) from None
@@ -242,6 +249,24 @@ class Registry:
                     if not failed:
                         raise  # after a failed insert (an aborted transaction...) the insert's error is the one
         return n
+
+    def refresh_latest(self, table: str, request_keys: Sequence[str] | None = None, where: str = "",
+                       params: dict | None = None) -> None:
+        """Set the `latest` flag (`registry.keys.LATEST`) of the rows of these generations (every generation when
+        None), optionally only among the rows matching `where`. Writers call it after adding rows that may
+        supersede stored ones; the cost is a scan of the table, so they call it only when such rows may exist."""
+        partition, order = LATEST[table]
+        conditions = [c for c in (where, "request_key IN (SELECT unnest($keys))" if request_keys is not None else "")
+                      if c]
+        scope = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self.lock:
+            self.con.execute(
+                f"UPDATE {table} SET latest = x.first FROM ("
+                f"  SELECT rowid AS rid, row_number() OVER (PARTITION BY {partition} ORDER BY {order}) = 1 AS first"
+                f"  FROM {table} {scope}"
+                f") x WHERE {table}.rowid = x.rid AND {table}.latest IS DISTINCT FROM x.first",
+                (params or {}) | ({"keys": list(request_keys)} if request_keys is not None else {}),
+            )
 
     def _insert_keyed(self, table: str, key: tuple[str, ...], incoming: str, on_conflict: str) -> int:
         on = " AND ".join(f's."{k}" = i."{k}"' for k in key)

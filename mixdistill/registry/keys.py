@@ -16,3 +16,11 @@ KEYS: dict[str, tuple[str, ...]] = {
     "verdicts": ("request_key", "rule", "rule_version"),
     "corpus_rows": ("corpus_id", "config", "row_id"),
 }
+
+# The one row of a key's history that the audit views read (`latest_verdicts`, `latest_executions`): the rows of a
+# partition ranked by the order, first wins. Stored as a `latest` flag (migration m009) that the writers keep
+# (`Registry.refresh_latest`), so a view filters 10^7 rows instead of ranking them with a window. (partition, order)
+LATEST: dict[str, tuple[str, str]] = {
+    "verdicts": ("request_key, rule", "rule_version DESC, created_at DESC"),
+    "executions": ("request_key", "created_at DESC, sandbox_version DESC"),
+}

@@ -19,11 +19,12 @@ import duckdb
 
 from mixdistill.errors import RegistryError
 from mixdistill.registry import SCHEMA_VERSION, Registry
-from mixdistill.registry.keys import KEYS
+from mixdistill.registry.keys import KEYS, LATEST
 
 # Columns that say when/where/how fast something was stored, not what: two shards that stored the same row differ here.
+# `latest` is derived from the rest (`registry.keys.LATEST`): recomputed for the merged generations.
 BOOKKEEPING = frozenset({"created_at", "updated_at", "started_at", "finished_at", "run_id", "batch_id",
-                         "latency_s", "runtime_s"})
+                         "latency_s", "runtime_s", "latest"})
 _SRC = "mixdistill_shard"
 
 
@@ -61,6 +62,9 @@ def _merge_one(target: Registry, source: Path) -> MergeReport:
             with target.transaction():
                 for table, key in _tables(con):
                     report.added[table] = _merge_table(con, source, table, key)
+                for table in LATEST:
+                    if report.added.get(table):
+                        target.refresh_latest(table, where=f"request_key IN (SELECT request_key FROM {_SRC}.{table})")
             return report
         finally:
             con.execute(f"DETACH {_SRC}")

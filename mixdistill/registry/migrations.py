@@ -449,3 +449,50 @@ def m008_keys_without_indexes(con: duckdb.DuckDBPyConnection) -> None:
     for table, columns in tables.items():  # the views read them by name: they see the new tables once renamed
         con.execute(f"CREATE TABLE {table}_m008 ({columns}); INSERT INTO {table}_m008 SELECT * FROM {table};"
                     f" DROP TABLE {table}; ALTER TABLE {table}_m008 RENAME TO {table}")
+
+
+@migration
+def m009_audit_facts(con: duckdb.DuckDBPyConnection) -> None:
+    """Audit views that answer in seconds at 10^7 generations. They spent their time ranking every verdict and every
+    execution with a window (`latest_verdicts`, `latest_executions`) and joining every generation with its problem
+    only for the task. Now a generation keeps its `task`, and the latest verdict of a generation and rule, and the
+    latest execution of a generation, carry a `latest` flag kept by the writers (`registry.keys.LATEST`); the views
+    filter on it. `audit_mode_disagreement` joins problems only for the problems it lists."""
+    con.execute(
+        """
+        ALTER TABLE generations ADD COLUMN task VARCHAR;
+        UPDATE generations SET task = p.task FROM problems p WHERE generations.problem_id = p.problem_id;
+        ALTER TABLE verdicts ADD COLUMN latest BOOLEAN DEFAULT true;
+        ALTER TABLE executions ADD COLUMN latest BOOLEAN DEFAULT true;
+        UPDATE verdicts SET latest = false FROM (
+            SELECT rowid AS rid FROM verdicts
+            QUALIFY row_number() OVER (PARTITION BY request_key, rule ORDER BY rule_version DESC, created_at DESC) > 1
+        ) x WHERE verdicts.rowid = x.rid;
+        UPDATE executions SET latest = false FROM (
+            SELECT rowid AS rid FROM executions
+            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, sandbox_version DESC) > 1
+        ) x WHERE executions.rowid = x.rid;
+
+        CREATE OR REPLACE VIEW latest_verdicts AS SELECT * EXCLUDE (latest) FROM verdicts WHERE latest;
+        CREATE OR REPLACE VIEW latest_executions AS SELECT * EXCLUDE (latest) FROM executions WHERE latest;
+
+        CREATE OR REPLACE VIEW generation_facts AS
+        SELECT g.request_key, t.name AS teacher, t.provider, t.model, g.mode, g.task, g.problem_id, g.status,
+               g.cost_usd, g.prompt_tokens, g.completion_tokens
+        FROM generations g JOIN teachers t USING (teacher_id);
+
+        CREATE OR REPLACE VIEW audit_mode_disagreement AS
+        WITH per_problem AS (
+            SELECT f.problem_id, f.task, v.rule,
+                   count_if(f.mode = 'cot' AND v.correct)::BIGINT AS cot_correct,
+                   count_if(f.mode = 'cot')::BIGINT AS cot_total,
+                   count_if(f.mode = 'pot' AND v.correct)::BIGINT AS pot_correct,
+                   count_if(f.mode = 'pot')::BIGINT AS pot_total
+            FROM generation_facts f JOIN latest_verdicts v USING (request_key)
+            GROUP BY ALL
+            HAVING (cot_correct > 0) <> (pot_correct > 0) AND cot_total > 0 AND pot_total > 0
+        )
+        SELECT d.problem_id, d.task, d.rule, p.question, d.cot_correct, d.cot_total, d.pot_correct, d.pot_total
+        FROM per_problem d JOIN problems p USING (problem_id);
+        """
+    )

@@ -139,6 +139,13 @@ def verify_pending(
     total = reg.scalar(f"SELECT count(*) FROM ({sql})", params)
     if not total:
         return summary
+    # Rows this run adds supersede stored ones only where another rule version or sandbox version was stored before:
+    # only then does each chunk's insert refresh the `latest` flags of its generations (a scan of the table).
+    supersedes = (
+        reg.scalar("SELECT EXISTS (SELECT 1 FROM verdicts WHERE rule = ? AND rule_version <> ?)",
+                   [the_rule.name, the_rule.version]),
+        reg.scalar("SELECT EXISTS (SELECT 1 FROM executions WHERE sandbox_version <> ?)", [SANDBOX_VERSION]),
+    )
     sb, own = sandbox, False
     run_id = start_run(reg, "verify", f"verify {the_rule.name}")
     bar = _progress(total, the_rule.name) if progress else None
@@ -147,7 +154,7 @@ def verify_pending(
             if sb is None and chunk.filter((pl.col("mode") == "pot") & pl.col("exec_status").is_null()).height:
                 sb, own = Sandbox(limits=limits).__enter__(), True  # only a run with programs to run starts one
             summary.pending += chunk.height
-            _verify_chunk(reg, the_rule, chunk, sb, summary)
+            _verify_chunk(reg, the_rule, chunk, sb, summary, supersedes)
             if bar is not None:
                 bar.advance(bar.task_ids[0], chunk.height)
     except BaseException as e:
@@ -193,7 +200,8 @@ def _progress(total: int, rule: str):
     return bar
 
 
-def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | None, summary) -> None:
+def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | None, summary,
+                  supersedes: tuple[bool, bool] = (True, True)) -> None:
     records = rows.to_dicts()
     to_run = [r for r in records if r["mode"] == "pot" and r["exec_status"] is None]
     programs = [extract_program(r["response_text"]) for r in to_run]
@@ -225,8 +233,10 @@ def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | N
         summary.correct += j.correct
     with reg.transaction():
         if executions:
-            reg.insert("executions", pl.DataFrame(executions, schema=_EXEC_SCHEMA), on_conflict="replace")
-        reg.insert("verdicts", pl.DataFrame(verdicts, schema=_VERDICT_SCHEMA), on_conflict="replace")
+            reg.insert("executions", pl.DataFrame(executions, schema=_EXEC_SCHEMA), on_conflict="replace",
+                       supersedes=supersedes[1])
+        reg.insert("verdicts", pl.DataFrame(verdicts, schema=_VERDICT_SCHEMA), on_conflict="replace",
+                   supersedes=supersedes[0])
     summary.verified += len(verdicts)
 
 
