@@ -27,7 +27,7 @@ from mixdistill.errors import MixdistillError
 
 TIMEOUTS_PER_SIZE = 3  # programs that loop until the sandbox stops them: their cost is per program, not per row
 RSS_TARGET_MB = 2_000  # issue 15: every stage under 2 GB at 10^7 generations, not growing with N
-AUDIT_VIEWS = ("audit_pass_rate", "audit_failures", "audit_mode_disagreement", "audit_cost")
+AUDIT_VIEWS = ("audit_pass_rate", "audit_failures", "audit_mode_disagreement", "audit_cost", "audit_reasoning")
 
 
 @dataclass
