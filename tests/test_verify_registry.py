@@ -141,6 +141,8 @@ def test_a_new_sandbox_version_reruns_programs_and_replaces_their_verdicts(regis
         assert reg.scalar("SELECT count(*) FROM verdicts") == 12  # replaced, not duplicated
         versions = dict(reg.query("SELECT sandbox_version, count(*) FROM executions GROUP BY ALL").iter_rows())
         assert versions == {SANDBOX_VERSION: 8, "next": 8}
+        latest = dict(reg.query("SELECT sandbox_version, count(*) FROM latest_executions GROUP BY ALL").iter_rows())
+        assert latest == {"next": 8}  # the re-run superseded every earlier execution (m009's flags)
         assert verify_pending(reg, "strict", progress=False, sandbox=sandbox).pending == 0
 
 

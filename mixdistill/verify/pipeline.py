@@ -29,7 +29,7 @@ CHUNK = 2000  # generations per transaction: a killed run keeps every finished c
 _PENDING_SQL = """
 SELECT g.request_key, g.problem_id, g.mode, g.response_text, p.answer_type, p.gold_number, p.gold_bool,
        e.status AS exec_status, e.answer AS exec_answer, e.answer_number AS exec_number, e.printed AS exec_printed,
-       e.first_answer AS exec_first, e.first_number AS exec_first_number
+       e.first_answer AS exec_first, e.first_number AS exec_first_number, v.request_key IS NOT NULL AS judged
 FROM generations g
 LEFT JOIN problems p USING (problem_id)
 LEFT JOIN verdicts v ON v.request_key = g.request_key AND v.rule = $rule AND v.rule_version = $version
@@ -231,12 +231,19 @@ def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | N
                          "extracted": j.extracted, "correct": j.correct, "reason": j.reason})
         summary.reasons[j.reason] += 1
         summary.correct += j.correct
+    # Pending means no execution of this sandbox version (so each is new) and, but for a program run again under a
+    # new sandbox version, no verdict of this rule version: those rows are appended without looking their keys up
+    # (a scan of the table per chunk), and only the verdicts that exist are replaced.
+    judged = {r["request_key"] for r in records if r["judged"]}
     with reg.transaction():
         if executions:
-            reg.insert("executions", pl.DataFrame(executions, schema=_EXEC_SCHEMA), on_conflict="replace",
+            reg.insert("executions", pl.DataFrame(executions, schema=_EXEC_SCHEMA), on_conflict="new",
                        supersedes=supersedes[1])
-        reg.insert("verdicts", pl.DataFrame(verdicts, schema=_VERDICT_SCHEMA), on_conflict="replace",
-                   supersedes=supersedes[0])
+        for again in (False, True):
+            rows = [v for v in verdicts if (v["request_key"] in judged) == again]
+            if rows:
+                reg.insert("verdicts", pl.DataFrame(rows, schema=_VERDICT_SCHEMA),
+                           on_conflict="replace" if again else "new", supersedes=supersedes[0])
     summary.verified += len(verdicts)
 
 
