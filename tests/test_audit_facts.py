@@ -8,8 +8,8 @@ import shutil
 
 import duckdb
 
+from fakes.registries import registry_at_version
 from mixdistill.registry import Registry
-from mixdistill.registry.migrations import MIGRATIONS
 
 VIEWS = ("latest_verdicts", "latest_executions", "generation_facts", "audit_pass_rate", "audit_failures",
          "audit_mode_disagreement", "audit_cost", "audit_reasoning")
@@ -19,12 +19,7 @@ def _schema8_registry(path, seed: int = 7) -> None:
     """A registry at schema version 8 with histories the views must rank: several rule versions and sandbox versions
     per generation, two rules, CoT and PoT of one problem that disagree, failed executions, generations never judged."""
     rnd = random.Random(seed)
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
-                " applied_at TIMESTAMP DEFAULT current_timestamp)")
-    for version, fn in enumerate(MIGRATIONS[:8], start=1):
-        fn(con)
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, fn.__name__])
+    con = registry_at_version(path, 8)
     con.execute("INSERT INTO teachers (teacher_id, name, provider, model) VALUES ('T1', 'a', 'openai', 'm1'),"
                 " ('T2', 'b', 'anthropic', 'm2')")
     for p in range(30):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from fakes.registries import registry_at_version
 from mixdistill.registry import SCHEMA_VERSION, Registry
 from mixdistill.registry.keys import KEYS
-from mixdistill.registry.migrations import MIGRATIONS
 
 ROWS = {
     "problems": "('p1', 't', 'q?', 'number', '3', 3.0, NULL, 's', 's1', NULL, TIMESTAMP '2026-01-01'),"
@@ -26,12 +26,7 @@ ROWS = {
 
 def _old_registry(path) -> dict[str, list[tuple]]:
     """A registry at schema version 7 (before m008) holding rows in every table m008 rebuilds."""
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
-                " applied_at TIMESTAMP DEFAULT current_timestamp)")
-    for version, fn in enumerate(MIGRATIONS[:7], start=1):
-        fn(con)
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, fn.__name__])
+    con = registry_at_version(path, 7)
     for table, values in ROWS.items():
         con.execute(f"INSERT INTO {table} VALUES {values}")
     before = {t: (con.execute(f"SELECT * FROM {t}").fetchall(), [d[0] for d in con.description]) for t in ROWS}
