@@ -250,22 +250,17 @@ class Registry:
                         raise  # after a failed insert (an aborted transaction...) the insert's error is the one
         return n
 
-    def refresh_latest(self, table: str, request_keys: Sequence[str] | None = None, where: str = "",
-                       params: dict | None = None) -> None:
-        """Set the `latest` flag (`registry.keys.LATEST`) of the rows of these generations (every generation when
-        None), optionally only among the rows matching `where`. Writers call it after adding rows that may
-        supersede stored ones; the cost is a scan of the table, so they call it only when such rows may exist."""
+    def refresh_latest(self, table: str, where: str = "") -> None:
+        """Set the `latest` flag (`registry.keys.LATEST`) of the rows matching `where` (a condition on `request_key`
+        that takes whole generations; every row when empty). Writers call it after adding rows that may supersede
+        stored ones; it costs a scan of the table."""
         partition, order = LATEST[table]
-        conditions = [c for c in (where, "request_key IN (SELECT unnest($keys))" if request_keys is not None else "")
-                      if c]
-        scope = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self.lock:
             self.con.execute(
                 f"UPDATE {table} SET latest = x.first FROM ("
                 f"  SELECT rowid AS rid, row_number() OVER (PARTITION BY {partition} ORDER BY {order}) = 1 AS first"
-                f"  FROM {table} {scope}"
-                f") x WHERE {table}.rowid = x.rid AND {table}.latest IS DISTINCT FROM x.first",
-                (params or {}) | ({"keys": list(request_keys)} if request_keys is not None else {}),
+                f"  FROM {table} {f'WHERE {where}' if where else ''}"
+                f") x WHERE {table}.rowid = x.rid AND {table}.latest IS DISTINCT FROM x.first"
             )
 
     def _insert_keyed(self, table: str, key: tuple[str, ...], incoming: str, on_conflict: str) -> int:

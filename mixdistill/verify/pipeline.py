@@ -201,7 +201,7 @@ def _progress(total: int, rule: str):
 
 
 def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | None, summary,
-                  supersedes: tuple[bool, bool] = (True, True)) -> None:
+                  supersedes: tuple[bool, bool]) -> None:
     records = rows.to_dicts()
     to_run = [r for r in records if r["mode"] == "pot" and r["exec_status"] is None]
     programs = [extract_program(r["response_text"]) for r in to_run]
