@@ -104,7 +104,7 @@ def default_slots() -> int:
     """One slot per core this process may run on. The work is CPU-bound (forks and copy-on-write faults), and with
     `DEPTH` programs queued per slot no zygote waits for the host, so more slots only add contention: on 2 cores,
     2 slots ran the published programs that end ~20% faster than 4, at ~20% less CPU a program
-    (README, "Sandbox speed")."""
+    (README, "Benchmark: `mixdistill bench sandbox`")."""
     return available_cores()
 
 
@@ -112,7 +112,8 @@ def _slot_cpu(index: int) -> int | None:
     """The core slot `index` is pinned to (round robin over the cores this process may use), so that its zygote,
     and each child it forks, run on one core: a fork then wakes no idle core (an inter-processor interrupt, costly
     in a VM) and the child's copy-on-write copies come from that core's cache. Measured on 2 cores: ~12% more
-    programs per second, ~8% less CPU a program (README, "Sandbox speed"). None where affinity is not supported."""
+    programs per second, ~8% less CPU a program (README, "Benchmark: `mixdistill bench sandbox`"). None where
+    affinity is not supported."""
     try:
         cores = sorted(os.sched_getaffinity(0))
     except AttributeError:
