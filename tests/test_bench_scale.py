@@ -51,3 +51,23 @@ def test_bench_scale_runs_every_stage(tmp_path):
     assert "cached rebuild at 40" in proc.stdout
     assert "peak RSS build: " in proc.stdout and "target < 2,000 MB at every size" in proc.stdout
     assert (tmp_path / "n40" / "corpora" / "scale" / "1.0.0" / "mixed" / "train.parquet").is_file()
+
+
+def test_bench_views_builds_a_registry_that_ranks_and_times_every_view(tmp_path):
+    from mixdistill.cli.scale import AUDIT_VIEWS
+    from mixdistill.registry import Registry
+
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(["mixdistill", "bench", "views", "-n", "2000", "--work", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert all(f"{v}: " in proc.stdout for v in AUDIT_VIEWS)
+    assert "audit views at 2,000 generations: " in proc.stdout
+    with Registry.open(tmp_path / "views.duckdb", read_only=True) as reg:
+        assert reg.scalar("SELECT count(*) FROM generations") == 2000
+        assert reg.scalar("SELECT count(*) FROM verdicts") == 2200  # a tenth of the problems judged twice
+        assert reg.scalar("SELECT count(*) FROM latest_verdicts WHERE rule_version = '2'") == 2000
+        assert reg.scalar("SELECT count(*) FROM audit_mode_disagreement") > 0
+        assert reg.scalar("SELECT count(DISTINCT outcome) FROM audit_failures") >= 3
+    bad = subprocess.run(["mixdistill", "bench", "views", "-n", "3"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--generations" in bad.stderr and "Traceback" not in bad.stderr

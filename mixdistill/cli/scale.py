@@ -215,3 +215,74 @@ def memory_line(stage: str, peaks: list[tuple[int, float]]) -> str:
     met = all(mb < RSS_TARGET_MB for _, mb in peaks)
     return (f"peak RSS {stage}: {sizes}{trend}; target < {RSS_TARGET_MB:,} MB at every size: "
             f"{'met' if met else 'NOT met'}")
+
+
+_VIEWS_SQL = (
+    "INSERT INTO teachers (teacher_id, name, provider, model) VALUES ('T', 'synthetic', 'openai', 'gpt-synthetic')",
+    """INSERT INTO problems (problem_id, task, question, answer_type, gold_text, gold_number, source, source_id)
+       SELECT printf('%016x', hash(i)), 'synth', 'Item ' || i || ': Sam has some pens. How many?', 'number',
+              (i % 97)::VARCHAR, i % 97, 'synthetic', i::VARCHAR FROM range($problems) t(i)""",
+    """INSERT INTO generations (request_key, teacher_id, prompt_id, problem_id, task, mode, sample_index, status,
+                                response_text, prompt_tokens, completion_tokens, cost_usd)
+       SELECT printf('%016x', hash(i, m)), 'T', 'P' || m, printf('%016x', hash(i)), 'synth', m, 0,
+              CASE WHEN i % 50 = 0 THEN 'error' ELSE 'ok' END,
+              'Sam starts with some pens, so the answer is ' || (i % 97) || '.', 120, 40, 0.0001
+       FROM range($problems) t(i), (SELECT unnest($modes) AS m)""",
+    """INSERT INTO executions (request_key, sandbox_version, status, answer, answer_number, error_class)
+       SELECT printf('%016x', hash(i, 'pot')), '2', CASE WHEN i % 25 = 3 THEN 'error' ELSE 'ok' END,
+              (i % 97)::VARCHAR, i % 97, CASE WHEN i % 25 = 3 THEN 'ZeroDivisionError' END
+       FROM range($problems) t(i) WHERE list_contains($modes, 'pot')""",
+    # every generation judged under rule version 2; one problem in ten also has an older verdict (version 1)
+    """INSERT INTO verdicts (request_key, rule, rule_version, extracted, correct, reason, created_at)
+       SELECT printf('%016x', hash(i, m)), 'strict', v, (i % 97)::VARCHAR, c, CASE WHEN c THEN 'correct'
+              ELSE 'wrong-answer' END, TIMESTAMP '2026-01-01' + INTERVAL (v::INT) DAY
+       FROM (SELECT i, m, v, CASE WHEN m = 'cot' THEN i % 7 <> 0 ELSE i % 11 <> 0 END AS c
+             FROM range($problems) t(i), (SELECT unnest($modes) AS m), (VALUES ('1'), ('2')) vv(v)
+             WHERE v = '2' OR i % 10 = 0)""",
+)
+
+
+def write_views_registry(registry: Path, generations: int, cot_only: bool) -> None:
+    """A registry of `generations` synthetic generations written straight in SQL (no teacher, no sandbox): CoT and
+    PoT of each problem (or CoT only), PoT executions, a verdict per generation and a superseded older one for a
+    tenth of the problems, failures of each kind, so every audit view has rows to rank, join and count."""
+    from mixdistill.registry import Registry
+
+    modes = ["cot"] if cot_only else ["cot", "pot"]
+    with Registry.open(registry, serve=False) as reg:
+        with reg.transaction():
+            for sql in _VIEWS_SQL:
+                params = {k: v for k, v in {"problems": generations // len(modes), "modes": modes}.items()
+                          if f"${k}" in sql}
+                reg.con.execute(sql, params)
+            reg.refresh_latest("verdicts")
+
+
+@bench_app.command("views")
+def bench_views(
+    generations: int = typer.Option(1_000_000, "--generations", "-n", help="synthetic generations in the registry"),
+    cot_only: bool = typer.Option(False, "--cot-only", help="CoT only (one generation per problem)"),
+    work: Optional[Path] = typer.Option(None, "--work", help="scratch folder (default: a temporary one, removed)"),
+) -> None:
+    """Time each audit view (`SELECT count(*)`, a fresh `mixdistill sql` process each) on a registry of N synthetic
+    generations written in SQL: the audit-view part of `bench scale` at sizes a full pipeline run takes hours for."""
+    import tempfile
+
+    if generations < 10:
+        raise MixdistillError("--generations: the size must be at least 10")
+    root = work or Path(tempfile.mkdtemp(prefix="mixdistill-views-"))
+    try:
+        registry = root / "views.duckdb"
+        registry.unlink(missing_ok=True)
+        started = time.perf_counter()
+        write_views_registry(registry, generations, cot_only)
+        console.print(f"registry of {generations:,} generations written in {time.perf_counter() - started:.1f} s "
+                      f"({registry.stat().st_size / 1e6:,.0f} MB)", highlight=False)
+        stages = [run_stage(v, ["sql", f"SELECT count(*) FROM {v}"], registry) for v in AUDIT_VIEWS]
+    finally:
+        if work is None:
+            shutil.rmtree(root, ignore_errors=True)
+    slowest = max(stages, key=lambda s: s.wall_s)
+    console.print(f"audit views at {generations:,} generations: {min(s.wall_s for s in stages):.1f}-"
+                  f"{slowest.wall_s:.1f} s each, whole process (slowest: {slowest.name}); peak RSS "
+                  f"{max(s.peak_rss_mb for s in stages):,.0f} MB", highlight=False)
