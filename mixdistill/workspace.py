@@ -33,21 +33,24 @@ _UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2*
 
 def memory_limit() -> str:
     """The workspace's DuckDB memory limit: `WORKSPACE_SHARE` of `settings.db_memory()`, in bytes."""
-    return f"{_limit_bytes()}B"
+    return f"{int(_bytes(settings.db_memory()) * WORKSPACE_SHARE)}B"
 
 
-def _limit_bytes() -> int:
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)b", settings.db_memory().lower()).groups()
-    return int(float(number) * _UNITS[unit] * WORKSPACE_SHARE)
+def _bytes(limit: str) -> int:
+    """A DuckDB memory limit (`1GB`, `512MiB`, `300000B`) in bytes."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?i?)b", limit.lower()).groups()
+    return int(float(number) * _UNITS.get(unit, 1))
 
 
 class Workspace:
-    """An in-memory DuckDB connection with a spill folder of its own; a context manager (also closed when collected)."""
+    """An in-memory DuckDB connection with a spill folder of its own; a context manager (also closed when collected).
+    `memory` is its DuckDB memory limit (default `memory_limit()`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: str | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="mixdistill-mix-")
+        self.memory = memory or memory_limit()
         self.con = duckdb.connect(":memory:", config={
-            "memory_limit": memory_limit(), "temp_directory": self._tmp.name,
+            "memory_limit": self.memory, "temp_directory": self._tmp.name,
             "autoinstall_known_extensions": False, "autoload_known_extensions": False,
         })
 
@@ -105,7 +108,7 @@ class Workspace:
                      f"(ORDER BY {order}) AS _pos{extra} FROM {source} s {join}) ORDER BY _rid")
         try:
             n = self.scalar("SELECT count(*) FROM _order")
-            per_part = max(1, int(_limit_bytes() * SORT_SHARE // max(1, self._row_bytes(source))))
+            per_part = max(1, int(_bytes(self.memory) * SORT_SHARE // max(1, self._row_bytes(source))))
             rows = f"FROM {source} s POSITIONAL JOIN _order o"
             if n <= per_part:
                 self.execute(f"CREATE TABLE {table} AS SELECT {select}, o._pos {rows} ORDER BY o._pos")

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from fakes.recipes import recipe, synthetic_task
+from mixdistill.errors import TaskError
 from mixdistill.generate import plan_generation, run_generation
 from mixdistill.registry import Registry
 from mixdistill.shard import shard_of
@@ -136,6 +137,26 @@ def test_custom_files_are_read_in_chunks_with_rows_numbered_across_them(tmp_path
     jsonl.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     with pytest.raises(Exception, match=r"row 9: id 'q2' repeats row 2"):
         list(load_chunks(spec(jsonl)))
+
+
+def test_csv_records_with_newlines_in_quoted_fields_are_never_cut_between_chunks(tmp_path, monkeypatch):
+    """JSONL and CSV are read a chunk of lines at a time (polars' scans of them keep the whole file in memory); a CSV
+    record that spans lines (a quoted newline, quotes doubled inside) stays whole, and the header heads every chunk."""
+    rows = [{"id": f"q{i}", "question": f'Line one of {i}\nand "two"' if i % 3 == 1 else f"What is {i}?", "answer": i}
+            for i in range(10)]
+    path = tmp_path / "t.csv"
+    pl.DataFrame(rows).write_csv(path)
+    assert path.read_text(encoding="utf-8").count("\n") > 11  # records do span lines
+    spec = CustomTask(name="t", path=str(path), question="question", answer="answer", id="id")
+    (whole,) = load_chunks(spec)
+    monkeypatch.setattr(custom, "CHUNK", 2)
+    chunks = list(load_chunks(spec))
+    assert len(chunks) >= 4
+    assert [p for c in chunks for p in c] == whole
+    assert [p.question for p in whole] == [r["question"] for r in rows]
+    path.write_text("id,question,answer\n", encoding="utf-8")
+    with pytest.raises(TaskError, match="no rows"):
+        list(load_chunks(spec))
 
 
 def test_a_replay_of_another_task_is_refused_before_anything_is_written(tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -12,11 +14,15 @@ from mixdistill.errors import TaskError
 from mixdistill.settings import RecipePath
 from mixdistill.tasks.base import Problem, parse_gold_bool, parse_gold_number
 
-# Files read in batches of rows (polars' streaming scans), so a ten-million-row task is never one frame in memory;
-# a .json file (one document) and a Hub dataset are read whole and sliced.
-_SCANS = {".parquet": pl.scan_parquet, ".jsonl": pl.scan_ndjson, ".ndjson": pl.scan_ndjson, ".csv": pl.scan_csv}
-_READERS = {**_SCANS, ".json": pl.read_json}
+# Files read in chunks of rows, so a ten-million-row task is never one frame in memory: Parquet by polars' streaming
+# scan (a row group at a time); JSONL and CSV CHUNK lines at a time, each chunk parsed by polars. (polars' scans of
+# those grew the process by the file's size: +125 MB of peak RSS per 10^6 rows of `bench scale`'s task file.) A
+# .json file (one document) and a Hub dataset are read whole and sliced.
+_LINES = {".jsonl": pl.read_ndjson, ".ndjson": pl.read_ndjson, ".csv": pl.read_csv}
+_SUFFIXES = (".parquet", *_LINES, ".json")
 CHUNK = 50_000  # problems per chunk
+INFER_ROWS = 100  # records a JSONL or CSV file's column types are inferred from (polars' default)
+IDS_MEMORY = "64MB"  # the repeated-id check's DuckDB pool: ten million ids spill to disk rather than grow the process
 
 
 class CustomTask(BaseModel):
@@ -65,15 +71,39 @@ def _frames(spec: CustomTask) -> Iterator[pl.DataFrame]:
     if not path.is_file():
         raise TaskError(f"custom task {spec.name!r}: file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix not in _READERS:
-        raise TaskError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_READERS)}")
+    if suffix not in _SUFFIXES:
+        raise TaskError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(_SUFFIXES)}")
     try:
-        if suffix in _SCANS:
-            yield from _SCANS[suffix](path).collect_batches(chunk_size=CHUNK)
+        if suffix == ".parquet":
+            yield from pl.scan_parquet(path).collect_batches(chunk_size=CHUNK)
+        elif suffix in _LINES:
+            read, header = _LINES[suffix], suffix == ".csv"
+            # the columns' types from the first INFER_ROWS records, as polars' scans infer them, for every chunk
+            schema = read(next(_line_chunks(path, header, INFER_ROWS)), infer_schema_length=INFER_ROWS).schema
+            for data in _line_chunks(path, header, CHUNK):
+                yield read(data, schema=schema)
         else:
-            yield from _READERS[suffix](path).iter_slices(CHUNK)
+            yield from pl.read_json(path).iter_slices(CHUNK)
     except Exception as e:
         raise TaskError(f"{path}: cannot read as {path.suffix[1:]}: {e}".splitlines()[0]) from None
+
+
+def _line_chunks(path: Path, header: bool, size: int) -> Iterator[bytes]:
+    """The file's records `size` lines at a time (a few more where a CSV's quoted field holds a newline), each chunk
+    after the header line when `header`; just the header (or nothing) for a file without records."""
+    with open(path, "rb") as f:
+        head = f.readline() if header else b""
+        sent = False
+        while lines := list(itertools.islice(f, size)):
+            if header:  # a record ends where its quotes are balanced: a `""` inside a field counts twice
+                odd = sum(line.count(b'"') for line in lines) % 2
+                while odd and (more := f.readline()):
+                    lines.append(more)
+                    odd ^= more.count(b'"') % 2
+            yield head + b"".join(lines)
+            sent = True
+        if not sent:
+            yield head
 
 
 def load(spec: CustomTask) -> list[Problem]:
@@ -88,34 +118,44 @@ def load_chunks(spec: CustomTask) -> Iterator[list[Problem]]:
     mapping = [("question", c) for c in qcols] + [("answer", spec.answer)] + ([("id", spec.id)] if spec.id else [])
     parse = parse_gold_number if spec.answer_type == "number" else parse_gold_bool
     source = spec.source  # once: a property that parses the path (a second per 100,000 rows)
-    ids: list[pl.Series] = []
     start = 0
-    for df in _frames(spec):
+    with _ids() if spec.id else contextlib.nullcontext() as ids:
+        for df in _frames(spec):
+            if start == 0:
+                for field, col in mapping:
+                    if col not in df.columns:
+                        raise TaskError(f"{spec.label()}: column {col!r} (mapped to '{field}') not found; columns: "
+                                        f"{', '.join(df.columns)}")
+            if df.height == 0:
+                continue
+            problems = _problems(spec, df, start, qcols, parse, source)
+            if ids is not None:
+                ids.append("ids", pl.DataFrame({"row": pl.int_range(start, start + df.height, eager=True),
+                                                "id": df.get_column(spec.id).cast(pl.String).str.strip_chars()}))
+            start += df.height
+            yield problems
         if start == 0:
-            for field, col in mapping:
-                if col not in df.columns:
-                    raise TaskError(f"{spec.label()}: column {col!r} (mapped to '{field}') not found; columns: "
-                                    f"{', '.join(df.columns)}")
-        if df.height == 0:
-            continue
-        problems = _problems(spec, df, start, qcols, parse, source)
-        if spec.id:
-            ids.append(df.get_column(spec.id).cast(pl.String).str.strip_chars())
-        start += df.height
-        yield problems
-    if start == 0:
-        raise TaskError(f"{spec.label()}: no rows (only a header, or an empty file): nothing to import")
-    if ids:
-        _check_unique(spec, pl.concat(ids))
+            raise TaskError(f"{spec.label()}: no rows (only a header, or an empty file): nothing to import")
+        if ids is not None:
+            _check_unique(spec, ids)
 
 
-def _check_unique(spec: CustomTask, ids: pl.Series) -> None:
-    """The id is the problem's identity: a repeated one would merge rows silently."""
-    repeats = ids.is_first_distinct().not_()
-    if repeats.any():
-        i = int(repeats.arg_true()[0])
-        first = int((ids == ids[i]).arg_true()[0])
-        raise TaskError(f"{spec.label()} row {i}: id {ids[i]!r} repeats row {first} (column {spec.id!r})")
+def _ids():
+    """Where the ids read so far are kept for `_check_unique`: a DuckDB workspace of `IDS_MEMORY`."""
+    from mixdistill.workspace import Workspace
+
+    return Workspace(IDS_MEMORY)
+
+
+def _check_unique(spec: CustomTask, ids) -> None:
+    """The id is the problem's identity: a repeated one would merge rows silently. Found by a GROUP BY (which spills),
+    so ten million ids are checked in bounded memory."""
+    found = ids.execute("WITH twice AS (SELECT id, min(row) AS first FROM ids GROUP BY id HAVING count(*) > 1)"
+                        " SELECT i.row, i.id, t.first FROM ids i JOIN twice t USING (id) WHERE i.row > t.first"
+                        " ORDER BY i.row LIMIT 1")
+    if found:
+        (i, sid, first), = found
+        raise TaskError(f"{spec.label()} row {i}: id {sid!r} repeats row {first} (column {spec.id!r})")
 
 
 def _problems(spec: CustomTask, df: pl.DataFrame, start: int, qcols: list[str], parse, source: str) -> list[Problem]:
