@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import polars as pl
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -322,11 +321,26 @@ def _spent_before(reg: Registry, plan: Plan) -> tuple[float, int]:
     return cost, tokens
 
 
+class Asked(NamedTuple):
+    """What the `generations` row of a request in flight records besides its answer."""
+
+    teacher_id: str
+    prompt_id: str
+    problem_id: str
+    mode: str
+    sample_index: int
+    task: str
+
+
+def asked(teacher_id: str, r: TeacherRequest, task: str) -> Asked:
+    return Asked(teacher_id, r.prompt.prompt_id, r.problem_id, r.mode, r.sample_index, task)
+
+
 class Sink:
     """Collects results: each call's rows go to the run's journal at once (one write), and to `generations` every
-    `FLUSH_EVERY_S` or `FLUSH_ROWS` rows."""
+    `FLUSH_EVERY_S` or `FLUSH_ROWS` rows. `meta` holds the requests in flight (request_key -> `Asked`)."""
 
-    def __init__(self, reg: Registry, run_id: str, meta: dict[str, tuple[str, TeacherRequest, str]],
+    def __init__(self, reg: Registry, run_id: str, meta: dict[str, Asked],
                  params_json: dict[str, str], report: GenerationReport, on_result=None, journal: Journal | None = None):
         self.reg, self.run_id, self.meta, self.params_json = reg, run_id, meta, params_json
         self.report, self.on_result, self.journal = report, on_result, journal
@@ -344,7 +358,7 @@ class Sink:
         if self.journal is not None:
             self.journal.append(rows)  # durable from here on: a kill -9 after this line loses nothing of it
         for r in results:
-            tally = self.report.by_teacher[self.meta[r.request_key][0]]
+            tally = self.report.by_teacher[self.meta[r.request_key].teacher_id]
             if r.status == "ok":
                 tally.ok += 1
             else:
@@ -359,15 +373,15 @@ class Sink:
             self.on_result(len(results))
 
     def _row(self, r: TeacherResult) -> dict:
-        teacher_id, req, task = self.meta[r.request_key]
+        a = self.meta[r.request_key]
         return {
-            "request_key": r.request_key, "teacher_id": teacher_id, "prompt_id": req.prompt.prompt_id,
-            "problem_id": req.problem_id, "mode": req.mode, "sample_index": req.sample_index,
-            "params": self.params_json[teacher_id], "status": r.status, "response_text": r.text,
+            "request_key": r.request_key, "teacher_id": a.teacher_id, "prompt_id": a.prompt_id,
+            "problem_id": a.problem_id, "mode": a.mode, "sample_index": a.sample_index,
+            "params": self.params_json[a.teacher_id], "status": r.status, "response_text": r.text,
             "finish_reason": r.finish_reason, "error": r.error, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd, "latency_s": r.latency_s,
             "batch_id": r.batch_id, "run_id": self.run_id, "reasoning_text": r.reasoning_text,
-            "reasoning_tokens": r.reasoning_tokens, "task": task,
+            "reasoning_tokens": r.reasoning_tokens, "task": a.task,
         }
 
     def _commit(self, rows: list[dict], segment: Segment | None = None) -> None:
@@ -443,56 +457,134 @@ async def _worker(teacher: Teacher, queue: deque, sink: Sink, budget: Budget, re
         sink.add(await teacher.complete(chunk))
 
 
+def _identities(part: list[tuple[TeacherRequest, str]]) -> pl.DataFrame:
+    """(request, task) pairs -> the `batch_requests` columns but `batch_id`."""
+    return pl.DataFrame(
+        {"request_key": [r.request_key for r, _ in part], "problem_id": [r.problem_id for r, _ in part],
+         "mode": [r.mode for r, _ in part], "sample_index": [r.sample_index for r, _ in part],
+         "prompt_id": [r.prompt.prompt_id for r, _ in part], "task": [t for _, t in part]},
+        schema={"request_key": pl.String, "problem_id": pl.String, "mode": pl.String, "sample_index": pl.Int32,
+                "prompt_id": pl.String, "task": pl.String})
+
+
+def _store_batch(reg: Registry, batch_id: str, teacher: Teacher, run_id: str,
+                 part: list[tuple[TeacherRequest, str]]) -> None:
+    """A submitted batch and its requests, in one commit: a restart finds both or neither."""
+    with reg.transaction():
+        reg.insert("batches", [{"batch_id": batch_id, "teacher_id": teacher.teacher_id, "provider": teacher.provider,
+                                "status": "submitted", "run_id": run_id}])
+        reg.insert("batch_requests", _identities(part).with_columns(batch_id=pl.lit(batch_id)), on_conflict="new")
+
+
+def _in_batches(reg: Registry, teacher_id: str, part: list[tuple[TeacherRequest, str]]) -> dict[str, str]:
+    """request_key -> batch_id, for those of the requests already in a pending batch of the teacher (submitted by an
+    earlier run). A request moved by migration m010 from a JSON list gets its identity here, so that its batch can be
+    ingested."""
+    pending = ("SELECT batch_id FROM batches WHERE teacher_id = $teacher AND status = 'submitted'")
+    with reg.lock:
+        reg.con.register("_chunk_asked", arrow_stream(_identities(part)))
+        try:
+            rows = reg.con.execute(
+                f"SELECT r.request_key, r.batch_id, r.problem_id IS NULL FROM batch_requests r"
+                f" JOIN _chunk_asked c USING (request_key) WHERE r.batch_id IN ({pending})", {"teacher": teacher_id}
+            ).fetchall()
+            if any(unknown for _, _, unknown in rows):
+                reg.con.execute(
+                    f"UPDATE batch_requests r SET problem_id = c.problem_id, mode = c.mode, sample_index ="
+                    f" c.sample_index, prompt_id = c.prompt_id, task = c.task FROM _chunk_asked c"
+                    f" WHERE r.request_key = c.request_key AND r.problem_id IS NULL AND r.batch_id IN ({pending})",
+                    {"teacher": teacher_id}).fetchall()
+        finally:
+            reg.con.unregister("_chunk_asked")
+    return {key: batch_id for key, batch_id, _ in rows}
+
+
+def _batch_asked(reg: Registry, batch_id: str) -> dict[str, Asked]:
+    """The requests of a batch whose identity is known (all but those of another recipe's JSON list)."""
+    with reg.lock:
+        rows = reg.con.execute(
+            "SELECT r.request_key, b.teacher_id, r.prompt_id, r.problem_id, r.mode, r.sample_index, r.task"
+            " FROM batch_requests r JOIN batches b USING (batch_id) WHERE r.batch_id = ? AND r.problem_id IS NOT NULL",
+            [batch_id]).fetchall()
+    return {key: Asked(*rest) for key, *rest in rows}
+
+
 def _set_batch_status(reg: Registry, batch_id: str, status: str) -> None:
     reg.con.execute(
         "UPDATE batches SET status = ?, updated_at = current_timestamp WHERE batch_id = ?", [status, batch_id]
     ).fetchall()
 
 
-async def _batches(teacher: Teacher, reqs: list[TeacherRequest], reg: Registry, sink: Sink, budget: Budget,
-                   report: GenerationReport, run_id: str) -> None:
-    """Batch API: resume batches a stopped build left pending, submit the rest, poll, ingest."""
-    by_key = {r.request_key: r for r in reqs}
-    pending = await sink.db(
-        reg.query,
-        "SELECT batch_id, request_keys FROM batches WHERE teacher_id = ? AND status = 'submitted' ORDER BY created_at",
-        [teacher.teacher_id],
-    )
-    in_flight, covered = [], set()
-    for batch_id, keys in pending.iter_rows():
-        keys = set(json.loads(keys))
-        if keys & by_key.keys():  # a batch of another recipe is left for that recipe's re-run to collect
-            in_flight.append(batch_id)
-            covered |= keys
-    todo = [r for r in reqs if r.request_key not in covered]
-    for i in range(0, len(todo), BATCH_MAX_REQUESTS):
-        if (why := budget.reached()) is not None:
-            report.stopped = why
-            break
-        part = todo[i : i + BATCH_MAX_REQUESTS]
-        batch_id = await teacher.with_retries(teacher.submit_batch, part)
-        row = {"batch_id": batch_id, "teacher_id": teacher.teacher_id, "provider": teacher.provider,
-               "status": "submitted", "request_keys": json.dumps([r.request_key for r in part]), "run_id": run_id}
-        await sink.db(reg.insert, "batches", [row])  # persisted at once: a restart picks it up
-        in_flight.append(batch_id)
-    while in_flight:
-        for batch_id in list(in_flight):
-            status = await teacher.with_retries(teacher.poll_batch, batch_id)
-            if status.state != "ended":
-                continue
-            sink.add(await teacher.with_retries(teacher.fetch_batch, batch_id, by_key))
-            await sink.flush()
-            state = "ingested" if status.detail in ("completed", "ended") else f"ingested-{status.detail}"
-            await sink.db(_set_batch_status, reg, batch_id, state)
-            in_flight.remove(batch_id)
-        if in_flight:
-            await asyncio.sleep(teacher.spec.batch_poll_s)
+class Batches:
+    """A Batch API teacher's share of the build. Its requests are submitted `BATCH_MAX_REQUESTS` at a time while the
+    plan is walked, each batch stored with its requests (`batch_requests`), so that memory holds one batch's
+    requests whatever the plan's size; requests already in a pending batch of an earlier run are not sent again.
+    Once the plan is walked, every batch holding requests of the plan is polled, and each one that ends is ingested
+    from its stored requests (a batch of another recipe is left for that recipe's re-run to collect)."""
+
+    def __init__(self, teacher: Teacher, reg: Registry, sink: Sink, budget: Budget, report: GenerationReport,
+                 run_id: str):
+        self.teacher, self.reg, self.sink, self.budget, self.report, self.run_id = teacher, reg, sink, budget, report, run_id
+        self.todo: list[tuple[TeacherRequest, str]] = []  # (request, task), fewer than BATCH_MAX_REQUESTS
+        self.in_flight: dict[str, None] = {}  # batch ids, in the order they were submitted
+        self.earlier: bool | None = None  # whether an earlier run left batches of this teacher pending
+
+    async def add(self, requests: list[TeacherRequest], task: str) -> None:
+        """A chunk's requests not stored `ok`; a full batch of them is submitted at once."""
+        part = [(r, task) for r in requests]
+        if self.earlier is None:
+            self.earlier = bool(await self.sink.db(
+                self.reg.scalar, "SELECT count(*) FROM batches WHERE teacher_id = ? AND status = 'submitted'",
+                [self.teacher.teacher_id]))
+        if self.earlier and part:
+            covered = await self.sink.db(_in_batches, self.reg, self.teacher.teacher_id, part)
+            self.in_flight.update(dict.fromkeys(covered.values()))
+            part = [(r, t) for r, t in part if r.request_key not in covered]
+        self.todo += part
+        while len(self.todo) >= BATCH_MAX_REQUESTS and not self.report.stopped:
+            await self._submit(self.todo[:BATCH_MAX_REQUESTS])
+            del self.todo[:BATCH_MAX_REQUESTS]
+
+    async def _submit(self, part: list[tuple[TeacherRequest, str]]) -> None:
+        if (why := self.budget.reached()) is not None:
+            self.report.stopped = why
+            return
+        batch_id = await self.teacher.with_retries(self.teacher.submit_batch, [r for r, _ in part])
+        await self.sink.db(_store_batch, self.reg, batch_id, self.teacher, self.run_id, part)  # a restart picks it up
+        self.in_flight[batch_id] = None
+
+    async def finish(self) -> None:
+        """Submit the last partial batch, then poll until every batch of the plan has ended and been ingested."""
+        if self.todo:
+            await self._submit(self.todo)
+            self.todo = []
+        while self.in_flight:
+            for batch_id in list(self.in_flight):
+                status = await self.teacher.with_retries(self.teacher.poll_batch, batch_id)
+                if status.state == "ended":
+                    await self._ingest(batch_id, status.detail)
+                    del self.in_flight[batch_id]
+            if self.in_flight:
+                await asyncio.sleep(self.teacher.spec.batch_poll_s)
+
+    async def _ingest(self, batch_id: str, detail: str) -> None:
+        asked = await self.sink.db(_batch_asked, self.reg, batch_id)
+        stored, errors = await self.sink.db(_cached, self.reg, list(asked))  # answered meanwhile, or asked again
+        keys = {k for k in asked if k not in stored}
+        self.sink.meta.update((k, asked[k]) for k in keys)
+        self.sink.retried |= errors & keys
+        self.sink.add(await self.teacher.with_retries(self.teacher.fetch_batch, batch_id, keys))
+        await self.sink.flush()
+        state = "ingested" if detail in ("completed", "ended") else f"ingested-{detail}"
+        await self.sink.db(_set_batch_status, self.reg, batch_id, state)
+        for key in keys:
+            self.sink.meta.pop(key, None)
 
 
-def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationReport,
-             meta: dict[str, tuple[str, TeacherRequest, str]], again: set[str]) -> dict[str, list[TeacherRequest]]:
+def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationReport
+             ) -> tuple[dict[str, list[TeacherRequest]], set[str]]:
     """Per teacher, its requests of the chunk not stored `ok` that it can answer (counted in the report as cached
-    and missing otherwise), entered in `meta`, and in `again` when stored with an error."""
+    and missing otherwise); and the chunk's keys stored with an error (asked again, their answers replace them)."""
     cached, retried = _cached(reg, [r.request_key for reqs in chunk.requests.values() for r in reqs])
     pending = {}
     for teacher in plan.teachers:
@@ -501,10 +593,8 @@ def _pending(reg: Registry, plan: Plan, chunk: PlanChunk, report: GenerationRepo
         tally.cached += len(chunk.requests[teacher.teacher_id]) - len(reqs)
         todo = teacher.answerable(reqs) if reqs else []
         tally.missing += len(reqs) - len(todo)
-        meta.update((r.request_key, (teacher.teacher_id, r, chunk.source.task)) for r in todo)
-        again.update(r.request_key for r in todo if r.request_key in retried)
         pending[teacher.teacher_id] = todo
-    return pending
+    return pending, retried
 
 
 async def _wait(jobs: list[asyncio.Task]) -> None:
@@ -523,36 +613,38 @@ async def _wait(jobs: list[asyncio.Task]) -> None:
 async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report: GenerationReport, run_id: str,
                    on_planned=None) -> None:
     """Chunk after chunk of the plan: drop what is stored, send the rest while the chunk's problems are stored (a
-    chunk's requests finish before the next chunk is read, so memory holds one chunk). Batch API teachers collect
-    their requests over the whole plan and submit them at the end."""
-    by_batch: dict[str, list[TeacherRequest]] = {t.teacher_id: [] for t in plan.teachers if t.spec.batch and t.supports_batch}
+    chunk's requests finish before the next chunk is read, so memory holds one chunk). Batch API teachers submit
+    their requests a batch at a time along the way (`Batches`) and collect the batches once the plan is walked."""
+    batches = {t.teacher_id: Batches(t, reg, sink, budget, report, run_id)
+               for t in plan.teachers if t.spec.batch and t.supports_batch}
     writer = asyncio.create_task(sink.run())
     try:
         for chunk in plan.chunks():
             if report.stopped:  # the budget is spent: the other problems are still stored, nothing more is asked
                 await sink.db(_store_problems, reg, chunk)
                 continue
-            pending = await sink.db(_pending, reg, plan, chunk, report, sink.meta, sink.retried)
+            pending, retried = await sink.db(_pending, reg, plan, chunk, report)
             if on_planned is not None:
                 on_planned(sum(len(v) for v in chunk.requests.values()) - sum(len(v) for v in pending.values()))
             # the chunk's problems are stored while its requests go out (queued before any of their commits)
             jobs = [asyncio.ensure_future(sink.db(_store_problems, reg, chunk))]
             for teacher in plan.teachers:
                 reqs = pending[teacher.teacher_id]
-                if teacher.teacher_id in by_batch:
-                    by_batch[teacher.teacher_id] += reqs
+                if teacher.teacher_id in batches:
+                    jobs.append(asyncio.ensure_future(batches[teacher.teacher_id].add(reqs, chunk.source.task)))
                 elif reqs:
+                    sink.meta.update((r.request_key, asked(teacher.teacher_id, r, chunk.source.task)) for r in reqs)
+                    sink.retried.update(r.request_key for r in reqs if r.request_key in retried)
                     queue = deque(teacher.chunks(reqs))
                     jobs += [asyncio.create_task(_worker(teacher, queue, sink, budget, report))
                              for _ in range(min(teacher.workers, len(queue)))]
             await _wait(jobs)
             for teacher in plan.teachers:
-                if teacher.teacher_id not in by_batch:  # every answer of the chunk has made its row
+                if teacher.teacher_id not in batches:  # every answer of the chunk has made its row
                     for r in pending[teacher.teacher_id]:
                         sink.meta.pop(r.request_key, None)
         if not report.stopped:
-            await _wait([asyncio.create_task(_batches(t, by_batch[t.teacher_id], reg, sink, budget, report, run_id))
-                         for t in plan.teachers if by_batch.get(t.teacher_id)])
+            await _wait([asyncio.create_task(b.finish()) for b in batches.values()])
     finally:
         sink.close()
         await asyncio.gather(writer, return_exceptions=True)  # lets a write in progress finish, never cuts it

@@ -17,7 +17,8 @@ from mixdistill.registry.problems import save_problems, split_problems
 from mixdistill.tasks import load_problems
 
 EXPECTED_TABLES = {
-    "problems", "problem_splits", "prompts", "teachers", "generations", "batches", "executions", "verdicts",
+    "problems", "problem_splits", "prompts", "teachers", "generations", "batches", "batch_requests", "executions",
+    "verdicts",
     "runs", "corpora", "corpus_rows", "models", "evals", "eval_samples",
 }
 AUDIT_VIEWS = {"latest_verdicts", "latest_executions", "generation_facts", "audit_pass_rate", "audit_failures",

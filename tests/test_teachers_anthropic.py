@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
@@ -81,9 +80,10 @@ def test_message_batches_roundtrip(tmp_path, registry_path):
             report = run_generation(reg, r, progress=False)
             df = reg.query("SELECT * FROM generations")
             batch = reg.query("SELECT * FROM batches").to_dicts()
+            members = reg.query("SELECT request_key FROM batch_requests")["request_key"].to_list()
         assert srv.generation_requests == []
     assert report.ok == 6 and len(batch) == 1 and batch[0]["status"] == "ingested"
-    assert set(json.loads(batch[0]["request_keys"])) == set(df["request_key"])
+    assert set(members) == set(df["request_key"])
     expected = (df["prompt_tokens"] * 0.8 + df["completion_tokens"] * 4.0) / 1e6 / 2
     assert (df["cost_usd"] - expected).abs().max() < 1e-12
 

@@ -197,12 +197,17 @@ def test_batch_api_submits_persists_polls_and_ingests_at_half_price(tmp_path, re
             report = run_generation(reg, r, progress=False)
             df = rows(reg)
             batches = reg.query("SELECT * FROM batches").to_dicts()
+            members = reg.query("SELECT * FROM batch_requests ORDER BY request_key")
         assert srv.generation_requests == []  # nothing went through the synchronous endpoint
         posts = [s["path"] for s in srv.requests_seen if s["method"] == "POST"]
     assert posts == ["/v1/files", "/v1/batches"]
     assert report.ok == 12 and df["status"].unique().to_list() == ["ok"]
     assert len(batches) == 1 and batches[0]["status"] == "ingested"
-    assert sorted(json.loads(batches[0]["request_keys"])) == sorted(df["request_key"].to_list())
+    assert members["request_key"].to_list() == sorted(df["request_key"].to_list())
+    assert members["batch_id"].unique().to_list() == [batches[0]["batch_id"]]
+    # each stored with what its answer's row records
+    stored = df.select("request_key", "problem_id", "mode", "sample_index", "prompt_id").sort("request_key")
+    assert members.select(stored.columns).equals(stored)
     assert df["batch_id"].unique().to_list() == [batches[0]["batch_id"]]
     full_price = (df["prompt_tokens"] * 0.15 + df["completion_tokens"] * 0.60) / 1e6
     assert (df["cost_usd"] - full_price / 2).abs().max() < 1e-12

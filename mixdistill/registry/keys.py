@@ -15,6 +15,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "executions": ("request_key", "sandbox_version"),
     "verdicts": ("request_key", "rule", "rule_version"),
     "corpus_rows": ("corpus_id", "config", "row_id"),
+    "batch_requests": ("batch_id", "request_key"),
 }
 
 # The one row of a key's history that the audit views read (`latest_verdicts`, `latest_executions`): the rows of a

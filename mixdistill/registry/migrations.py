@@ -496,3 +496,28 @@ def m009_audit_facts(con: duckdb.DuckDBPyConnection) -> None:
         FROM per_problem d JOIN problems p USING (problem_id);
         """
     )
+
+
+@migration
+def m010_batch_requests(con: duckdb.DuckDBPyConnection) -> None:
+    """A Batch API batch's requests move from a JSON list in `batches.request_keys` to rows of `batch_requests`, each
+    with what its answer's `generations` row needs (problem, mode, sample, prompt, task). A build then submits its
+    batches as it walks the plan and ingests each one from these rows, holding one batch's requests instead of the
+    whole plan's. Rows moved from a JSON list have no identity yet: the next build of their recipe fills it in
+    (`generate._in_batches`) before it collects them."""
+    con.execute(
+        """
+        CREATE TABLE batch_requests (
+            batch_id     VARCHAR NOT NULL,
+            request_key  VARCHAR NOT NULL,
+            problem_id   VARCHAR,
+            mode         VARCHAR,
+            sample_index INTEGER,
+            prompt_id    VARCHAR,
+            task         VARCHAR
+        );
+        INSERT INTO batch_requests (batch_id, request_key)
+            SELECT batch_id, unnest(from_json(request_keys, '["VARCHAR"]')) FROM batches;
+        ALTER TABLE batches DROP COLUMN request_keys;
+        """
+    )

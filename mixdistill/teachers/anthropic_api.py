@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Container
 
 from mixdistill.teachers.base import BatchStatus, Teacher, TeacherRequest, TeacherResult, Verdict
 from mixdistill.teachers.http import Transport, transport_verdict
@@ -132,9 +132,9 @@ class AnthropicTeacher(Teacher):
             headers = {"x-api-key": self._key or "", "anthropic-version": API_VERSION}
             self._transport = Transport(url, headers, self.spec.timeout_s, self.spec.max_concurrency)
         text = await self._transport.post("/v1/messages", self.params(r))
-        return [self.parse(r, text, time.perf_counter() - started)]
+        return [self.parse(r.request_key, text, time.perf_counter() - started)]
 
-    def parse(self, r: TeacherRequest, text: str, latency: float, batch_id: str | None = None) -> TeacherResult:
+    def parse(self, key: str, text: str, latency: float, batch_id: str | None = None) -> TeacherResult:
         try:
             data = json.loads(text) if isinstance(text, str) else text
             content = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
@@ -146,12 +146,12 @@ class AnthropicTeacher(Teacher):
             stop = data.get("stop_reason")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             return TeacherResult(
-                r.request_key, "error", text=self.scrub(str(text)), latency_s=latency, batch_id=batch_id,
+                key, "error", text=self.scrub(str(text)), latency_s=latency, batch_id=batch_id,
                 error=self.scrub(f"unparseable response: {type(e).__name__}: {e}"),
             )
         pt, ct = usage.get("input_tokens"), usage.get("output_tokens")
         return TeacherResult(
-            r.request_key, "ok", text=content, finish_reason=stop, prompt_tokens=pt, completion_tokens=ct,
+            key, "ok", text=content, finish_reason=stop, prompt_tokens=pt, completion_tokens=ct,
             cost_usd=self.cost(pt, ct, batch=batch_id is not None), latency_s=latency, batch_id=batch_id,
             reasoning_text=trace or None,  # output_tokens include thinking; the API reports no separate count
         )
@@ -168,16 +168,16 @@ class AnthropicTeacher(Teacher):
         counts = b.request_counts.model_dump() if b.request_counts else {}
         return BatchStatus("ended" if b.processing_status == "ended" else "pending", b.processing_status, counts)
 
-    async def fetch_batch(self, batch_id: str, by_key: dict[str, TeacherRequest]) -> list[TeacherResult]:
-        """Succeeded and errored items are stored; canceled/expired ones are left for the next run."""
+    async def fetch_batch(self, batch_id: str, keys: Container[str]) -> list[TeacherResult]:
+        """Succeeded and errored items of `keys` are stored; canceled/expired ones are left for the next run."""
         out = []
         async for item in await self.client.messages.batches.results(batch_id):
-            r = by_key.get(item.custom_id)
-            if r is None:
+            key = item.custom_id
+            if key not in keys:
                 continue
             if item.result.type == "succeeded":
-                out.append(self.parse(r, item.result.message.model_dump(mode="json"), 0.0, batch_id))
+                out.append(self.parse(key, item.result.message.model_dump(mode="json"), 0.0, batch_id))
             elif item.result.type == "errored":
                 error = self.scrub(f"batch item failed: {item.result.error.model_dump_json()}")
-                out.append(TeacherResult(r.request_key, "error", error=error, batch_id=batch_id))
+                out.append(TeacherResult(key, "error", error=error, batch_id=batch_id))
         return out

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Container
 
 import orjson
 
@@ -201,37 +201,38 @@ class OpenAITeacher(Teacher):
         started = time.perf_counter()
         if self.spec.api == "responses":
             text = await self._post("/responses", self.body(chunk))
-            return [self.parse_response(chunk[0], text, time.perf_counter() - started)]
+            return [self.parse_response(chunk[0].request_key, text, time.perf_counter() - started)]
         text = await self._post("/chat/completions", self.body_json(chunk))
-        return self.parse(chunk, text, time.perf_counter() - started)
+        return self.parse([r.request_key for r in chunk], text, time.perf_counter() - started)
 
-    def _unreadable(self, chunk, text, e: Exception, latency: float, batch_id: str | None) -> list[TeacherResult]:
+    def _unreadable(self, keys: list[str], text, e: Exception, latency: float, batch_id: str | None) -> list[TeacherResult]:
         error = self.scrub(f"unparseable response: {type(e).__name__}: {e}")
         return [
-            TeacherResult(r.request_key, "error", text=self.scrub(text), error=error, latency_s=latency, batch_id=batch_id)
-            for r in chunk
+            TeacherResult(key, "error", text=self.scrub(text), error=error, latency_s=latency, batch_id=batch_id)
+            for key in keys
         ]
 
     def split_reasoning(self, message: dict, content: str) -> tuple[str | None, str]:
         """(trace, final answer) of one chat message; OpenAI's own API returns no trace in Chat Completions."""
         return None, content
 
-    def parse(self, chunk: list[TeacherRequest], text: str, latency: float, batch_id: str | None = None) -> list[TeacherResult]:
-        """A chat.completion body -> one result per request; a body that cannot be read becomes error rows."""
+    def parse(self, keys: list[str], text: str, latency: float, batch_id: str | None = None) -> list[TeacherResult]:
+        """A chat.completion body -> one result per request key (its samples, in order); a body that cannot be read
+        becomes error rows."""
         try:
             data = orjson.loads(text)  # a third of the json module's CPU per response
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             usage = data.get("usage") or {}
             details = usage.get("completion_tokens_details") or {}
-            if len(choices) < len(chunk):
-                raise ValueError(f"{len(choices)} choices for {len(chunk)} requested samples")
+            if len(choices) < len(keys):
+                raise ValueError(f"{len(choices)} choices for {len(keys)} requested samples")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            return self._unreadable(chunk, text, e, latency, batch_id)
-        prompt = split_evenly(usage.get("prompt_tokens"), len(chunk))
-        completion = split_evenly(usage.get("completion_tokens"), len(chunk))
-        reasoning = split_evenly(details.get("reasoning_tokens"), len(chunk))
+            return self._unreadable(keys, text, e, latency, batch_id)
+        prompt = split_evenly(usage.get("prompt_tokens"), len(keys))
+        completion = split_evenly(usage.get("completion_tokens"), len(keys))
+        reasoning = split_evenly(details.get("reasoning_tokens"), len(keys))
         out = []
-        for i, (r, choice) in enumerate(zip(chunk, choices)):
+        for i, (key, choice) in enumerate(zip(keys, choices)):
             message = choice.get("message") or {}
             content = message.get("content")
             trace = None
@@ -239,7 +240,7 @@ class OpenAITeacher(Teacher):
                 trace, content = self.split_reasoning(message, content)
             out.append(
                 TeacherResult(
-                    r.request_key,
+                    key,
                     "ok" if isinstance(content, str) else "error",
                     text=content,
                     finish_reason=choice.get("finish_reason"),
@@ -255,7 +256,7 @@ class OpenAITeacher(Teacher):
             )
         return out
 
-    def parse_response(self, r: TeacherRequest, text: str, latency: float, batch_id: str | None = None) -> TeacherResult:
+    def parse_response(self, key: str, text: str, latency: float, batch_id: str | None = None) -> TeacherResult:
         """A Responses API `response` body: reasoning summaries are the trace, `output_text` parts the answer."""
         try:
             data = json.loads(text)
@@ -269,11 +270,11 @@ class OpenAITeacher(Teacher):
             reasoning_tokens = (usage.get("output_tokens_details") or {}).get("reasoning_tokens")
             incomplete = (data.get("incomplete_details") or {}).get("reason")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            return self._unreadable([r], text, e, latency, batch_id)[0]
+            return self._unreadable([key], text, e, latency, batch_id)[0]
         finish = "length" if incomplete == "max_output_tokens" else incomplete or data.get("status")
         pt, ct = usage.get("input_tokens"), usage.get("output_tokens")
         return TeacherResult(
-            r.request_key, "ok", text="".join(parts), finish_reason=finish, prompt_tokens=pt, completion_tokens=ct,
+            key, "ok", text="".join(parts), finish_reason=finish, prompt_tokens=pt, completion_tokens=ct,
             cost_usd=self.cost(pt, ct, batch=batch_id is not None), latency_s=latency, batch_id=batch_id,
             reasoning_text="\n\n".join(traces) or None, reasoning_tokens=reasoning_tokens,
         )
@@ -298,8 +299,8 @@ class OpenAITeacher(Teacher):
         state = "ended" if b.status in ("completed", "failed", "expired", "cancelled") else "pending"
         return BatchStatus(state, b.status, counts)
 
-    async def fetch_batch(self, batch_id: str, by_key: dict[str, TeacherRequest]) -> list[TeacherResult]:
-        """Results for the requests the batch answered; requests it did not answer are left for the next run."""
+    async def fetch_batch(self, batch_id: str, keys: Container[str]) -> list[TeacherResult]:
+        """Results for those of `keys` the batch answered; requests it did not answer are left for the next run."""
         b = await self.client.batches.retrieve(batch_id)
         out = []
         for file_id in (b.output_file_id, b.error_file_id):
@@ -308,17 +309,16 @@ class OpenAITeacher(Teacher):
             content = await self.client.files.content(file_id)
             for line in content.text.splitlines():
                 if line.strip():
-                    out += self._batch_line(line, by_key, batch_id)
+                    out += self._batch_line(line, keys, batch_id)
         return out
 
-    def _batch_line(self, line: str, by_key: dict[str, TeacherRequest], batch_id: str) -> list[TeacherResult]:
+    def _batch_line(self, line: str, keys: Container[str], batch_id: str) -> list[TeacherResult]:
         try:
             item = json.loads(line)
             key = item["custom_id"]
         except (ValueError, KeyError, TypeError):
             return []  # a line without a readable id cannot be matched to a request; the request is retried next run
-        request = by_key.get(key)
-        if request is None:
+        if key not in keys:
             return []
         response = item.get("response") or {}
         if item.get("error") or response.get("status_code", 200) >= 400:
@@ -326,8 +326,8 @@ class OpenAITeacher(Teacher):
             return [TeacherResult(key, "error", error=self.scrub(f"batch item failed: {json.dumps(error)}"), batch_id=batch_id)]
         body = json.dumps(response.get("body"))
         if self.spec.api == "responses":
-            return [self.parse_response(request, body, latency=0.0, batch_id=batch_id)]
-        return self.parse([request], body, latency=0.0, batch_id=batch_id)
+            return [self.parse_response(key, body, latency=0.0, batch_id=batch_id)]
+        return self.parse([key], body, latency=0.0, batch_id=batch_id)
 
 
 class OpenAICompatibleTeacher(OpenAITeacher):
