@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import polars as pl
 import pytest
 import yaml
 
@@ -58,11 +59,19 @@ def test_bench_views_builds_a_registry_that_ranks_and_times_every_view(tmp_path)
     from mixdistill.registry import Registry
 
     env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.run(["mixdistill", "bench", "views", "-n", "2000", "--work", str(tmp_path)],
+    proc = subprocess.run(["mixdistill", "bench", "views", "-n", "2000", "--mix-export", "--work", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert all(f"{v}: " in proc.stdout for v in AUDIT_VIEWS)
     assert "audit views at 2,000 generations: " in proc.stdout
+    assert "mix + export at 2,000 generations: " in proc.stdout
+    # every correct rationale of an answered generation is a row (one sample per mode, k = 1): CoT wrong when i % 7
+    # is 0, PoT when i % 11 is, no answer when i % 50 is
+    answered = [i for i in range(1000) if i % 50]
+    exported = {c: sum(pl.read_parquet(f).height for f in (tmp_path / "mix-export" / c).glob("*.parquet"))
+                for c in ("cot", "pot", "mixed")}
+    assert exported == {"cot": sum(1 for i in answered if i % 7), "pot": sum(1 for i in answered if i % 11),
+                        "mixed": sum((i % 7 > 0) + (i % 11 > 0) for i in answered)}
     with Registry.open(tmp_path / "views.duckdb", read_only=True) as reg:
         assert reg.scalar("SELECT count(*) FROM generations") == 2000
         assert reg.scalar("SELECT count(*) FROM verdicts") == 2200  # a tenth of the problems judged twice

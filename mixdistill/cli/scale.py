@@ -219,14 +219,19 @@ def memory_line(stage: str, peaks: list[tuple[int, float]]) -> str:
 
 _VIEWS_SQL = (
     "INSERT INTO teachers (teacher_id, name, provider, model) VALUES ('T', 'synthetic', 'openai', 'gpt-synthetic')",
-    """INSERT INTO problems (problem_id, task, question, answer_type, gold_text, gold_number, source, source_id)
+    """INSERT INTO problems (problem_id, task, question, answer_type, gold_text, gold_number, source, source_id, license)
        SELECT printf('%016x', hash(i)), 'synth', 'Item ' || i || ': Sam has some pens. How many?', 'number',
-              (i % 97)::VARCHAR, i % 97, 'synthetic', i::VARCHAR FROM range($problems) t(i)""",
+              (i % 97)::VARCHAR, i % 97, 'synthetic', i::VARCHAR, 'cc0-1.0' FROM range($problems) t(i)""",
+    """INSERT INTO problem_splits (task, split, problem_id, position)
+       SELECT 'synth', 'train', printf('%016x', hash(i)), i FROM range($problems) t(i)""",
     """INSERT INTO generations (request_key, teacher_id, prompt_id, problem_id, task, mode, sample_index, status,
                                 response_text, prompt_tokens, completion_tokens, cost_usd)
        SELECT printf('%016x', hash(i, m)), 'T', 'P' || m, printf('%016x', hash(i)), 'synth', m, 0,
               CASE WHEN i % 50 = 0 THEN 'error' ELSE 'ok' END,
-              'Sam starts with some pens, so the answer is ' || (i % 97) || '.', 120, 40, 0.0001
+              CASE m WHEN 'cot' THEN 'Sam starts with ' || (i % 89) || ' pens and finds ' || (i % 97 - i % 89) ||
+                     ', so the answer is ' || (i % 97) || '.'
+                     ELSE 'pens = ' || (i % 89) || chr(10) || 'ans = pens + ' || (i % 97 - i % 89) END,
+              120, 40, 0.0001
        FROM range($problems) t(i), (SELECT unnest($modes) AS m)""",
     """INSERT INTO executions (request_key, sandbox_version, status, answer, answer_number, error_class)
        SELECT printf('%016x', hash(i, 'pot')), '2', CASE WHEN i % 25 = 3 THEN 'error' ELSE 'ok' END,
@@ -258,14 +263,37 @@ def write_views_registry(registry: Path, generations: int, cot_only: bool) -> No
             reg.refresh_latest("verdicts")
 
 
+def write_views_recipe(folder: Path, cot_only: bool) -> Path:
+    """A build recipe of the SQL-written registry's task and teacher (its task file is never read: only the mix and
+    the export run on that registry)."""
+    import yaml
+
+    recipe = {
+        "name": "views", "version": "1.0.0",
+        "tasks": [{"custom": {"name": "synth", "path": str(folder / "synth.jsonl"), "question": "question",
+                              "answer": "answer", "id": "id", "license": "cc0-1.0"}}],
+        "teachers": [{"name": "synthetic", "provider": "openai", "model": "gpt-synthetic", "license": "apache-2.0",
+                      "source": "synthetic, written by mixdistill bench views"}],
+        "modes": ["cot"] if cot_only else ["cot", "pot"],
+        "samples": {"cot": 1, "pot": 1},
+        "mix": {"k_per_mode": 1, "balance_modes": not cot_only, "validation_fraction": 0.05},
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
 @bench_app.command("views")
 def bench_views(
     generations: int = typer.Option(1_000_000, "--generations", "-n", help="synthetic generations in the registry"),
     cot_only: bool = typer.Option(False, "--cot-only", help="CoT only (one generation per problem)"),
+    mix_export: bool = typer.Option(False, "--mix-export", help="also time mixing and export of the registry's "
+                                                                "correct rationales into a corpus version"),
     work: Optional[Path] = typer.Option(None, "--work", help="scratch folder (default: a temporary one, removed)"),
 ) -> None:
     """Time each audit view (`SELECT count(*)`, a fresh `mixdistill sql` process each) on a registry of N synthetic
-    generations written in SQL: the audit-view part of `bench scale` at sizes a full pipeline run takes hours for."""
+    generations written in SQL: the audit-view part of `bench scale` at sizes a full pipeline run takes hours for.
+    With `--mix-export`, also what `build` does after generation and verification (mix, register, export)."""
     import tempfile
 
     if generations < 10:
@@ -279,6 +307,14 @@ def bench_views(
         console.print(f"registry of {generations:,} generations written in {time.perf_counter() - started:.1f} s "
                       f"({registry.stat().st_size / 1e6:,.0f} MB)", highlight=False)
         stages = [run_stage(v, ["sql", f"SELECT count(*) FROM {v}"], registry) for v in AUDIT_VIEWS]
+        if mix_export:
+            out = root / "mix-export"
+            mixed = run_stage(MIX_EXPORT_STAGE, [str(write_views_recipe(root, cot_only)), str(out)], registry,
+                              module="mixdistill.cli.scale")
+            rows = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+            console.print(f"mix + export at {generations:,} generations: {mixed.wall_s:.1f} s "
+                          f"({mixed.wall_s / generations * 1e6:.1f} us per generation), peak RSS "
+                          f"{mixed.peak_rss_mb:,.0f} MB, export {rows:,.0f} MB", highlight=False)
     finally:
         if work is None:
             shutil.rmtree(root, ignore_errors=True)
