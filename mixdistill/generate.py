@@ -31,7 +31,7 @@ from mixdistill.journal import Journal, Segment, journal_dir, replay
 from mixdistill.progress import Progress
 from mixdistill.prompts import Prompt, load_prompt, prompt_task
 from mixdistill.recipe import BuildRecipe, TaskRef
-from mixdistill.registry import Registry, arrow_stream
+from mixdistill.registry import Registry
 from mixdistill.registry.runs import describe_error, finish_run, start_run
 from mixdistill.registry.problems import save_problems
 from mixdistill.shard import Shard
@@ -40,6 +40,7 @@ from mixdistill.tasks import TASKS, Problem, problem_chunks
 from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher
 from mixdistill.teachers.base import request_keyer
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
+from mixdistill.workspace import arrow_stream
 
 FLUSH_ROWS = 256
 FLUSH_EVERY_S = 0.5

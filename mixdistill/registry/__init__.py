@@ -24,6 +24,7 @@ from mixdistill.registry.keys import KEYS, LATEST
 from mixdistill.registry.migrations import MIGRATIONS
 from mixdistill.registry.serve import RemoteConnection, Server
 from mixdistill.registry.serve import connect as connect_to_writer
+from mixdistill.workspace import arrow_stream
 
 if TYPE_CHECKING:  # polars and pyarrow load on first use: `mixdistill info` needs neither
     import polars as pl
@@ -298,25 +299,6 @@ class Registry:
         from mixdistill.registry.runs import status_counts
 
         return status_counts(self)
-
-
-def arrow_stream(frame: "pl.DataFrame") -> "_ArrowStream":
-    """`frame` for `con.register`, scanned by DuckDB through the Arrow C stream interface: registering the frame
-    itself (or its `to_arrow()`) imports pyarrow and numpy, 0.2-0.3 s of a short command's start."""
-    import polars as pl
-
-    nulls = [name for name, dtype in frame.schema.items() if dtype == pl.Null]  # DuckDB cannot scan polars' Null
-    return _ArrowStream(frame.with_columns(pl.col(nulls).cast(pl.String)) if nulls else frame)
-
-
-class _ArrowStream:
-    """A frame seen only through `__arrow_c_stream__` (DuckDB asks pyarrow to convert a polars frame otherwise)."""
-
-    def __init__(self, frame: "pl.DataFrame"):
-        self.frame = frame
-
-    def __arrow_c_stream__(self, requested_schema=None):
-        return self.frame.__arrow_c_stream__(requested_schema)
 
 
 def _make_parent(path: Path) -> None:

@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from mixdistill.registry import arrow_stream
+from mixdistill.workspace import arrow_stream
 from mixdistill.teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResult
 
 if TYPE_CHECKING:
