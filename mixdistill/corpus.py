@@ -141,10 +141,10 @@ def _with_rationale(df: pl.DataFrame, rationale: str = "answer") -> pl.DataFrame
 
 
 def _candidate_sql(recipe: BuildRecipe) -> tuple[str, list]:
-    """The recipe's generations with a correct verdict under its rule (of those, the latest rule version)."""
+    """The recipe's generations whose latest verdict under its rule (`registry.keys.LATEST`: the highest rule
+    version, then the newest) is correct; an older version's `correct` does not outvote a newer one's rejection."""
     latest_correct = """JOIN (
-            SELECT request_key, extracted, rule, rule_version FROM verdicts WHERE rule = ? AND correct
-            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
+            SELECT request_key, extracted, rule, rule_version FROM verdicts WHERE rule = ? AND latest AND correct
         ) v ON v.request_key = g.request_key"""
     body, params = _scoped_generations(recipe, latest_correct)
     return f"SELECT {_RATIONALE_SELECT} FROM {body} AND g.status = 'ok'", params
@@ -174,8 +174,7 @@ def teacher_mode_stats(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
             FROM generations g JOIN teachers t USING (teacher_id) JOIN problem_splits s USING (problem_id)
             WHERE {scope}
         ), judged AS (
-            SELECT * FROM verdicts WHERE rule = ?
-            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
+            SELECT * FROM verdicts WHERE rule = ? AND latest
         )
         SELECT teacher, mode, count(*) AS generated, count(j.request_key) AS verified,
                count_if(j.correct) AS correct,
@@ -411,8 +410,7 @@ def audit_rows(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> None:
     kept rows say `kept`, and are in the split the corpus put them in.
     """
     latest = """LEFT JOIN (
-            SELECT request_key, extracted, correct, reason, rule, rule_version FROM verdicts WHERE rule = ?
-            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, rule_version DESC) = 1
+            SELECT request_key, extracted, correct, reason, rule, rule_version FROM verdicts WHERE rule = ? AND latest
         ) j ON j.request_key = g.request_key
         LEFT JOIN latest_executions e ON e.request_key = g.request_key"""
     body, params = _scoped_generations(recipe, latest)

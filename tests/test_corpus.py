@@ -93,6 +93,31 @@ def test_build_registers_version_with_lineage_and_stats(reg):
     assert reg.scalar("SELECT count(*) FROM corpora") == 1
 
 
+def test_a_newer_rule_version_s_verdict_decides_what_is_kept(reg):
+    """The corpus, its card's pass rates and its audit read the latest verdict of each generation (the highest rule
+    version, as the audit views do): a rationale a newer rule version rejects leaves the corpus even though an
+    older version accepted it, and one it accepts enters."""
+    unbalanced = {"k_per_mode": 2, "validation_fraction": 0.2, "balance_modes": False}  # every correct one is kept
+    first, _ = build_version(reg, recipe(mix=unbalanced))
+    rows = version_selection(reg, first.ref)["mixed"]
+    kept, problems = set(rows["request_key"]), set(rows["problem_id"])
+    v1 = reg.query("SELECT request_key, problem_id, correct FROM verdicts JOIN generations USING (request_key)"
+                   " WHERE mode = 'cot' ORDER BY request_key")
+    accepted = next(k for k, _, ok in v1.rows() if ok and k in kept)
+    rejected = next(k for k, p, ok in v1.rows() if not ok and p in problems)  # a training problem's
+    reg.insert("verdicts", [{"request_key": accepted, "rule": "strict", "rule_version": "2", "extracted": "0",
+                             "correct": False, "reason": "wrong-answer"},
+                            {"request_key": rejected, "rule": "strict", "rule_version": "2", "extracted": "1",
+                             "correct": True, "reason": "correct"}])
+    second, configs = build_version(reg, recipe(version="1.0.1", mix=unbalanced))
+    now = set(configs["mixed"]["request_key"])
+    assert accepted not in now and rejected in now and now - {rejected} == kept - {accepted}
+    tm = {(r["teacher"], r["mode"]): r for r in second.stats["teacher_mode"]}
+    before = {(r["teacher"], r["mode"]): r for r in first.stats["teacher_mode"]}
+    assert tm[("t1", "cot")]["correct"] == before[("t1", "cot")]["correct"]  # one lost, one gained
+    assert sorted(second.lineage["rules"]) == ["strict@1", "strict@2"]
+
+
 def test_changed_content_needs_a_new_version(reg):
     build_version(reg, recipe())
     with pytest.raises(CorpusError, match=r"svamp-md@1.0.0 already exists with different content .* bump `version`"):
