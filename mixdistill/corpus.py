@@ -117,27 +117,37 @@ def _scoped_generations(recipe: BuildRecipe, judged: str) -> tuple[str, list]:
 
 _RATIONALE_SELECT = """
     g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher, g.prompt_id,
-    g.response_text, g.reasoning_text, v.extracted AS answer, p.gold_text AS gold, v.rule || '@' || v.rule_version AS rule,
-    p.source, p.license
+    g.response_text, g.reasoning_text, e.program, v.extracted AS answer, p.gold_text AS gold,
+    v.rule || '@' || v.rule_version AS rule, p.source, p.license
 """
+# e: a PoT generation's latest execution, which holds the program `verify` ran (schema 11 on)
 _RATIONALE_FROM = """
     generations g
     JOIN teachers t USING (teacher_id)
     JOIN problems p ON p.problem_id = g.problem_id
+    LEFT JOIN executions e ON e.request_key = g.request_key AND e.latest
 """
 
 
-def _with_rationale(df: pl.DataFrame, rationale: str = "answer") -> pl.DataFrame:
-    """The training target: the prose for CoT, the extracted program for PoT; with `rationale: trace-and-answer`
-    a reasoning teacher's trace before it (`mix.compose_rationale`). One bounded chunk at a time."""
-    from mixdistill.mix import compose_rationale
+def _program(text: str | None, executed: str | None) -> str | None:
+    """A PoT response's program: the one its execution ran, or (executions stored before schema 11) extracted."""
     from mixdistill.verify.programs import extract_program
 
+    return executed if executed is not None else extract_program(text)
+
+
+def _with_rationale(df: pl.DataFrame, rationale: str = "answer") -> pl.DataFrame:
+    """The training target: the prose for CoT, the executed program for PoT; with `rationale: trace-and-answer`
+    a reasoning teacher's trace before it (`mix.compose_rationale`). One bounded chunk at a time."""
+    from mixdistill.mix import compose_rationale
+
     out = [
-        compose_rationale(mode, (extract_program(text) or "") if mode == "pot" else (text or "").strip(), trace, rationale)
-        for mode, text, trace in zip(df["mode"], df["response_text"], df["reasoning_text"])
+        compose_rationale(mode, (_program(text, program) or "") if mode == "pot" else (text or "").strip(), trace,
+                          rationale)
+        for mode, text, trace, program in zip(df["mode"], df["response_text"], df["reasoning_text"], df["program"])
     ]
-    return df.drop("response_text", "reasoning_text").with_columns(pl.Series("rationale", out, dtype=pl.String))
+    return (df.drop("response_text", "reasoning_text", "program")
+            .with_columns(pl.Series("rationale", out, dtype=pl.String)))
 
 
 def _candidate_sql(recipe: BuildRecipe) -> tuple[str, list]:
@@ -150,7 +160,7 @@ def _candidate_sql(recipe: BuildRecipe) -> tuple[str, list]:
     return f"SELECT {_RATIONALE_SELECT} FROM {body} AND g.status = 'ok'", params
 
 
-def _chunks(reg: Registry, sql: str, params: list, rationale: str):
+def _chunks(reg: Registry, sql: str, params: list | dict, rationale: str):
     """A rationale query's rows in bounded chunks, each with its training target."""
     with reg.lock:
         for table in registry_batches(reg.con, sql, params):
@@ -411,12 +421,11 @@ def audit_rows(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> None:
     """
     latest = """LEFT JOIN (
             SELECT request_key, extracted, correct, reason, rule, rule_version FROM verdicts WHERE rule = ? AND latest
-        ) j ON j.request_key = g.request_key
-        LEFT JOIN latest_executions e ON e.request_key = g.request_key"""
+        ) j ON j.request_key = g.request_key"""
     body, params = _scoped_generations(recipe, latest)
     sql = f"""
         SELECT g.request_key, g.problem_id, p.task, p.source_id, p.question, g.mode, t.name AS teacher, g.prompt_id,
-               g.response_text, g.status, g.error, p.gold_text AS gold, j.extracted AS answer, j.correct,
+               g.response_text, e.program, g.status, g.error, p.gold_text AS gold, j.extracted AS answer, j.correct,
                j.reason AS verdict_reason, j.rule || '@' || j.rule_version AS rule, e.status AS execution,
                nullif(concat_ws(': ', e.error_class, e.error_message), '') AS exec_error
         FROM {body}
@@ -445,13 +454,11 @@ def audit_rows(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> None:
 
 def _audit_rationale(df: pl.DataFrame) -> pl.DataFrame:
     """The audit's rationale of one chunk: a PoT response's program (or the response), a CoT response's text."""
-    from mixdistill.verify.programs import extract_program
-
     rationale = [
-        ((extract_program(text) or text) if mode == "pot" else text or "").strip()
-        for mode, text in zip(df["mode"], df["response_text"].fill_null(""))
+        ((_program(text, program) or text) if mode == "pot" else text or "").strip()
+        for mode, text, program in zip(df["mode"], df["response_text"].fill_null(""), df["program"])
     ]
-    return df.with_columns(pl.Series("rationale", rationale, dtype=pl.String))
+    return df.drop("program").with_columns(pl.Series("rationale", rationale, dtype=pl.String))
 
 
 def write_rejected(ws: Workspace, out: Path) -> dict[str, str]:
@@ -510,13 +517,18 @@ def version_selection(reg: Registry, ref: str) -> Mixed:
         SELECT cr.config, cr.split, cr.row_id AS id, {_RATIONALE_SELECT}
         FROM corpus_rows cr
         JOIN {_RATIONALE_FROM} ON g.request_key = cr.request_key
-        JOIN verdicts v ON v.request_key = g.request_key AND v.rule || '@' || v.rule_version IN (SELECT unnest(?))
-        WHERE cr.corpus_id = ? AND cr.config = 'mixed'
+        JOIN (  -- of a row's verdicts under the version's rule versions, the one its build read (the latest then)
+            SELECT request_key, extracted, rule, rule_version FROM verdicts
+            WHERE rule || '@' || rule_version IN (SELECT unnest($rules)) AND request_key IN (
+                SELECT request_key FROM corpus_rows WHERE corpus_id = $corpus AND config = 'mixed')
+            QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY rule_version DESC, created_at DESC) = 1
+        ) v ON v.request_key = g.request_key
+        WHERE cr.corpus_id = $corpus AND cr.config = 'mixed'
         """
     ws = Workspace()
     try:
         rationale = record["recipe"].get("mix", {}).get("rationale", "answer")
-        for chunk in _chunks(reg, sql, [record["lineage"]["rules"], record["corpus_id"]], rationale):
+        for chunk in _chunks(reg, sql, {"rules": record["lineage"]["rules"], "corpus": record["corpus_id"]}, rationale):
             ws.append("_stored", chunk.with_columns(_i=pl.col("id").str.split("-").list.last().cast(pl.Int64)))
         ws.create_ordered("rows", "_stored", ROW_ORDER, f"s.* EXCLUDE (config), {input_sql()} AS input")
         ws.execute("DROP TABLE _stored")

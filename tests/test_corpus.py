@@ -116,6 +116,25 @@ def test_a_newer_rule_version_s_verdict_decides_what_is_kept(reg):
     before = {(r["teacher"], r["mode"]): r for r in first.stats["teacher_mode"]}
     assert tm[("t1", "cot")]["correct"] == before[("t1", "cot")]["correct"]  # one lost, one gained
     assert sorted(second.lineage["rules"]) == ["strict@1", "strict@2"]
+    with version_selection(reg, second.ref) as stored:  # rebuilt from the registry: each row once, as built
+        assert stored["mixed"].sort("id").equals(configs["mixed"].sort("id"))
+
+
+def test_pot_rows_carry_the_program_their_execution_ran(reg):
+    """A PoT row's rationale is the program `verify` ran and stored with its execution (schema 11), not one
+    extracted from the response again; a generation whose execution predates that column is extracted as before."""
+    pot = reg.query("SELECT request_key, response_text FROM generations WHERE mode = 'pot' ORDER BY request_key")
+    keys = pot["request_key"].to_list()
+    executed = {k: f"# as executed\nans = {i}" for i, k in enumerate(keys[::2])}
+    reg.insert("executions", [{"request_key": k, "sandbox_version": "2", "status": "ok", "program": program}
+                              for k, program in executed.items()]
+               + [{"request_key": k, "sandbox_version": "2", "status": "ok"} for k in keys[1::2]])
+    _, configs = build_version(reg, recipe(mix={"k_per_mode": 2, "validation_fraction": 0.2, "balance_modes": False}))
+    rows = dict(configs["pot"].select("request_key", "rationale").rows())
+    responses = dict(pot.rows())
+    assert rows and all(rows[k] == program for k, program in executed.items() if k in rows)
+    extracted = [k for k in keys[1::2] if k in rows]
+    assert extracted and all(rows[k] == responses[k].split("```python\n")[1].split("\n```")[0] for k in extracted)
 
 
 def test_changed_content_needs_a_new_version(reg):

@@ -90,6 +90,9 @@ def test_verify_writes_executions_and_verdicts(registry_path, sandbox):
     assert executions["pot-noprog"]["error_class"] == "NoProgram"
     assert executions["pot-forbidden"]["status"] == "forbidden"
     assert executions["pot-list"]["answer"] == "[7]" and executions["pot-list"]["answer_number"] is None
+    # each execution keeps the program it ran (the fenced block, not the response), none where there was none
+    assert executions["pot-ok"]["program"] == "a = 3\nb = 4\nans = a + b"
+    assert executions["pot-wrong"]["program"] == "ans = 3 * 4" and executions["pot-noprog"]["program"] is None
     assert (summary.pending, summary.verified, summary.correct) == (12, 12, 3)
     assert summary.executed == 7 and summary.reused_executions == 0  # the no-program response is not run
     assert summary.reasons["timeout"] == 1

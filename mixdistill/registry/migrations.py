@@ -521,3 +521,12 @@ def m010_batch_requests(con: duckdb.DuckDBPyConnection) -> None:
         ALTER TABLE batches DROP COLUMN request_keys;
         """
     )
+
+
+@migration
+def m011_executed_programs(con: duckdb.DuckDBPyConnection) -> None:
+    """An execution keeps the program it ran (`executions.program`, as `verify` extracted it from the response), so
+    an audit reads what was executed, and every build takes its PoT rationales from there instead of extracting
+    each program again (twice per build: corpus rows and audit table). Executions stored before have none; builds
+    extract theirs as before."""
+    con.execute("ALTER TABLE executions ADD COLUMN program VARCHAR")

@@ -212,7 +212,8 @@ def _verify_chunk(reg: Registry, rule: Rule, rows: pl.DataFrame, sb: Sandbox | N
         res = next(results) if program is not None else ExecResult(
             "no-answer", error_class="NoProgram", error_message="no Python program found in the response"
         )
-        executions.append({"request_key": r["request_key"], "sandbox_version": SANDBOX_VERSION, **res.to_row()})
+        executions.append({"request_key": r["request_key"], "sandbox_version": SANDBOX_VERSION, "program": program,
+                           **res.to_row()})
         r.update(exec_status=res.status, exec_answer=res.answer, exec_number=res.answer_number,
                  exec_printed=res.printed, exec_first=res.first_answer, exec_first_number=res.first_number)
     summary.executed += len(runnable)
@@ -251,6 +252,7 @@ _EXEC_SCHEMA = {
     "request_key": pl.String, "sandbox_version": pl.String, "status": pl.String, "answer": pl.String,
     "answer_number": pl.Float64, "stdout_head": pl.String, "error_class": pl.String, "error_message": pl.String,
     "runtime_s": pl.Float64, "printed": pl.String, "first_answer": pl.String, "first_number": pl.Float64,
+    "program": pl.String,
 }
 _VERDICT_SCHEMA = {
     "request_key": pl.String, "rule": pl.String, "rule_version": pl.String, "extracted": pl.String,
