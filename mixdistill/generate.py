@@ -40,7 +40,7 @@ from mixdistill.tasks import TASKS, Problem, problem_chunks
 from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher
 from mixdistill.teachers.base import request_keyer
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
-from mixdistill.workspace import arrow_stream
+from mixdistill.workspace import IDS_MEMORY, Workspace, arrow_stream
 
 FLUSH_ROWS = 256
 FLUSH_EVERY_S = 0.5
@@ -183,18 +183,24 @@ class Plan:
         return {m: self.recipe.samples[m] for m in self.recipe.modes if teacher.serves(m)}
 
     def problem_chunks(self) -> Iterator[tuple[Source, int, list[Problem], list[Problem]]]:
-        """(source, position of the chunk's first problem, the chunk's problems, those of them asked)."""
-        seen: set[str] = set()  # problems of earlier splits: a problem listed through two splits is asked once
-        for n, source in enumerate(self.sources):
-            position, ids = 0, []
-            for problems in source.chunks():
-                asked = [p for p in problems if p.problem_id not in seen
-                         and (self.shard is None or self.shard.holds(p.problem_id))]  # other shards ask theirs
-                yield source, position, problems, asked
-                position += len(problems)
-                if n + 1 < len(self.sources):  # only a recipe of several splits holds their ids
-                    ids += [p.problem_id for p in problems]
-            seen.update(ids)
+        """(source, position of the chunk's first problem, the chunk's problems, those of them asked). A problem
+        listed through two splits is asked once: the ids of the earlier splits are kept in a small DuckDB workspace
+        (only a recipe of several splits has one) and each chunk is looked up there."""
+        with contextlib.ExitStack() as stack:
+            seen = None
+            for n, source in enumerate(self.sources):
+                position = 0
+                for problems in source.chunks():
+                    asked = [p for p in problems if self.shard is None or self.shard.holds(p.problem_id)]
+                    if seen is not None and n > 0 and asked:
+                        before = seen.found("seen", [p.problem_id for p in asked], f"split < {n}")
+                        asked = [p for p in asked if p.problem_id not in before]
+                    yield source, position, problems, asked
+                    position += len(problems)
+                    if n + 1 < len(self.sources):
+                        seen = seen or stack.enter_context(Workspace(IDS_MEMORY))
+                        seen.append("seen", pl.DataFrame({"id": [p.problem_id for p in problems], "split": n},
+                                                         schema={"id": pl.String, "split": pl.Int32}))
 
     def chunks(self) -> Iterator[PlanChunk]:
         sampling = self.recipe.sampling

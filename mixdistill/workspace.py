@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 CHUNK_ROWS = 50_000  # rows per chunk of Python work (tests shrink it)
+IDS_MEMORY = "64MB"  # a workspace that holds only ids (a task file's, a plan's earlier splits'): beyond it, they spill
 WORKSPACE_SHARE = 0.5  # of the registry connection's memory limit
 SORT_SHARE = 0.125  # of the workspace's limit: the most row bytes `create_ordered` sorts at once (tests shrink it)
 _UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -109,6 +110,16 @@ class Workspace:
                 self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming")
         finally:
             self.con.unregister("_incoming")
+
+    def found(self, table: str, ids: list[str], where: str = "true") -> set[str]:
+        """Those of `ids` that are in the `id` column of `table` (rows matching `where`): one join."""
+        import polars as pl
+
+        self.con.register("_ids", arrow_stream(pl.DataFrame({"id": ids}, schema={"id": pl.String})))
+        try:
+            return {i for (i,) in self.execute(f"SELECT id FROM _ids WHERE id IN (SELECT id FROM {table} WHERE {where})")}
+        finally:
+            self.con.unregister("_ids")
 
     def create_ordered(self, table: str, source: str, order: str, select: str = "s.*", narrow: str = "",
                        join: str = "") -> None:

@@ -139,6 +139,28 @@ def test_custom_files_are_read_in_chunks_with_rows_numbered_across_them(tmp_path
         list(load_chunks(spec(jsonl)))
 
 
+def test_a_problem_listed_through_two_splits_is_asked_once_in_any_chunk(tmp_path, monkeypatch):
+    """Split `second` lists p0-p9, seven of them already in split `first` (same file name and ids): only p7-p9 are
+    asked again, whichever chunks they fall in, and both splits' memberships are stored."""
+    monkeypatch.setattr(custom, "CHUNK", 3)
+    (tmp_path / "b").mkdir()
+    first, second = synthetic_task(tmp_path, 7), synthetic_task(tmp_path / "b", 10)
+    first["custom"]["split"], second["custom"]["split"] = "first", "second"
+    questions = [json.loads(line)["question"] for line in open(second["custom"]["path"], encoding="utf-8")]
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_text("\n".join(json.dumps({"question": q, "mode": "cot", "response": "The answer is 1."})
+                                  for q in questions), encoding="utf-8")
+    spec = recipe([first, second], [{"provider": "replay", "model": "x", "path": str(recorded)}], modes=["cot"],
+                  samples={"cot": 1})
+    plan = plan_generation(spec)
+    (requests,) = plan.requests.values()
+    assert plan.total == len(requests) == 10 and len({r.problem_id for r in requests}) == 10
+    with Registry.open(tmp_path / "r.duckdb") as reg:
+        report = run_generation(reg, spec, progress=False)
+        splits = dict(reg.query("SELECT split, count(*) FROM problem_splits GROUP BY ALL").rows())
+    assert report.ok == 10 and splits == {"first": 7, "second": 10}
+
+
 def test_csv_records_with_newlines_in_quoted_fields_are_never_cut_between_chunks(tmp_path, monkeypatch):
     """JSONL and CSV are read a chunk of lines at a time (polars' scans of them keep the whole file in memory); a CSV
     record that spans lines (a quoted newline, quotes doubled inside) stays whole, and the header heads every chunk."""

@@ -22,7 +22,6 @@ _LINES = {".jsonl": pl.read_ndjson, ".ndjson": pl.read_ndjson, ".csv": pl.read_c
 _SUFFIXES = (".parquet", *_LINES, ".json")
 CHUNK = 50_000  # problems per chunk
 INFER_ROWS = 100  # records a JSONL or CSV file's column types are inferred from (polars' default)
-IDS_MEMORY = "64MB"  # the repeated-id check's DuckDB pool: ten million ids spill to disk rather than grow the process
 
 
 class CustomTask(BaseModel):
@@ -141,8 +140,9 @@ def load_chunks(spec: CustomTask) -> Iterator[list[Problem]]:
 
 
 def _ids():
-    """Where the ids read so far are kept for `_check_unique`: a DuckDB workspace of `IDS_MEMORY`."""
-    from mixdistill.workspace import Workspace
+    """Where the ids read so far are kept for `_check_unique`: a DuckDB workspace whose ids spill to disk beyond
+    `workspace.IDS_MEMORY` rather than grow the process."""
+    from mixdistill.workspace import IDS_MEMORY, Workspace
 
     return Workspace(IDS_MEMORY)
 
