@@ -338,9 +338,9 @@ class Asked(NamedTuple):
     sample_index: int
     task: str
 
-
-def asked(teacher_id: str, r: TeacherRequest, task: str) -> Asked:
-    return Asked(teacher_id, r.prompt.prompt_id, r.problem_id, r.mode, r.sample_index, task)
+    @classmethod
+    def of(cls, teacher_id: str, r: TeacherRequest, task: str) -> "Asked":
+        return cls(teacher_id, r.prompt.prompt_id, r.problem_id, r.mode, r.sample_index, task)
 
 
 class Sink:
@@ -487,7 +487,7 @@ def _in_batches(reg: Registry, teacher_id: str, part: list[tuple[TeacherRequest,
     """request_key -> batch_id, for those of the requests already in a pending batch of the teacher (submitted by an
     earlier run). A request moved by migration m010 from a JSON list gets its identity here, so that its batch can be
     ingested."""
-    pending = ("SELECT batch_id FROM batches WHERE teacher_id = $teacher AND status = 'submitted'")
+    pending = "SELECT batch_id FROM batches WHERE teacher_id = $teacher AND status = 'submitted'"
     with reg.lock:
         reg.con.register("_chunk_asked", arrow_stream(_identities(part)))
         try:
@@ -640,7 +640,7 @@ async def _execute(reg: Registry, plan: Plan, sink: Sink, budget: Budget, report
                 if teacher.teacher_id in batches:
                     jobs.append(asyncio.ensure_future(batches[teacher.teacher_id].add(reqs, chunk.source.task)))
                 elif reqs:
-                    sink.meta.update((r.request_key, asked(teacher.teacher_id, r, chunk.source.task)) for r in reqs)
+                    sink.meta.update((r.request_key, Asked.of(teacher.teacher_id, r, chunk.source.task)) for r in reqs)
                     sink.retried.update(r.request_key for r in reqs if r.request_key in retried)
                     queue = deque(teacher.chunks(reqs))
                     jobs += [asyncio.create_task(_worker(teacher, queue, sink, budget, report))

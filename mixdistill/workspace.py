@@ -1,5 +1,5 @@
-"""A private DuckDB database for one build's mixing and export (and a task file's id check): rows go in and come
-out in bounded chunks.
+"""A private DuckDB database for one build's mixing and export (and for sets of ids too large for Python): rows go
+in and come out in bounded chunks.
 
 Mixing and export work on every correct rationale of a corpus (10^7 at scale). Held as Python lists or eager frames
 they cost gigabytes; in DuckDB they stay under its memory limit (`settings.db_memory()`) and spill to a temporary

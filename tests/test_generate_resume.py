@@ -178,7 +178,7 @@ def test_the_journal_holds_only_answers_not_yet_committed(registry_path):
     killed after millions of answers leaves only its last uncommitted ones to replay (not all of them)."""
     import asyncio
 
-    from mixdistill.generate import GenerationReport, Sink, TeacherTally, asked
+    from mixdistill.generate import Asked, GenerationReport, Sink, TeacherTally
     from mixdistill.journal import Journal
     from mixdistill.prompts import load_prompt
     from mixdistill.recipe import Sampling
@@ -190,7 +190,7 @@ def test_the_journal_holds_only_answers_not_yet_committed(registry_path):
     with Registry.open(registry_path) as reg:
         folder = journal_dir_of(registry_path)
         journal = Journal(folder, "r")
-        sink = Sink(reg, "r", {r.request_key: asked("t", r, "svamp") for r in reqs}, {"t": "{}"}, report, journal=journal)
+        sink = Sink(reg, "r", {r.request_key: Asked.of("t", r, "svamp") for r in reqs}, {"t": "{}"}, report, journal=journal)
 
         def answer(part):
             sink.add([TeacherResult(r.request_key, "ok", text="The answer is 1.") for r in part])
