@@ -40,7 +40,7 @@ from mixdistill.tasks import TASKS, Problem, problem_chunks
 from mixdistill.teachers import Teacher, TeacherError, TeacherRequest, TeacherResult, make_teacher
 from mixdistill.teachers.base import request_keyer
 from mixdistill.teachers.openai_api import BATCH_MAX_REQUESTS
-from mixdistill.workspace import IDS_MEMORY, Workspace, arrow_stream
+from mixdistill.workspace import IDS_MEMORY, Workspace, registered
 
 FLUSH_ROWS = 256
 FLUSH_EVERY_S = 0.5
@@ -289,12 +289,8 @@ def _store_plan(reg: Registry, plan: Plan, recipe: BuildRecipe, run_id: str) -> 
 def _with_keys(reg: Registry, name: str, column: str, values: list[str], sql: str, params: list | None = None):
     """Rows of `sql`, which joins the registered one-column table `name` of `values` (a chunk's keys or ids):
     a chunk is looked up by one join, with nothing held for the whole plan."""
-    with reg.lock:
-        reg.con.register(name, arrow_stream(pl.DataFrame({column: values}, schema={column: pl.String})))
-        try:
-            return reg.con.execute(sql, params).fetchall()
-        finally:
-            reg.con.unregister(name)
+    with reg.lock, registered(reg.con, name, pl.DataFrame({column: values}, schema={column: pl.String})):
+        return reg.con.execute(sql, params).fetchall()
 
 
 def _store_problems(reg: Registry, chunk: PlanChunk) -> None:
@@ -488,21 +484,17 @@ def _in_batches(reg: Registry, teacher_id: str, part: list[tuple[TeacherRequest,
     earlier run). A request moved by migration m010 from a JSON list gets its identity here, so that its batch can be
     ingested."""
     pending = "SELECT batch_id FROM batches WHERE teacher_id = $teacher AND status = 'submitted'"
-    with reg.lock:
-        reg.con.register("_chunk_asked", arrow_stream(_identities(part)))
-        try:
-            rows = reg.con.execute(
-                f"SELECT r.request_key, r.batch_id, r.problem_id IS NULL FROM batch_requests r"
-                f" JOIN _chunk_asked c USING (request_key) WHERE r.batch_id IN ({pending})", {"teacher": teacher_id}
-            ).fetchall()
-            if any(unknown for _, _, unknown in rows):
-                reg.con.execute(
-                    f"UPDATE batch_requests r SET problem_id = c.problem_id, mode = c.mode, sample_index ="
-                    f" c.sample_index, prompt_id = c.prompt_id, task = c.task FROM _chunk_asked c"
-                    f" WHERE r.request_key = c.request_key AND r.problem_id IS NULL AND r.batch_id IN ({pending})",
-                    {"teacher": teacher_id}).fetchall()
-        finally:
-            reg.con.unregister("_chunk_asked")
+    with reg.lock, registered(reg.con, "_chunk_asked", _identities(part)):
+        rows = reg.con.execute(
+            f"SELECT r.request_key, r.batch_id, r.problem_id IS NULL FROM batch_requests r"
+            f" JOIN _chunk_asked c USING (request_key) WHERE r.batch_id IN ({pending})", {"teacher": teacher_id}
+        ).fetchall()
+        if any(unknown for _, _, unknown in rows):
+            reg.con.execute(
+                f"UPDATE batch_requests r SET problem_id = c.problem_id, mode = c.mode, sample_index ="
+                f" c.sample_index, prompt_id = c.prompt_id, task = c.task FROM _chunk_asked c"
+                f" WHERE r.request_key = c.request_key AND r.problem_id IS NULL AND r.batch_id IN ({pending})",
+                {"teacher": teacher_id}).fetchall()
     return {key: batch_id for key, batch_id, _ in rows}
 
 

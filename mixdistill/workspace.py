@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -40,8 +41,8 @@ def memory_limit() -> str:
 
 def _bytes(limit: str) -> int:
     """A DuckDB memory limit (`1GB`, `512MiB`, `300000B`) in bytes."""
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?i?)b", limit.lower()).groups()
-    return int(float(number) * _UNITS.get(unit, 1))
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)?b", limit.lower()).groups()
+    return int(float(number) * (_UNITS[unit] if unit else 1))
 
 
 def arrow_stream(frame: "pl.DataFrame") -> "_ArrowStream":
@@ -51,6 +52,19 @@ def arrow_stream(frame: "pl.DataFrame") -> "_ArrowStream":
 
     nulls = [name for name, dtype in frame.schema.items() if dtype == pl.Null]  # DuckDB cannot scan polars' Null
     return _ArrowStream(frame.with_columns(pl.col(nulls).cast(pl.String)) if nulls else frame)
+
+
+@contextmanager
+def registered(con, name: str, rows) -> Iterator[None]:
+    """`rows` (a polars frame, through `arrow_stream`, or an Arrow table) visible to `con`'s queries as `name` for
+    the block."""
+    import polars as pl
+
+    con.register(name, arrow_stream(rows) if isinstance(rows, pl.DataFrame) else rows)
+    try:
+        yield
+    finally:
+        con.unregister(name)
 
 
 class _ArrowStream:
@@ -99,27 +113,19 @@ class Workspace:
 
     def append(self, table: str, rows: "pa.Table | pl.DataFrame") -> None:
         """Add rows to `table` (created from the first chunk's columns)."""
-        import polars as pl
-
-        self.con.register("_incoming", arrow_stream(rows) if isinstance(rows, pl.DataFrame) else rows)
-        try:
+        with registered(self.con, "_incoming", rows):
             exists = self.scalar("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table])
             if exists:
                 self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
             else:
                 self.con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming")
-        finally:
-            self.con.unregister("_incoming")
 
     def found(self, table: str, ids: list[str], where: str = "true") -> set[str]:
         """Those of `ids` that are in the `id` column of `table` (rows matching `where`): one join."""
         import polars as pl
 
-        self.con.register("_ids", arrow_stream(pl.DataFrame({"id": ids}, schema={"id": pl.String})))
-        try:
+        with registered(self.con, "_ids", pl.DataFrame({"id": ids}, schema={"id": pl.String})):
             return {i for (i,) in self.execute(f"SELECT id FROM _ids WHERE id IN (SELECT id FROM {table} WHERE {where})")}
-        finally:
-            self.con.unregister("_ids")
 
     def create_ordered(self, table: str, source: str, order: str, select: str = "s.*", narrow: str = "",
                        join: str = "") -> None:

@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from mixdistill.workspace import arrow_stream
+from mixdistill.workspace import registered
 from mixdistill.teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResult
 
 if TYPE_CHECKING:
@@ -227,11 +227,8 @@ class RecordingIndex:
                                           ).fetchall()[0][0]  # recorded (question, mode) pairs
 
     def _insert(self, table: str, frame: pl.DataFrame) -> None:
-        self.con.register("_incoming", arrow_stream(frame))
-        try:
+        with registered(self.con, "_incoming", frame):
             self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
-        finally:
-            self.con.unregister("_incoming")
 
     @staticmethod
     def _frame(requests: list[TeacherRequest]) -> pl.DataFrame:
@@ -259,12 +256,9 @@ class RecordingIndex:
         """request_key -> recorded answer, for the requests that have one."""
         if not requests:
             return {}
-        self.con.register("_wanted", arrow_stream(self._frame(requests)))
-        try:
+        with registered(self.con, "_wanted", self._frame(requests)):
             rows = self.con.execute("SELECT w.request_key, r.response FROM _wanted w"
                                     " JOIN recordings r USING (question, mode, sample_index)").fetchall()
-        finally:
-            self.con.unregister("_wanted")
         return dict(rows)
 
     def any_answered(self) -> bool:
