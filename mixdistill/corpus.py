@@ -312,8 +312,7 @@ def _register(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> CorpusVersion
         for name in CONFIGS:
             columns = (f"'{name}' AS config, split, id AS row_id, request_key, problem_id, "
                        f"'{corpus_id}' AS corpus_id")
-            for table in mixed.ws.batches(mixed.sql(columns, name)):  # a new version: its rows are appended
-                reg.insert("corpus_rows", table, on_conflict="new")
+            reg.append("corpus_rows", mixed.ws.stream(mixed.sql(columns, name)))  # a new version: none is stored
     return CorpusVersion(corpus_id, recipe.name, recipe.version, fp, stats, info, created=True)
 
 

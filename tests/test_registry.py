@@ -192,3 +192,17 @@ def test_tracked_runs_record_done_failed_and_interrupted(registry_path):
             ("ok-run", "build", "done", None, True),
             ("stopped-run", "verify", "interrupted", "interrupted", True),
         ]
+
+
+def test_append_stores_a_whole_stream_and_goes_with_a_failed_transaction(registry_path):
+    from mixdistill.workspace import Workspace
+
+    rows = ("SELECT 'c1' AS corpus_id, 'cot' AS config, 'train' AS split, 'r' || i AS row_id, 'k' || i AS request_key,"
+            " 'p' || i AS problem_id FROM range(120000) t(i)")  # more than one Arrow batch
+    with Registry.open(registry_path) as reg, Workspace() as ws:
+        assert reg.append("corpus_rows", ws.stream(rows)) == 120_000
+        with pytest.raises(RuntimeError), reg.transaction():
+            reg.append("corpus_rows", ws.stream(rows.replace("'c1'", "'c2'")))
+            raise RuntimeError("interrupted")
+        assert reg.query("SELECT corpus_id, count(*) AS n, count(DISTINCT row_id) AS ids FROM corpus_rows GROUP BY 1"
+                         ).rows() == [("c1", 120_000, 120_000)]
