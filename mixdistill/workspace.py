@@ -172,13 +172,14 @@ class Workspace:
         width = self.scalar(f"SELECT avg({' + '.join(texts) or '0'}) FROM {table} USING SAMPLE 4096 ROWS")
         return (width or 0) + 8 * len(columns)
 
-    def stream(self, sql: str, params: Sequence | dict | None = None) -> "pa.RecordBatchReader":
-        """The result of `sql` as an Arrow stream, read as another connection scans it (batches of any size)."""
-        return self.con.sql(sql, params=params).to_arrow_reader(CHUNK_ROWS)
+    def stream(self, sql: str, params: Sequence | dict | None = None, rows: int | None = None) -> "pa.RecordBatchReader":
+        """The result of `sql` as an Arrow stream of batches of up to `rows` rows (default `CHUNK_ROWS`), to be read
+        by another connection's scan or cut by `batches`."""
+        return self.con.sql(sql, params=params).to_arrow_reader(rows or CHUNK_ROWS)
 
     def batches(self, sql: str, params: Sequence | dict | None = None, rows: int | None = None) -> Iterator["pa.Table"]:
         """The result of `sql` as tables of exactly `rows` rows (default `CHUNK_ROWS`; the last one smaller)."""
-        reader = self.con.sql(sql, params=params).to_arrow_reader(rows or CHUNK_ROWS)
+        reader = self.stream(sql, params, rows)
         yield from exact_chunks(reader, reader.schema, rows)
 
 

@@ -259,12 +259,19 @@ class Registry:
         incoming = "_mixdistill_stream"
         with self.lock:
             self.con.register(incoming, stream)
+            failed = True
             try:
-                return self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {incoming}").fetchall()[0][0]
+                n = self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {incoming}").fetchall()[0][0]
+                failed = False
+                return n
             except duckdb.OutOfMemoryException:
                 raise self._out_of_memory(table) from None
             finally:
-                self.con.unregister(incoming)
+                try:
+                    self.con.unregister(incoming)
+                except duckdb.Error:
+                    if not failed:
+                        raise  # as in `insert`: after a failed insert, the insert's error is the one
 
     def refresh_latest(self, table: str, where: str = "") -> None:
         """Set the `latest` flag (`registry.keys.LATEST`) of the rows matching `where` (a condition on `request_key`
