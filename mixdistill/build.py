@@ -22,6 +22,7 @@ from mixdistill.incremental import (
 )
 from mixdistill.provenance import check_sources
 from mixdistill.recipe import BuildRecipe
+from mixdistill.remix import mix_for_build
 from mixdistill.registry import Registry
 from mixdistill.registry.runs import tracked_run
 from mixdistill.verify.pipeline import VerifySummary, verify_pending
@@ -35,6 +36,7 @@ class BuildResult:
     export_dir: Path
     generation_settled: bool = False  # nothing could be pending: no plan was made, nothing was asked
     kept_since: str | None = None  # when the export was written, if this build found it up to date and kept it
+    remixed: str | None = None  # what an incremental mix started from (`mixdistill.remix`), if it was one
 
 
 def build(
@@ -73,11 +75,11 @@ def build(
                 rewrite_manifest(out, {**kept, **planned})
             return BuildResult(registered(reg, recipe), generation, verification, out, settled, kept["written_at"])
         forget_export(out)
-        version, mixed = build_version(reg, recipe)
+        version, mixed = build_version(reg, recipe, inputs, mix=mix_for_build)
         with mixed:
             export_version(reg, version.ref, mixed, out)
         write_manifest(reg, recipe.name, recipe.version, out, inputs, **planned)
-    return BuildResult(version, generation, verification, out, settled)
+    return BuildResult(version, generation, verification, out, settled, remixed=mixed.remixed)
 
 
 def settled_generation(manifest: dict) -> GenerationReport:

@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 
@@ -260,18 +261,21 @@ def mix_recipe(reg: Registry, recipe: BuildRecipe) -> Mixed:
         raise
 
 
-def build_version(reg: Registry, recipe: BuildRecipe) -> tuple[CorpusVersion, Mixed]:
-    """Mix the recipe's verified generations and register the result as `name@version` (idempotent). The caller
-    closes the returned rows (`with mixed:`) once exported."""
-    mixed = mix_recipe(reg, recipe)
+def build_version(reg: Registry, recipe: BuildRecipe, inputs: str | None = None,
+                  mix: Callable[[Registry, BuildRecipe], Mixed] = mix_recipe) -> tuple[CorpusVersion, Mixed]:
+    """Mix the recipe's verified generations (with `mix`: `mix_recipe`, or `remix.mix_for_build`, which starts from
+    the parent version) and register the result as `name@version` (idempotent), with the input fingerprint it was
+    made from (`incremental.input_fingerprint`, which a later re-mix checks). The caller closes the returned rows
+    (`with mixed:`) once exported."""
+    mixed = mix(reg, recipe)
     try:
-        return _register(reg, recipe, mixed), mixed
+        return _register(reg, recipe, mixed, inputs), mixed
     except BaseException:
         mixed.ws.close()
         raise
 
 
-def _register(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> CorpusVersion:
+def _register(reg: Registry, recipe: BuildRecipe, mixed: Mixed, inputs: str | None) -> CorpusVersion:
     mix_stats = mixed.stats
     if not mix_stats["rows"]["mixed"]:
         raise CorpusError(
@@ -289,6 +293,7 @@ def _register(reg: Registry, recipe: BuildRecipe, mixed: Mixed) -> CorpusVersion
         "rows": {n: {s: mixed.count(n, s) for s in SPLITS} for n in CONFIGS},
         "problems": mixed.ws.scalar("SELECT count(DISTINCT problem_id) FROM rows"),
         "teacher_mode": teacher_mode_stats(reg, recipe).to_dicts(),
+        "inputs": inputs,
     }
     info = lineage(reg, recipe, mixed)
     corpus_id = content_hash({"name": recipe.name, "version": recipe.version})

@@ -188,9 +188,10 @@ def to_rows(ws: Workspace, policy: MixPolicy) -> None:
 class Mixed:
     """The rows of a mix, held in a workspace (table `rows`): per config, counted, read in chunks or as a frame."""
 
-    def __init__(self, ws: Workspace, stats: dict):
+    def __init__(self, ws: Workspace, stats: dict, remixed: str | None = None):
         self.ws = ws
         self.stats = stats
+        self.remixed = remixed  # how an incremental mix (`mixdistill.remix`) got these rows from a parent version
 
     def __enter__(self) -> "Mixed":
         return self

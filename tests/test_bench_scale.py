@@ -80,3 +80,14 @@ def test_bench_views_builds_a_registry_that_ranks_and_times_every_view(tmp_path)
         assert reg.scalar("SELECT count(DISTINCT outcome) FROM audit_failures") >= 3
     bad = subprocess.run(["mixdistill", "bench", "views", "-n", "3"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--generations" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_remix_mixes_the_grown_recipe_both_ways_to_the_same_rows(tmp_path):
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(["mixdistill", "bench", "remix", "-n", "4000", "--touched", "0.2", "--work", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "a teacher added on 20% of the problems: incremental " in proc.stdout
+    assert "same rows and statistics: yes" in proc.stdout
+    bad = subprocess.run(["mixdistill", "bench", "remix", "--touched", "0.9"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--touched" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

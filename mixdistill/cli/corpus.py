@@ -71,6 +71,8 @@ def build(
     )
     if result.kept_since:
         console.print(f"corpus {ver.ref} unchanged since {result.kept_since}: export kept", highlight=False)
+    if result.remixed:
+        console.print(f"corpus {ver.ref} {result.remixed}", highlight=False)
     console.print(frame_table(pl.DataFrame(ver.stats["teacher_mode"]), title="teacher x mode"))
     console.print(f"\n[bold]where everything went[/]\n  registry: {state.registry}\n  export:   {result.export_dir}"
                   f"\n  card:     {result.export_dir / 'README.md'}\n  report:   {result.export_dir / 'report.html'}",

@@ -233,9 +233,11 @@ _VIEWS_SQL = (
                      ELSE 'pens = ' || (i % 89) || chr(10) || 'ans = pens + ' || (i % 97 - i % 89) END,
               120, 40, 0.0001
        FROM range($problems) t(i), (SELECT unnest($modes) AS m)""",
-    """INSERT INTO executions (request_key, sandbox_version, status, answer, answer_number, error_class)
+    # with the program verify ran (schema 11 on): a PoT response here is the bare program
+    """INSERT INTO executions (request_key, sandbox_version, status, answer, answer_number, error_class, program)
        SELECT printf('%016x', hash(i, 'pot')), '2', CASE WHEN i % 25 = 3 THEN 'error' ELSE 'ok' END,
-              (i % 97)::VARCHAR, i % 97, CASE WHEN i % 25 = 3 THEN 'ZeroDivisionError' END
+              (i % 97)::VARCHAR, i % 97, CASE WHEN i % 25 = 3 THEN 'ZeroDivisionError' END,
+              'pens = ' || (i % 89) || chr(10) || 'ans = pens + ' || (i % 97 - i % 89)
        FROM range($problems) t(i) WHERE list_contains($modes, 'pot')""",
     # every generation judged under rule version 2; one problem in ten also has an older verdict (version 1)
     """INSERT INTO verdicts (request_key, rule, rule_version, extracted, correct, reason, created_at)
@@ -322,3 +324,86 @@ def bench_views(
     console.print(f"audit views at {generations:,} generations: {min(s.wall_s for s in stages):.1f}-"
                   f"{slowest.wall_s:.1f} s each, whole process (slowest: {slowest.name}); peak RSS "
                   f"{max(s.peak_rss_mb for s in stages):,.0f} MB", highlight=False)
+
+
+_ADDED_SQL = (  # a second teacher on every $every-th problem of `write_views_registry`'s, in both of its modes
+    "INSERT INTO teachers (teacher_id, name, provider, model) VALUES ('A', 'added', 'openai', 'gpt-added')",
+    """INSERT INTO generations (request_key, teacher_id, prompt_id, problem_id, task, mode, sample_index, status,
+                                response_text, prompt_tokens, completion_tokens, cost_usd)
+       SELECT printf('%016x', hash(i, m, 'added')), 'A', 'P' || m, printf('%016x', hash(i)), 'synth', m, 0, 'ok',
+              CASE m WHEN 'cot' THEN 'Counting them again gives ' || (i % 97) || '. The answer is ' || (i % 97) || '.'
+                     ELSE 'total = ' || (i % 97) || chr(10) || 'ans = total' END, 120, 40, 0.0001
+       FROM range($problems) t(i), (SELECT unnest($modes) AS m) WHERE i % $every = 0""",
+    """INSERT INTO executions (request_key, sandbox_version, status, answer, answer_number, program)
+       SELECT printf('%016x', hash(i, 'pot', 'added')), '2', 'ok', (i % 97)::VARCHAR, i % 97,
+              'total = ' || (i % 97) || chr(10) || 'ans = total'
+       FROM range($problems) t(i) WHERE i % $every = 0 AND list_contains($modes, 'pot')""",
+    """INSERT INTO verdicts (request_key, rule, rule_version, extracted, correct, reason, created_at)
+       SELECT printf('%016x', hash(i, m, 'added')), 'strict', '2', (i % 97)::VARCHAR, i % 13 <> 0,
+              CASE WHEN i % 13 <> 0 THEN 'correct' ELSE 'wrong-answer' END, TIMESTAMP '2026-01-03'
+       FROM range($problems) t(i), (SELECT unnest($modes) AS m) WHERE i % $every = 0""",
+)
+
+
+@bench_app.command("remix")
+def bench_remix(
+    generations: int = typer.Option(1_000_000, "--generations", "-n", help="synthetic generations in the registry"),
+    touched: float = typer.Option(0.1, "--touched", help="share of the problems the added teacher writes for"),
+    cot_only: bool = typer.Option(False, "--cot-only", help="CoT only (one generation per problem)"),
+    work: Optional[Path] = typer.Option(None, "--work", help="scratch folder (default: a temporary one, removed)"),
+) -> None:
+    """Adding a teacher: a version is built from `bench views`' registry, a second teacher's generations are added
+    on a share of its problems, and the next version is mixed both ways in this process, in full and incrementally
+    from its parent (`mixdistill.remix`); each mix's wall time, and a check that both selected the same rows."""
+    import tempfile
+
+    from mixdistill.corpus import build_version, fingerprint, mix_recipe
+    from mixdistill.incremental import input_fingerprint
+    from mixdistill.recipe import BuildRecipe, TeacherSpec, load_recipe
+    from mixdistill.registry import Registry
+    from mixdistill.remix import remix, remix_base
+
+    if generations < 10:
+        raise MixdistillError("--generations: the size must be at least 10")
+    if not 0 < touched <= 0.5:
+        raise MixdistillError("--touched: a share of the problems in (0, 0.5] (beyond half, builds mix in full)")
+    root = work or Path(tempfile.mkdtemp(prefix="mixdistill-remix-"))
+    try:
+        registry = root / "remix.duckdb"
+        registry.unlink(missing_ok=True)
+        write_views_registry(registry, generations, cot_only)
+        recipe = load_recipe(write_views_recipe(root, cot_only), BuildRecipe)
+        modes = ["cot"] if cot_only else ["cot", "pot"]
+        with Registry.open(registry, serve=False) as reg:
+            started = time.perf_counter()
+            _, first = build_version(reg, recipe, input_fingerprint(reg, recipe))
+            first.ws.close()
+            console.print(f"version 1.0.0 of {generations:,} generations mixed and registered in "
+                          f"{time.perf_counter() - started:.1f} s", highlight=False)
+            with reg.transaction():
+                for sql in _ADDED_SQL:
+                    params = {"problems": generations // len(modes), "modes": modes, "every": round(1 / touched)}
+                    reg.con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+                reg.refresh_latest("verdicts")
+            added = TeacherSpec(name="added", provider="openai", model="gpt-added", license="apache-2.0",
+                                source="synthetic, written by mixdistill bench remix")
+            grown = recipe.model_copy(update={"version": "1.1.0", "teachers": [*recipe.teachers, added]})
+            base = remix_base(reg, grown)
+            if base is None:
+                raise MixdistillError("bench remix: the grown recipe cannot be re-mixed from its parent")
+            walls, prints = {}, {}
+            for name, run in (("full", lambda: mix_recipe(reg, grown)), ("incremental", lambda: remix(reg, grown, base))):
+                started = time.perf_counter()
+                with run() as mixed:
+                    walls[name] = time.perf_counter() - started
+                    rules = [r[0] for r in mixed.ws.execute("SELECT rule FROM cand_rules ORDER BY 1")]
+                    prints[name] = (fingerprint(mixed, grown, rules), mixed.stats)
+    finally:
+        if work is None:
+            shutil.rmtree(root, ignore_errors=True)
+    same = prints["full"] == prints["incremental"]
+    console.print(f"re-mix at {generations:,} generations, a teacher added on {touched:.0%} of the problems: "
+                  f"incremental {walls['incremental']:.1f} s = {walls['incremental'] / walls['full']:.1%} of the full "
+                  f"mix ({walls['full']:.1f} s); same rows and statistics: {'yes' if same else 'NO'}", highlight=False)
+    if not same:
+        raise MixdistillError("bench remix: the incremental mix differs from the full one")
