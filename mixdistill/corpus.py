@@ -151,7 +151,7 @@ def _with_rationale(df: pl.DataFrame, rationale: str = "answer") -> pl.DataFrame
             .with_columns(pl.Series("rationale", out, dtype=pl.String)))
 
 
-def _candidate_sql(recipe: BuildRecipe) -> tuple[str, list]:
+def candidate_sql(recipe: BuildRecipe) -> tuple[str, list]:
     """The recipe's generations whose latest verdict under its rule (`registry.keys.LATEST`: the highest rule
     version, then the newest) is correct; an older version's `correct` does not outvote a newer one's rejection."""
     latest_correct = """JOIN (
@@ -161,7 +161,7 @@ def _candidate_sql(recipe: BuildRecipe) -> tuple[str, list]:
     return f"SELECT {_RATIONALE_SELECT} FROM {body} AND g.status = 'ok'", params
 
 
-def _chunks(reg: Registry, sql: str, params: list | dict, rationale: str):
+def rationale_chunks(reg: Registry, sql: str, params: list | dict, rationale: str):
     """A rationale query's rows in bounded chunks, each with its training target."""
     with reg.lock:
         for table in registry_batches(reg.con, sql, params):
@@ -171,7 +171,7 @@ def _chunks(reg: Registry, sql: str, params: list | dict, rationale: str):
 def candidates(reg: Registry, recipe: BuildRecipe) -> pl.DataFrame:
     """Generations of this recipe judged correct under its rule (latest rule version), one row per rationale, as one
     frame (builds stream them into their workspace instead)."""
-    frames = list(_chunks(reg, *_candidate_sql(recipe), recipe.mix.rationale))
+    frames = list(rationale_chunks(reg, *candidate_sql(recipe), recipe.mix.rationale))
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
@@ -254,7 +254,8 @@ def mix_recipe(reg: Registry, recipe: BuildRecipe) -> Mixed:
     """The recipe's candidates streamed from the registry into a new workspace, and mixed there."""
     ws = Workspace()
     try:
-        load_candidates(ws, _chunks(reg, *_candidate_sql(recipe), recipe.mix.rationale), excluded_problems(reg, recipe))
+        chunks = rationale_chunks(reg, *candidate_sql(recipe), recipe.mix.rationale)
+        load_candidates(ws, chunks, excluded_problems(reg, recipe))
         return mix_workspace(ws, recipe.mix)
     except BaseException:
         ws.close()
@@ -532,7 +533,8 @@ def version_selection(reg: Registry, ref: str) -> Mixed:
     ws = Workspace()
     try:
         rationale = record["recipe"].get("mix", {}).get("rationale", "answer")
-        for chunk in _chunks(reg, sql, {"rules": record["lineage"]["rules"], "corpus": record["corpus_id"]}, rationale):
+        params = {"rules": record["lineage"]["rules"], "corpus": record["corpus_id"]}
+        for chunk in rationale_chunks(reg, sql, params, rationale):
             ws.append("_stored", chunk.with_columns(_i=pl.col("id").str.split("-").list.last().cast(pl.Int64)))
         ws.create_ordered("rows", "_stored", ROW_ORDER, f"s.* EXCLUDE (config), {input_sql()} AS input")
         ws.execute("DROP TABLE _stored")

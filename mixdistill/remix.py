@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from mixdistill.corpus import _candidate_sql, _chunks, excluded_problems, load_version, mix_recipe, stored_recipe
+from mixdistill.corpus import (
+    candidate_sql, excluded_problems, load_version, mix_recipe, rationale_chunks, stored_recipe,
+)
 from mixdistill.incremental import input_fingerprint
-from mixdistill.mix import Mixed, approx_tokens, load_candidates, select, stable_hash, to_rows, CONFIG_FILTER
+from mixdistill.mix import CONFIG_FILTER, Mixed, approx_tokens, load_candidates, select, stable_hash, to_rows
 from mixdistill.recipe import BuildRecipe
 from mixdistill.registry import Registry
 from mixdistill.workspace import Workspace, registered
@@ -75,22 +77,27 @@ def remix(reg: Registry, recipe: BuildRecipe, base: Base) -> Mixed | None:
     """The mix of `recipe` from `base` (`remix_base`) and the touched problems; None when they are most of the
     parent's problems (the caller mixes in full)."""
     added = recipe.model_copy(update={"teachers": [t for t in recipe.teachers if t.label in base.added]})
-    sql, params = _candidate_sql(added)
-    with reg.lock:
-        touched = reg.con.sql(f"SELECT DISTINCT problem_id FROM ({sql})", params=params).to_arrow_table()
-    problems = reg.scalar("SELECT count(DISTINCT problem_id) FROM corpus_rows WHERE corpus_id = ? AND config = "
-                          "'mixed'", [base.corpus_id])
-    if touched.num_rows > MOST * problems:
-        return None
+    sql, params = candidate_sql(added)
+    with reg.lock:  # a temporary table of the registry's connection: its ids stay in DuckDB, spilling beyond its limit
+        reg.con.execute(f"CREATE OR REPLACE TEMP TABLE _touched AS SELECT DISTINCT problem_id FROM ({sql})", params)
+        try:
+            touched = reg.scalar("SELECT count(*) FROM _touched")
+            problems = reg.scalar("SELECT count(DISTINCT problem_id) FROM corpus_rows WHERE corpus_id = ? AND "
+                                  "config = 'mixed'", [base.corpus_id])
+            return _remix(reg, recipe, base, touched) if touched <= MOST * problems else None
+        finally:
+            reg.con.execute("DROP TABLE _touched")
+
+
+def _remix(reg: Registry, recipe: BuildRecipe, base: Base, touched: int) -> Mixed:
     ws = Workspace()
     try:
-        with reg.lock, registered(reg.con, "_touched", touched):
-            stats = _mix_touched(reg, ws, recipe, base)
-            _add_kept(reg, ws, recipe, base)
-            _candidate_rules(reg, ws, recipe)
+        stats = _mix_touched(reg, ws, recipe, base)
+        _add_kept(reg, ws, recipe, base)
+        _candidate_rules(reg, ws, recipe)
         to_rows(ws, recipe.mix)
-        mixed = Mixed(ws, stats, f"re-mixed from {base.ref}: the {touched.num_rows:,} problems {', '.join(base.added)} "
-                                 f"wrote a correct rationale for, the others' rows kept")
+        mixed = Mixed(ws, stats, f"re-mixed from {base.ref}: the {touched:,} problems {', '.join(base.added)} wrote a "
+                                 "correct rationale for, the others' rows kept")
         mixed.stats["rows"] = {name: mixed.count(name) for name in CONFIG_FILTER}
         return mixed
     except BaseException:
@@ -101,9 +108,9 @@ def remix(reg: Registry, recipe: BuildRecipe, base: Base) -> Mixed | None:
 def _mix_touched(reg: Registry, ws: Workspace, recipe: BuildRecipe, base: Base) -> dict:
     """Table `chosen` for the touched problems (all teachers), and the statistics of the whole version: the parent's,
     less its own teachers' on those problems, plus the new mix's."""
-    sql, params = _candidate_sql(recipe)
-    chunks = _chunks(reg, f"{sql} AND g.problem_id IN (SELECT problem_id FROM _touched)", params, recipe.mix.rationale)
-    load_candidates(ws, chunks, excluded_problems(reg, recipe))
+    sql, params = candidate_sql(recipe)
+    touched = f"{sql} AND g.problem_id IN (SELECT problem_id FROM _touched)"
+    load_candidates(ws, rationale_chunks(reg, touched, params, recipe.mix.rationale), excluded_problems(reg, recipe))
     ws.execute("CREATE TABLE _cand_all AS SELECT * FROM cand")
     ws.execute("DELETE FROM cand WHERE teacher IN (SELECT unnest(?))", [base.added])
     before = select(ws, recipe.mix)  # the parent's teachers alone, as the parent mixed these problems
@@ -115,11 +122,11 @@ def _mix_touched(reg: Registry, ws: Workspace, recipe: BuildRecipe, base: Base) 
 def _add_kept(reg: Registry, ws: Workspace, recipe: BuildRecipe, base: Base) -> None:
     """The parent's rows of the problems no new teacher touched, read back by key into `chosen` with the columns a
     mix gives them (their position `_i` is the last part of their row id)."""
-    sql, params = _candidate_sql(recipe)
+    sql, params = candidate_sql(recipe)
     kept = f"""SELECT c.*, split_part(r.row_id, '-', -1)::BIGINT AS _i FROM ({sql}) c
         JOIN corpus_rows r ON r.request_key = c.request_key AND r.corpus_id = ? AND r.config = 'mixed'
         WHERE c.problem_id NOT IN (SELECT problem_id FROM _touched)"""
-    for chunk in _chunks(reg, kept, [*params, base.corpus_id], recipe.mix.rationale):
+    for chunk in rationale_chunks(reg, kept, [*params, base.corpus_id], recipe.mix.rationale):
         with registered(ws.con, "_kept", chunk.with_columns(approx_tokens().alias("_tokens"))):
             ws.execute(f"INSERT INTO chosen BY NAME SELECT *, {stable_hash(f'rank:{recipe.mix.seed}', 'request_key')} "
                        "AS _rank FROM _kept")
@@ -127,7 +134,7 @@ def _add_kept(reg: Registry, ws: Workspace, recipe: BuildRecipe, base: Base) -> 
 
 def _candidate_rules(reg: Registry, ws: Workspace, recipe: BuildRecipe) -> None:
     """Table `cand_rules`: the rule versions of every candidate of the recipe (the fingerprint's), in SQL alone."""
-    sql, params = _candidate_sql(recipe)
+    sql, params = candidate_sql(recipe)
     rules = reg.con.sql(f"SELECT DISTINCT rule FROM ({sql})", params=params).pl()
     ws.execute("DROP TABLE IF EXISTS cand_rules")
     ws.append("cand_rules", rules if rules.height else pl.DataFrame(schema={"rule": pl.String}))

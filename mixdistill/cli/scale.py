@@ -392,9 +392,10 @@ def bench_remix(
             if base is None:
                 raise MixdistillError("bench remix: the grown recipe cannot be re-mixed from its parent")
             walls, prints = {}, {}
-            for name, run in (("full", lambda: mix_recipe(reg, grown)), ("incremental", lambda: remix(reg, grown, base))):
+            mixes = {"full": lambda: mix_recipe(reg, grown), "incremental": lambda: remix(reg, grown, base)}
+            for name, mix in mixes.items():
                 started = time.perf_counter()
-                with run() as mixed:
+                with mix() as mixed:
                     walls[name] = time.perf_counter() - started
                     rules = [r[0] for r in mixed.ws.execute("SELECT rule FROM cand_rules ORDER BY 1")]
                     prints[name] = (fingerprint(mixed, grown, rules), mixed.stats)
