@@ -39,8 +39,7 @@ class Base:
     """The parent version an incremental mix starts from."""
 
     corpus_id: str
-    ref: str
-    recipe: BuildRecipe
+    ref: str  # name@version
     stats: dict  # its mix statistics
     added: list[str]  # labels of the teachers the new recipe adds
 
@@ -69,8 +68,7 @@ def remix_base(reg: Registry, recipe: BuildRecipe) -> Base | None:
         return None
     if input_fingerprint(reg, parent) != recorded:
         return None
-    return Base(record["corpus_id"], f"{recipe.name}@{newest}", parent, record["stats"]["mix"],
-                sorted(set(specs) - set(kept)))
+    return Base(record["corpus_id"], f"{recipe.name}@{newest}", record["stats"]["mix"], sorted(set(specs) - set(kept)))
 
 
 def remix(reg: Registry, recipe: BuildRecipe, base: Base) -> Mixed | None:
