@@ -78,6 +78,27 @@ def test_records_jsonl_and_sample_indices(tmp_path, registry_path):
     assert (report.ok, report.missing) == (3, 8 - 3)
 
 
+def test_the_recordings_index_is_gone_when_the_generation_ends(tmp_path, registry_path):
+    """A build goes on to mix and export: it must not hold every recording (memory and a temporary file) meanwhile."""
+    from pathlib import Path
+
+    from mixdistill.generate import plan_generation
+
+    task = synthetic_task(tmp_path, 2)
+    path = tmp_path / "recorded.jsonl"
+    path.write_text(json.dumps({"question": "Sam has 0 pens and finds 3 more. How many pens does Sam have?",
+                                "mode": "cot", "response": "The answer is 3."}), encoding="utf-8")
+    r = recipe([task], [{"provider": "replay", "model": "mine", "path": str(path)}], modes=["cot"],
+               samples={"cot": 1})
+    plan = plan_generation(r)
+    (teacher,) = plan.teachers
+    folder = Path(teacher.index._dir.name)
+    assert folder.is_dir()
+    with Registry.open(registry_path) as reg:
+        assert run_generation(reg, r, progress=False, plan=plan).ok == 1
+    assert teacher.index is None and not folder.exists()
+
+
 def test_replay_from_another_registry(tmp_path, registry_path, monkeypatch):
     from fakes.openai_server import fake_openai
     from fakes.recipes import openai_teacher

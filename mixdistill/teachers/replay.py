@@ -332,4 +332,9 @@ class ReplayTeacher(Teacher):
                 for r in chunk if r.request_key in self._texts]
 
     async def aclose(self) -> None:
+        """The generation is over: the index goes with it. A build would otherwise hold it (up to `INDEX_MEMORY`, and
+        a copy of the recordings on disk) through its mix and export: 10^7 recordings, 140 MB of the build's peak."""
         self._texts = {}
+        if self.index is not None:
+            self.index.close()
+            self.index = None
