@@ -333,7 +333,7 @@ class ReplayTeacher(Teacher):
 
     async def aclose(self) -> None:
         """The generation is over: the index goes with it. A build would otherwise hold it (up to `INDEX_MEMORY`, and
-        a copy of the recordings on disk) through its mix and export: 10^7 recordings, 140 MB of the build's peak."""
+        a copy of the recordings on disk) through its mix and export, whose peak is the one that matters at scale."""
         self._texts = {}
         if self.index is not None:
             self.index.close()
