@@ -160,6 +160,9 @@ def test_merge_refusals_leave_the_target_unchanged(tmp_path, cli):
         assert code == 2, (args, err)
         assert len(err.strip().splitlines()) == 1 and says in err, err
         assert file_digest(target) == frozen, args
+    fresh = tmp_path / "fresh.duckdb"  # a target that does not exist yet is not created for a shard that is missing
+    code, _, err = cli("--registry", str(fresh), "registry", "merge", str(tmp_path / "missing.duckdb"))
+    assert code == 2 and "no registry at" in err and not fresh.exists(), err
 
 
 @pytest.mark.slow

@@ -22,8 +22,9 @@ def merge(
     key, and then nothing of that shard is written (one transaction per shard).
     """
     from mixdistill.registry import Registry
-    from mixdistill.registry.merge import merge_registries
+    from mixdistill.registry.merge import check_sources, merge_registries
 
+    check_sources(state.registry, shards)  # a missing shard leaves no new, empty target behind
     with Registry.open(state.registry, attach=True) as reg:  # ATTACHes each shard file
         reports = merge_registries(reg, shards)
     for r in reports:

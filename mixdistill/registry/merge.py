@@ -40,12 +40,17 @@ class MergeReport:
 
 def merge_registries(target: Registry, sources: list[Path]) -> list[MergeReport]:
     """Merge each source registry into `target`, one transaction per source, in order."""
+    check_sources(target.path, sources)
+    return [_merge_one(target, Path(s)) for s in sources]
+
+
+def check_sources(target: Path, sources: list[Path]) -> None:
+    """Every source is a file other than the target (`registry merge` checks before it opens, or creates, the target)."""
     for s in sources:
         if not Path(s).is_file():
             raise RegistryError(f"no registry at {s}")
-        if Path(s).resolve() == target.path.resolve():
+        if Path(s).resolve() == Path(target).resolve():
             raise RegistryError(f"{s} is the target registry itself; merge shards into another file")
-    return [_merge_one(target, Path(s)) for s in sources]
 
 
 def _merge_one(target: Registry, source: Path) -> MergeReport:
