@@ -39,8 +39,7 @@ def registry_path(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def db_memory() -> str:
-    """The registry connection's memory limit (DuckDB syntax, e.g. `1GB`, `512MB`): $MIXDISTILL_DB_MEMORY, else 1GB.
-    A command that mixes shares it with its workspace (`workspace.registry_memory`)."""
+    """The registry connection's memory limit (DuckDB syntax, e.g. `1GB`, `512MB`): $MIXDISTILL_DB_MEMORY, else 1GB."""
     value = os.environ.get(DB_MEMORY_ENV) or DB_MEMORY_DEFAULT
     if not _MEMORY.fullmatch(value.strip()):
         raise MixdistillError(f"${DB_MEMORY_ENV}={value!r}: give a size such as 1GB or 512MB")
