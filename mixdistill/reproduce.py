@@ -38,7 +38,6 @@ from mixdistill.recipe import BuildRecipe, EvalRecipe, ReproduceRecipe, TrainRec
 from mixdistill.registry import Registry
 from mixdistill.train.run import ADAPTER_DIR, train as run_train
 from mixdistill.verify.rules import get_rule
-from mixdistill.workspace import registry_memory
 
 STATE_FILE = "state.json"
 TEACHERS, BASE, COT, POT, ENSEMBLE, MD = ("Teachers (published)", "Base few-shot", "CoT-distilled", "PoT-distilled",
@@ -207,7 +206,7 @@ class Reproduction:
         root = settings.default_home() / "corpora"
         out = export_path(root, spec.name, spec.version)
         ref = f"{spec.name}@{spec.version}"
-        with Registry.open(self.registry, memory=registry_memory()) as reg:
+        with Registry.open(self.registry) as reg:
             try:
                 load_version(reg, ref)
                 cached = all((out / c / "train.parquet").is_file() for c in ("cot", "pot", "mixed"))

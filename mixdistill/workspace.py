@@ -4,13 +4,10 @@ in and come out in bounded chunks.
 Mixing and export work on every correct rationale of a corpus (10^7 at scale). Held as Python lists or eager frames
 they cost gigabytes; in DuckDB they stay under its memory limit (`settings.db_memory()`) and spill to a temporary
 folder beyond it. The workspace is in memory, separate from the registry: it works the same for a registry opened
-for writing, read-only, or read through another process's writer, and what it holds is gone when it closes.
-
-`$MIXDISTILL_DB_MEMORY` is shared: a command that mixes gives the workspace `WORKSPACE_SHARE` of it and opens its
-registry with the rest (`registry_memory()`), so the two pools together stay within it whatever the corpus size. (At
-10^7 generations both pools fill up, the registry's with cached blocks of a 1.5 GB file and a join's hash tables:
-with the whole limit for the registry and half of it again for the workspace, a build peaked at 2.08 GB.) Per-row
-Python work (program extraction, normalisation for dedup) runs on `CHUNK_ROWS` rows at a time.
+for writing, read-only, or read through another process's writer, and what it holds is gone when it closes. It gets
+half the registry's limit (`WORKSPACE_SHARE`): the two pools together stay within 1.5 times `$MIXDISTILL_DB_MEMORY`
+whatever the corpus size. Per-row Python work (program extraction, normalisation for dedup) runs on `CHUNK_ROWS` rows
+at a time.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ if TYPE_CHECKING:
 
 CHUNK_ROWS = 50_000  # rows per chunk of Python work (tests shrink it)
 IDS_MEMORY = "64MB"  # a workspace that holds only ids (a task file's, a plan's earlier splits'): beyond it, they spill
-WORKSPACE_SHARE = 0.5  # of $MIXDISTILL_DB_MEMORY, in a command that mixes (its registry gets the rest)
+WORKSPACE_SHARE = 0.5  # of the registry connection's memory limit
 SORT_SHARE = 0.125  # of the workspace's limit: the most row bytes `create_ordered` sorts at once (tests shrink it)
 _UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
@@ -40,12 +37,6 @@ _UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2*
 def memory_limit() -> str:
     """The workspace's DuckDB memory limit: `WORKSPACE_SHARE` of `settings.db_memory()`, in bytes."""
     return f"{int(_bytes(settings.db_memory()) * WORKSPACE_SHARE)}B"
-
-
-def registry_memory() -> str:
-    """The registry connection's memory limit in a command that mixes: `settings.db_memory()` less `memory_limit()`."""
-    left = _bytes(settings.db_memory()) - _bytes(memory_limit())
-    return f"{left // 10**6}MB" if left >= 10**6 else f"{left}B"
 
 
 def _bytes(limit: str) -> int:

@@ -49,8 +49,7 @@ def build(
     else:
         plan = plan_generation(spec, state.data_dir)  # keys, prompts, files checked before anything is written
     from mixdistill.registry import Registry
-    from mixdistill.workspace import registry_memory
-    with Registry.open(state.registry, memory=registry_memory()) as reg:
+    with Registry.open(state.registry) as reg:
         result = run_build(reg, spec, root, progress=progress_enabled(progress), data_dir=state.data_dir, plan=plan)
     g, v, ver = result.generation, result.verification, result.version
     if not result.generation_settled:
@@ -112,8 +111,7 @@ def diff(
     from mixdistill.corpus import diff_versions
 
     from mixdistill.registry import Registry
-    from mixdistill.workspace import registry_memory
-    with Registry.open(state.registry, read_only=True, memory=registry_memory()) as reg:
+    with Registry.open(state.registry, read_only=True) as reg:
         d = diff_versions(reg, a, b)
     console.print(frame_table(pl.DataFrame(d["rows"]), title=f"{a} -> {b}"))
     if d["recipe_changes"]:
@@ -135,8 +133,7 @@ def push(
     from mixdistill.publish import push_version
 
     from mixdistill.registry import Registry
-    from mixdistill.workspace import registry_memory
-    with Registry.open(state.registry, memory=registry_memory()) as reg:
+    with Registry.open(state.registry) as reg:
         result = push_version(reg, ref, repo, private=private, dry_run=dry_run,
                               endpoint=endpoint or os.environ.get("HF_ENDPOINT"))
     for path, size in result.files:

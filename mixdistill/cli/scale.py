@@ -125,12 +125,11 @@ def mix_and_export(recipe_path: Path, out: Path) -> None:
     from mixdistill.corpus import build_version, export_version
     from mixdistill.recipe import BuildRecipe, load_recipe
     from mixdistill.registry import Registry
-    from mixdistill.workspace import registry_memory
 
     recipe = load_recipe(recipe_path, BuildRecipe)
     major, minor, patch = recipe.version.split(".")
     recipe = recipe.model_copy(update={"version": f"{major}.{minor}.{int(patch) + 1}"})
-    with Registry.open(settings.registry_path(), serve=False, memory=registry_memory()) as reg:
+    with Registry.open(settings.registry_path(), serve=False) as reg:
         version, mixed = build_version(reg, recipe)
         with mixed:
             export_version(reg, version.ref, mixed, out)
@@ -363,7 +362,6 @@ def bench_remix(
     from mixdistill.recipe import BuildRecipe, TeacherSpec, load_recipe
     from mixdistill.registry import Registry
     from mixdistill.remix import remix, remix_base
-    from mixdistill.workspace import registry_memory
 
     if generations < 10:
         raise MixdistillError("--generations: the size must be at least 10")
@@ -376,7 +374,7 @@ def bench_remix(
         write_views_registry(registry, generations, cot_only)
         recipe = load_recipe(write_views_recipe(root, cot_only), BuildRecipe)
         modes = ["cot"] if cot_only else ["cot", "pot"]
-        with Registry.open(registry, serve=False, memory=registry_memory()) as reg:
+        with Registry.open(registry, serve=False) as reg:
             started = time.perf_counter()
             _, first = build_version(reg, recipe, input_fingerprint(reg, recipe))
             first.ws.close()

@@ -45,12 +45,10 @@ CONFINED = {**NO_NETWORK, "enable_external_access": False, "lock_configuration":
 class Registry:
     """A connection to one registry file. Use `Registry.open(path)` as a context manager."""
 
-    def __init__(self, con: "duckdb.DuckDBPyConnection | RemoteConnection", path: Path, read_only: bool,
-                 memory: str | None = None):
+    def __init__(self, con: "duckdb.DuckDBPyConnection | RemoteConnection", path: Path, read_only: bool):
         self.con = con
         self.path = path
         self.read_only = read_only
-        self.memory = memory or settings.db_memory()  # the connection's DuckDB memory limit
         # A DuckDB connection refuses a second call while one runs. Writers that hand `insert` to a worker thread
         # (the generation engine does, to keep its event loop free) are serialised here rather than failing.
         self.lock = threading.RLock()
@@ -66,16 +64,12 @@ class Registry:
     @classmethod
     @contextmanager
     def open(cls, path: str | Path, *, read_only: bool = False, confined: bool = False, attach: bool = False,
-             serve: bool = True, memory: str | None = None) -> Iterator["Registry"]:
+             serve: bool = True) -> Iterator["Registry"]:
         """Open for writing (creates and migrates the file; answers other processes' reads unless `serve` is off),
         or read-only (a file locked by a writer is read through that writer, as of its last commit).
 
         A writer's connection has no file access outside the registry, except with `attach` (`registry merge`
-        attaches shard files), and then it serves no reader. `confined` does the same for a reader (`sql`).
-
-        `memory` is the connection's DuckDB memory limit (default `settings.db_memory()`); it cannot be changed once
-        open (a confined connection's configuration is locked), so a command that mixes passes its share at once
-        (`workspace.registry_memory()`)."""
+        attaches shard files), and then it serves no reader. `confined` does the same for a reader (`sql`)."""
         path = Path(path)
         if path.exists() and not path.is_file():
             raise RegistryError(f"registry {path} is a folder, not a file; give a file path with --registry")
@@ -85,9 +79,8 @@ class Registry:
             _make_parent(path)
         confine = (confined if read_only else not attach)
         new = not path.exists()
-        memory = memory or settings.db_memory()
-        con = _connect(path, read_only, {**(CONFINED if confine else NO_NETWORK), "memory_limit": memory})
-        reg = cls(con, path, read_only, memory)
+        con = _connect(path, read_only, CONFINED if confine else NO_NETWORK)
+        reg = cls(con, path, read_only)
         log.info("registry %s opened %s", path, "read-only" if read_only else "for writing")
         try:
             reg._check_and_migrate(new)
@@ -187,7 +180,7 @@ class Registry:
         key index since m008, so this is not expected from their size alone)."""
         return RegistryError(
             f"registry {self.path}: writing to {table} needs more memory than the registry's limit "
-            f"({self.memory}); set "
+            f"({settings.db_memory()}); set "
             f"${settings.DB_MEMORY_ENV} higher (e.g. 4GB) and run again: everything committed so far is kept"
         )
 
@@ -345,7 +338,7 @@ def _connect(path: Path, read_only: bool, config: dict) -> "duckdb.DuckDBPyConne
     deadline = time.monotonic() + SERVE_WAIT_S
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
+            return duckdb.connect(str(path), read_only=read_only, config={**config, "memory_limit": settings.db_memory()})
         except duckdb.IOException as e:
             msg = str(e)
             if "lock" not in msg.lower():

@@ -93,11 +93,10 @@ def _from_registry(ref: CorpusRef, registry_path: Path | None):
     unless the recipe names the Parquet export to read (then its rows are checked against `corpus_rows`)."""
     from mixdistill.corpus import load_version, version_frames
     from mixdistill.registry import Registry
-    from mixdistill.workspace import registry_memory
 
     if registry_path is None or not Path(registry_path).exists():
         raise TrainError(f"corpus {ref.label}: no registry at {registry_path} (corpus.name needs a registry)")
-    with Registry.open(registry_path, read_only=True, memory=registry_memory()) as reg:
+    with Registry.open(registry_path, read_only=True) as reg:
         record = load_version(reg, ref.label)  # a CorpusError naming the known versions if it does not exist
         frames = None if ref.parquet is not None else version_frames(reg, ref.label)
     return record["corpus_id"], frames, record.get("hub_repo"), record.get("hub_revision")
