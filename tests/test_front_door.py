@@ -367,6 +367,20 @@ def test_registry_memory_limit_is_set_explicitly_and_a_bad_value_is_one_line(sto
     assert "953.6 MiB" in default.stdout, default.stdout  # 1GB unless told otherwise, not 80% of the machine
 
 
+def test_a_query_beyond_duckdbs_memory_limit_is_one_line_naming_the_setting(tmp_path):
+    """Not only writes: any query DuckDB cannot run within the limit (here the fingerprint of a registry of 2x10^4
+    generations at 16MB; at the default 1GB, the candidates of 2x10^6 CoT + PoT generations) says what to raise."""
+    done = run("bench", "remix", "-n", "20000", "--work", str(tmp_path / "work"), registry=tmp_path / "unused.duckdb",
+               env={"MIXDISTILL_DB_MEMORY": "16MB"})
+    assert done.returncode == 1
+    line = one_line(done)
+    assert "DuckDB ran out of memory within its limit ($MIXDISTILL_DB_MEMORY=16MB)" in line, line
+    assert "set $MIXDISTILL_DB_MEMORY higher" in line
+    without = run("bench", "remix", "-n", "20000", "--work", str(tmp_path / "again"),
+                  registry=tmp_path / "unused.duckdb")
+    assert without.returncode == 0, without.stderr  # the same bench at the default limit
+
+
 def test_a_write_beyond_the_registry_memory_limit_is_one_line_naming_the_setting(stored, tmp_path):
     """A write DuckDB cannot do within the registry's memory limit says which setting to raise."""
     data = tmp_path / "wide.jsonl"

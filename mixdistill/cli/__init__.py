@@ -85,6 +85,11 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:  # Ctrl-C or EOF inside a prompt (typer's own; its bundled click has none)
         _interrupted(exit_code_for())
+    except Exception as e:
+        if not _out_of_memory(e):
+            raise
+        err_console.print(f"[bold red]error:[/] {_memory_advice(e)}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(1)
     if rc == 130:  # typer turns Ctrl-C into exit code 130 without a word
         _interrupted(exit_code_for())
     if _own_process():
@@ -93,6 +98,23 @@ def main() -> None:
         # still freed with their modules.
         gc.freeze()
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """DuckDB's OutOfMemoryException, recognised without importing duckdb (a command that never opened it)."""
+    return type(e).__name__ == "OutOfMemoryException" and type(e).__module__.split(".")[0] in ("duckdb", "_duckdb")
+
+
+def _memory_advice(e: BaseException) -> str:
+    """One line for a query DuckDB could not run within its memory limit. Writes that outgrow it are caught where
+    they happen (`Registry._out_of_memory`); this is every other query, e.g. a join of several tables too large for
+    the limit together (DuckDB's hash joins in one pipeline do not share it: such a query can fail at 1GB and pass at
+    1.5GB, or at 300MB)."""
+    from mixdistill import settings
+
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return (f"DuckDB ran out of memory within its limit (${settings.DB_MEMORY_ENV}={settings.db_memory()}): {first}; "
+            f"set ${settings.DB_MEMORY_ENV} higher (e.g. 4GB) and run again: everything committed so far is kept")
 
 
 def _interrupted(code: int) -> None:
