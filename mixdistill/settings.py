@@ -38,6 +38,11 @@ def registry_path(explicit: str | os.PathLike | None = None) -> Path:
     return default_home() / "registry.duckdb"
 
 
+def db_memory_advice() -> str:
+    """The end of every out-of-memory message (a write's in the registry, a query's in the CLI)."""
+    return f"set ${DB_MEMORY_ENV} higher (e.g. 4GB) and run again: everything committed so far is kept"
+
+
 def db_memory() -> str:
     """The registry connection's memory limit (DuckDB syntax, e.g. `1GB`, `512MB`): $MIXDISTILL_DB_MEMORY, else 1GB."""
     value = os.environ.get(DB_MEMORY_ENV) or DB_MEMORY_DEFAULT

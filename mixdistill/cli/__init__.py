@@ -114,7 +114,7 @@ def _memory_advice(e: BaseException) -> str:
 
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     return (f"DuckDB ran out of memory within its limit (${settings.DB_MEMORY_ENV}={settings.db_memory()}): {first}; "
-            f"set ${settings.DB_MEMORY_ENV} higher (e.g. 4GB) and run again: everything committed so far is kept")
+            f"{settings.db_memory_advice()}")
 
 
 def _interrupted(code: int) -> None:

@@ -180,8 +180,7 @@ class Registry:
         key index since m008, so this is not expected from their size alone)."""
         return RegistryError(
             f"registry {self.path}: writing to {table} needs more memory than the registry's limit "
-            f"({settings.db_memory()}); set "
-            f"${settings.DB_MEMORY_ENV} higher (e.g. 4GB) and run again: everything committed so far is kept"
+            f"({settings.db_memory()}); {settings.db_memory_advice()}"
         )
 
     def query(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
